@@ -1,0 +1,5 @@
+import sys
+
+from examine.cli import main
+
+sys.exit(main())
