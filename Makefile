@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 $(VENV_LS)/.installed:
 	test -x $(VENV_LS)/bin/python || $(PYTHON) -m venv $(VENV_LS)
 	$(VENV_LS)/bin/pip install $(PIP_QUIET) label-studio==$(LABEL_STUDIO_VERSION) 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV_LS)/bin/label-studio --version >/dev/null
+	$(VENV_LS)/bin/python -c "import label_studio"
 	touch $@
 
 setup: $(VENV)/.installed system-deps

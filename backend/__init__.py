@@ -1,0 +1,1 @@
+"""Label Studio ML backend that serves EXAMINE rankings."""

@@ -1,0 +1,96 @@
+"""Every environment variable of the backend, typed and documented in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+SAMPLING_MODES = ("uncertainty", "sequential", "keep")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Backend configuration; :meth:`from_env` reads it from the environment.
+
+    Each field's ``metadata["env"]`` names its variable and ``metadata["doc"]``
+    says what it does (the README's configuration table lists the same).
+    """
+
+    label_studio_url: str = field(default="", metadata={"env": "LABEL_STUDIO_URL", "doc": "Label Studio base URL as the backend reaches it; empty: the hostname Label Studio sends in /setup"})
+    label_studio_api_key: str = field(default="", repr=False, metadata={"env": "LABEL_STUDIO_API_KEY", "doc": "legacy token or personal access token; empty: the token Label Studio sends in /setup"})
+    model_dir: Path = field(default=Path("model-dir"), metadata={"env": "MODEL_DIR", "doc": "encoder weights, embedding store, per-project state and job queue"})
+    host: str = field(default="127.0.0.1", metadata={"env": "HOST", "doc": "bind address (0.0.0.0 inside a container)"})
+    port: int = field(default=9090, metadata={"env": "PORT", "doc": "bind port"})
+    workers: int = field(default=1, metadata={"env": "WORKERS", "doc": "gunicorn workers; keep 1 (the job queue is in-process)"})
+    threads: int = field(default=8, metadata={"env": "THREADS", "doc": "gunicorn threads"})
+    basic_auth_user: str = field(default="", metadata={"env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth with this user (and BASIC_AUTH_PASS)"})
+    basic_auth_pass: str = field(default="", repr=False, metadata={"env": "BASIC_AUTH_PASS", "doc": "password for BASIC_AUTH_USER"})
+    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL", "doc": "DEBUG, INFO, WARNING or ERROR"})
+    model: str = field(default="vit_tiny_patch16_224", metadata={"env": "EXAMINE_MODEL", "doc": "timm ViT used when MODEL_DIR has no encoder yet"})
+    img_size: int = field(default=96, metadata={"env": "EXAMINE_IMG_SIZE", "doc": "encoder input resolution for a new encoder"})
+    weights: str = field(default="", metadata={"env": "EXAMINE_WEIGHTS", "doc": "local encoder weights (.safetensors or MAE .pth); empty: pretrain our own MAE"})
+    device: str = field(default="auto", metadata={"env": "EXAMINE_DEVICE", "doc": "auto (CUDA when present), cpu or cuda"})
+    sampling: str = field(default="uncertainty", metadata={"env": "EXAMINE_SAMPLING", "doc": "uncertainty: set the project's sampling so /next serves the lowest score (= most valuable) first; sequential: Sequential sampling + the ordered view; keep: leave the project's sampling alone"})
+    policy: str = field(default="", metadata={"env": "EXAMINE_POLICY", "doc": "ranking policy of examine.ranking (empty: its default)"})
+    allowed_hosts: tuple[str, ...] = field(default=(), metadata={"env": "ALLOWED_HOSTS", "doc": "comma-separated extra hosts task images may be fetched from (never sent the token)"})
+    data_roots: tuple[Path, ...] = field(default=(), metadata={"env": "EXAMINE_DATA_ROOTS", "doc": "comma-separated local folders mirroring Label Studio's local-files root; images under them are read from disk"})
+    pretrain_epochs: int = field(default=0, metadata={"env": "EXAMINE_PRETRAIN_EPOCHS", "doc": "epochs of the first MAE pretraining on a project's images (0: automatic)"})
+    train_epochs: int = field(default=5, metadata={"env": "EXAMINE_TRAIN_EPOCHS", "doc": "epochs of continued MAE training on START_TRAINING"})
+    head_size: int = field(default=200, metadata={"env": "EXAMINE_HEAD_SIZE", "doc": "predictions pushed before the project switches to a new ranking (the rest follow)"})
+    debounce_s: float = field(default=0.2, metadata={"env": "EXAMINE_DEBOUNCE_S", "doc": "events arriving within this many seconds are coalesced into one re-rank"})
+    view_title: str = field(default="EXAMINE priority", metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab ordered most valuable first"})
+
+    def __post_init__(self) -> None:
+        if self.sampling not in SAMPLING_MODES:
+            raise ValueError(f"EXAMINE_SAMPLING must be one of {SAMPLING_MODES}, got {self.sampling!r}")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.workers != 1:
+            raise ValueError("WORKERS must be 1: the job queue and per-project state live in one process")
+        if self.head_size < 1:
+            raise ValueError("EXAMINE_HEAD_SIZE must be at least 1")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read every variable; a malformed value raises ValueError naming the variable."""
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _convert(f.type, raw)
+            except ValueError as exc:
+                raise ValueError(f"{f.metadata['env']}={raw!r}: {exc}") from None
+        return cls(**values)
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.basic_auth_user)
+
+
+def _convert(kind: object, raw: str) -> object:
+    kind = str(kind)
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "Path":
+        return Path(raw)
+    if kind == "tuple[str, ...]":
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    if kind == "tuple[Path, ...]":
+        return tuple(Path(p.strip()) for p in raw.split(",") if p.strip())
+    return raw.strip()
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, doc) for every setting: the README's configuration table."""
+    out = []
+    for f in fields(Settings):
+        default = f.default if f.default is not None else ""
+        out.append((f.metadata["env"], str(default) if default not in ((), "") else "", f.metadata["doc"]))
+    return out

@@ -1,0 +1,239 @@
+"""The image encoder: a timm Vision Transformer, its weights, its version string.
+
+One obvious entry point, like timm's ``create_model``::
+
+    enc = create_encoder("vit_tiny_patch16_224", img_size=96, weights="encoder.safetensors")
+    feats = enc(batch)            # (B, D) float32, mean of patch tokens after the final norm
+
+Weights come from a local file only (``.safetensors`` or an official MAE ``.pth``
+holding ``{"model": state_dict}``; decoder keys are ignored) or from our own
+MAE pretraining (:mod:`examine.mae`). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["EncoderConfig", "Encoder", "EncoderError", "create_encoder", "load_state_dict", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CONFIG_NAME = "encoder.json"
+WEIGHTS_NAME = "encoder.safetensors"
+# Keys of an MAE checkpoint that belong to the decoder or to the masking objective.
+_NON_ENCODER_PREFIXES = ("decoder", "mask_token")
+
+
+class EncoderError(RuntimeError):
+    """The encoder cannot be built as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """What defines an encoder apart from its weights."""
+
+    model: str = "vit_tiny_patch16_224"
+    img_size: int = 96
+    patch_size: int | None = None  # None: the model's own
+    pool: str = "mean"  # "mean" of patch tokens or "cls"
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("mean", "cls"):
+            raise ValueError(f"pool must be 'mean' or 'cls', got {self.pool!r}")
+        if self.img_size < 16:
+            raise ValueError(f"img_size must be at least 16, got {self.img_size}")
+
+
+def build_vit(config: EncoderConfig) -> nn.Module:
+    """A randomly initialised timm ViT with no classifier head."""
+    import timm
+
+    if not config.model.startswith(("vit_", "deit_")):
+        raise EncoderError(f"model {config.model!r} is not a timm Vision Transformer (vit_*/deit_*)")
+    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, "img_size": config.img_size}
+    if config.patch_size:
+        kwargs["patch_size"] = config.patch_size
+    try:
+        return timm.create_model(config.model.split(".")[0], **kwargs)
+    except RuntimeError as exc:  # unknown model name
+        raise EncoderError(f"timm cannot build {config.model!r}: {exc}") from exc
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read encoder weights from a local ``.safetensors`` or ``.pth`` file (decoder keys dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EncoderError(f"weights file {path} does not exist; pass a local .safetensors/.pth file or run `examine pretrain`")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        sd = load_file(str(path))
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle/zip errors vary by torch version
+            raise EncoderError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
+        sd = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
+        if not isinstance(sd, dict):
+            raise EncoderError(f"{path}: expected a state dict (or {{'model': state_dict}}), got {type(obj).__name__}")
+    sd = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in sd.items()}
+    return {k: v for k, v in sd.items() if not k.startswith(_NON_ENCODER_PREFIXES)}
+
+
+def _fit_pos_embed(sd: dict[str, torch.Tensor], model: nn.Module) -> None:
+    """Resample absolute position embeddings saved at another image size."""
+    pe = sd.get("pos_embed")
+    if pe is None or pe.shape == model.pos_embed.shape:
+        return
+    from timm.layers import resample_abs_pos_embed
+
+    sd["pos_embed"] = resample_abs_pos_embed(
+        pe, new_size=model.patch_embed.grid_size, num_prefix_tokens=model.num_prefix_tokens
+    )
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256 over the encoder's tensors in key order: identical weights, identical digest."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Encoder(nn.Module):
+    """A ViT encoder that maps normalised image batches to one embedding per image."""
+
+    def __init__(self, config: EncoderConfig, vit: nn.Module):
+        super().__init__()
+        self.config = config
+        self.vit = vit
+        self._version: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.vit.embed_dim)
+
+    @property
+    def version(self) -> str:
+        """Architecture + a hash of the weights: the key under which embeddings are stored."""
+        if self._version is None:
+            c = self.config
+            patch = c.patch_size or self.vit.patch_embed.patch_size[0]
+            self._version = f"{c.model.split('.')[0]}-p{patch}-{c.img_size}px-{c.pool}-{weights_digest(self.vit)[:16]}"
+        return self._version
+
+    def weights_changed(self) -> None:
+        """Forget the cached version after the weights were modified in place (training)."""
+        self._version = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.vit.forward_features(x)  # (B, prefix + N, D), after the final norm
+        if self.config.pool == "cls":
+            return tokens[:, 0]
+        return tokens[:, self.vit.num_prefix_tokens :].mean(dim=1)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``encoder.json`` and ``encoder.safetensors`` into ``folder``."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.vit.state_dict().items()}
+        tmp = folder / (WEIGHTS_NAME + ".tmp")
+        save_file(sd, str(tmp), metadata={"config": json.dumps(asdict(self.config))})
+        tmp.replace(folder / WEIGHTS_NAME)
+        (folder / CONFIG_NAME).write_text(json.dumps({**asdict(self.config), "version": self.version}, indent=2))
+        return folder / WEIGHTS_NAME
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Encoder":
+        """Load an encoder saved by :meth:`save` (e.g. by ``examine pretrain``)."""
+        folder = Path(folder)
+        cfg_path = folder / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise EncoderError(f"{folder} holds no {CONFIG_NAME}; run `examine pretrain IMAGES --out {folder}` first")
+        raw = json.loads(cfg_path.read_text())
+        config = EncoderConfig(**{k: raw[k] for k in ("model", "img_size", "patch_size", "pool") if k in raw})
+        return create_encoder(config, weights=folder / WEIGHTS_NAME)
+
+
+def create_encoder(
+    model: str | EncoderConfig = "vit_tiny_patch16_224",
+    *,
+    img_size: int = 96,
+    patch_size: int | None = None,
+    pool: str = "mean",
+    weights: str | Path | None = None,
+    pretrained: bool = False,
+    seed: int = 0,
+) -> Encoder:
+    """Build an :class:`Encoder`.
+
+    ``weights`` is a local file; without it the encoder is randomly initialised
+    (deterministically from ``seed``), ready for :func:`examine.mae.pretrain`.
+    ``pretrained=True`` without a file is refused with a clear message, since
+    weights cannot be downloaded here.
+    """
+    config = model if isinstance(model, EncoderConfig) else EncoderConfig(model, img_size, patch_size, pool)
+    if pretrained and weights is None:
+        raise EncoderError(
+            f"pretrained weights for {config.model!r} are not on this machine and nothing is downloaded; "
+            "pass a local file (--weights PATH.safetensors or an official MAE .pth) or pretrain our own "
+            "with `examine pretrain IMAGES_DIR --out MODEL_DIR`"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vit = build_vit(config)
+    if weights is not None:
+        sd = load_state_dict(weights)
+        _fit_pos_embed(sd, vit)
+        try:
+            result = vit.load_state_dict(sd, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:200]
+            raise EncoderError(f"{weights}: does not fit {config.model} ({first}); check --model and --patch-size") from None
+        missing = [k for k in result.missing_keys if not k.startswith(("head", "fc_norm"))]
+        if missing:
+            raise EncoderError(
+                f"{weights}: does not fit {config.model} (missing {len(missing)} keys, e.g. {missing[:3]}); "
+                "check --model and --patch-size"
+            )
+    vit.eval()
+    return Encoder(config, vit)
+
+
+def preprocess(images: list[np.ndarray] | np.ndarray, img_size: int) -> torch.Tensor:
+    """RGB uint8 images (H, W, 3) → a normalised float32 batch (B, 3, img_size, img_size).
+
+    The shorter side is resized to ``img_size`` and the centre cropped, so tiles
+    keep their aspect; antialiased bilinear resize.
+    """
+    out = torch.empty((len(images), 3, img_size, img_size), dtype=torch.float32)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    for i, img in enumerate(images):
+        out[i] = (to_square_tensor(img, img_size) - mean) / std
+    return out
+
+
+def to_square_tensor(img: np.ndarray, size: int) -> torch.Tensor:
+    """One RGB uint8 image → float (3, size, size) in [0, 1], short side resized, centre crop."""
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    h, w = t.shape[1:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        t = F.interpolate(t[None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return t[:, top : top + size, left : left + size].clamp_(0.0, 1.0)

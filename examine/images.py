@@ -1,0 +1,637 @@
+"""Bytes or path → RGB uint8 array: every image format and every failure in one place.
+
+``load_image`` turns PNG, JPEG, TIFF (8/16-bit, float, multi-page, pyramids), BMP,
+GIF, WebP, JPEG 2000 and DICOM into an ``(H, W, 3)`` uint8 array.  Choices:
+
+* Transparency is composited on **white**: in brightfield microscopy and scanned
+  documents "nothing there" is white, while the colour stored under fully
+  transparent pixels is arbitrary (often black).
+* 8-bit images are kept as they are.  Deeper data (16-bit, 32-bit, float) are
+  windowed to 8 bits, by default between the 0.5th and 99.5th percentiles of the
+  image (robust to a few hot pixels); DICOM uses its own WindowCenter/Width when
+  present.  ``window=(lo, hi)`` overrides both, for any image.
+* Multi-page files give their first page, animations their first frame.
+* EXIF orientation is applied (camera photos, e.g. dermatology).
+
+Every failure raises :class:`ImageLoadError` naming the item, the reason and what
+to do.  The decompression-bomb limit is per call (``max_pixels``); Pillow's own
+global limit is left as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "ImageLoadError",
+    "list_images",
+    "load_image",
+    "load_images",
+    "read_bytes",
+    "sha256_bytes",
+    "window_to_uint8",
+]
+
+Source = Union[str, "os.PathLike[str]", bytes]
+
+#: File name endings treated as images by :func:`list_images` (lowercase, with dot).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".dib",
+        ".gif", ".webp", ".jp2", ".j2k", ".pgm", ".ppm", ".pbm", ".pnm",
+        ".dcm", ".dicom",
+    }
+)
+
+#: 2**27 ≈ 11,585² pixels (400 MB as RGB uint8): mammograms and large microscopy
+#: fields fit; whole-slide images must be tiled before they reach this loader.
+DEFAULT_MAX_PIXELS: int = 2**27
+
+DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+
+_SUPPORTED = "PNG, JPEG, TIFF, BMP, GIF, WebP, JPEG 2000, PNM and DICOM"
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+# Signatures of files people upload by mistake, so the error can name them.
+_KNOWN_OTHER_FORMATS: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"%PDF", "a PDF document"),
+    (0, b"PK\x03\x04", "a ZIP archive"),
+    (0, b"\x1f\x8b", "a gzip file (e.g. NIfTI .nii.gz)"),
+    (0, b"NRRD", "an NRRD volume"),
+    (344, b"n+1\x00", "a NIfTI volume"),
+    (4, b"ftypheic", "a HEIC photo"),
+    (4, b"ftypmif1", "a HEIF photo"),
+    (0, b"8BPS", "a Photoshop document"),
+)
+# Starts of image formats Pillow reads: such a file that Pillow cannot identify is damaged.
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"\x00\x00\x00\x0cjP", b"\xffO\xffQ")
+_HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_PERCENTILE_SAMPLES = 1 << 20
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+class ImageLoadError(ValueError):
+    """An image could not be loaded.
+
+    Attributes
+    ----------
+    item : str
+        What the caller called the image: path, task id or URL.
+    reason : str
+        What is wrong with it.
+    hint : str
+        What to do about it.
+    """
+
+    def __init__(self, item: str, reason: str, hint: str = "") -> None:
+        self.item = item
+        self.reason = reason
+        self.hint = hint
+        super().__init__(f"{item}: {reason}" + (f"; {hint}" if hint else ""))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.item, self.reason, self.hint))
+
+
+class _UsePillow(Exception):
+    """tifffile handed a TIFF to Pillow (palette, CMYK, YCbCr, missing codec)."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of ``data``: the key under which embeddings are stored."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_bytes(path: str | os.PathLike[str], *, item: str | None = None) -> bytes:
+    """Read a whole file, turning OS errors into :class:`ImageLoadError`."""
+    label = item if item is not None else os.fspath(path)
+    try:
+        with _open_file(path, label) as fh:
+            return fh.read()
+    except OSError as exc:
+        raise _os_error(label, exc) from exc
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """All image files under ``folder``, recursively, sorted.
+
+    Hidden files and folders (name starting with ``.``) are skipped; a file counts
+    as an image when its extension (any case) is in :data:`IMAGE_EXTENSIONS`.
+
+    Raises
+    ------
+    ImageLoadError
+        When ``folder`` does not exist or is not a folder.
+    """
+    root = Path(folder)
+    if not root.exists():
+        raise ImageLoadError(str(root), "folder does not exist", f"check the path (current folder: {Path.cwd()})")
+    if not root.is_dir():
+        raise ImageLoadError(str(root), "is a file, not a folder", "pass the folder that holds the images")
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(Path(dirpath, name))
+    return sorted(found)
+
+
+def load_images(
+    sources: Iterable[Source],
+    *,
+    items: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> tuple[list[np.ndarray | None], list[ImageLoadError]]:
+    """Load many images; a bad one never stops the batch.
+
+    Parameters
+    ----------
+    sources : iterable of path, str or bytes
+    items : sequence of str, optional
+        Names for the error messages, one per source (default: the paths).
+    **kwargs
+        Passed to :func:`load_image`.
+
+    Returns
+    -------
+    images : list
+        Aligned with ``sources``: the array, or ``None`` where loading failed.
+    errors : list of ImageLoadError
+        One per ``None``, in input order; ``error.item`` names the image.
+    """
+    sources = list(sources)
+    if items is not None and len(items) != len(sources):
+        raise ValueError(f"got {len(items)} items for {len(sources)} sources")
+    images: list[np.ndarray | None] = []
+    errors: list[ImageLoadError] = []
+    for i, source in enumerate(sources):
+        try:
+            images.append(load_image(source, item=None if items is None else items[i], **kwargs))
+        except ImageLoadError as exc:
+            images.append(None)
+            errors.append(exc)
+    return images, errors
+
+
+def load_image(
+    source: Source,
+    *,
+    item: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int | None = None,
+    window: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Decode one image to an RGB uint8 array of shape (H, W, 3).
+
+    Parameters
+    ----------
+    source : str, os.PathLike or bytes
+        A local file path, or the file's bytes.
+    item : str, optional
+        Name used in error messages (path, task id or URL); default: the path.
+    max_pixels : int
+        Refuse images with more pixels (width × height of what gets decoded):
+        protection against decompression bombs.
+    max_side : int, optional
+        Shrink so that the longer side is at most this (never enlarges).  JPEG is
+        decoded at reduced scale and TIFF pyramids at the smallest sufficient level.
+    window : (lo, hi), optional
+        Intensity window in stored units (after DICOM rescale): ``lo`` → 0,
+        ``hi`` → 255.  Default: see the module docstring.
+
+    Raises
+    ------
+    ImageLoadError
+        Missing, unreadable, empty, truncated or oversized file, or not an image.
+    TypeError
+        ``source`` is not a path or bytes.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = item if item is not None else f"<{len(source)} bytes>"
+        name_hint = item or ""
+        return _load_stream(io.BytesIO(bytes(source)), label, name_hint, max_pixels, max_side, window)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"load_image takes a path or bytes, not {type(source).__name__}")
+    path = os.fspath(source)
+    label = item if item is not None else path
+    if isinstance(path, str) and path.split("://", 1)[0] in ("http", "https", "s3", "gs", "azure-blob"):
+        raise ImageLoadError(label, "is a URL, not a local file", "download it first and pass the file or its bytes")
+    try:
+        with _open_file(path, label) as fh:
+            return _load_stream(fh, label, path, max_pixels, max_side, window)
+    except OSError as exc:
+        raise _os_error(label, exc) from exc
+
+
+def window_to_uint8(
+    array: np.ndarray,
+    window: tuple[float, float] | None = None,
+    *,
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+) -> np.ndarray:
+    """Map intensities linearly to uint8: ``lo`` → 0, ``hi`` → 255, clipped.
+
+    ``window`` defaults to the given percentiles of the finite values (one window
+    for all channels, so colour balance is kept).  NaN becomes 0.
+    """
+    a = np.asarray(array)
+    if a.dtype == bool:
+        a = a.astype(np.uint8) * np.uint8(255)
+        if window is None:
+            return a
+    if window is None:
+        lo, hi = _percentile_window(a, percentiles)
+    else:
+        lo, hi = float(window[0]), float(window[1])
+        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+            raise ValueError(f"window must be two finite numbers with lo < hi, got {window!r}")
+    out = a.astype(np.float32, copy=True)
+    out -= np.float32(lo)
+    out *= np.float32(255.0 / (hi - lo))
+    np.clip(out, 0, 255, out=out)
+    np.nan_to_num(out, copy=False, nan=0.0)
+    return np.rint(out, out=out).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- decoding
+
+def _load_stream(
+    fh: IO[bytes],
+    label: str,
+    name: str,
+    max_pixels: int,
+    max_side: int | None,
+    window: tuple[float, float] | None,
+) -> np.ndarray:
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be ≥ 1, got {max_side}")
+    if window is not None and not (math.isfinite(window[0]) and math.isfinite(window[1]) and window[1] > window[0]):
+        raise ValueError(f"window must be two finite numbers with lo < hi, got {window!r}")
+    head = fh.read(512)
+    fh.seek(0)
+    if not head:
+        raise ImageLoadError(label, "empty file (0 bytes)", "the copy or upload probably failed; export the image again")
+    is_dicom = head[128:132] == b"DICM" or name.lower().endswith(_DICOM_SUFFIXES)
+    try:
+        if is_dicom:
+            rgb = _load_dicom(fh, label, head[128:132] == b"DICM", max_pixels, max_side, window)
+        elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+            rgb = _load_tiff(fh, label, max_pixels, max_side, window)
+        else:
+            rgb = _load_pillow(fh, label, head, max_pixels, max_side, window)
+    except ImageLoadError:
+        raise
+    except MemoryError as exc:
+        raise ImageLoadError(label, "not enough memory to decode the image", "pass max_side or a lower max_pixels") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(label, f"refused as a decompression bomb ({exc})", "check the file's origin") from exc
+    except (OSError, EOFError, SyntaxError, ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:
+        # Decoders report damaged data with assorted exception types.
+        raise _corrupt(label, exc) from exc
+    if max_side is not None and max(rgb.shape[:2]) > max_side:
+        rgb = _shrink(rgb, max_side)
+    return rgb
+
+
+def _load_pillow(
+    fh: IO[bytes],
+    label: str,
+    head: bytes,
+    max_pixels: int,
+    max_side: int | None,
+    window: tuple[float, float] | None,
+) -> np.ndarray:
+    try:
+        im = _open_pillow(fh)
+    except UnidentifiedImageError as exc:
+        raise _not_an_image(label, head) from exc
+    return _pillow_to_rgb(im, label, max_pixels, max_side, window)
+
+
+def _pillow_to_rgb(
+    im: Image.Image,
+    label: str,
+    max_pixels: int,
+    max_side: int | None,
+    window: tuple[float, float] | None,
+) -> np.ndarray:
+    _check_pixels(label, im.size[0], im.size[1], max_pixels)
+    if max_side is not None and im.format == "JPEG":
+        w, h = _fit(im.size[0], im.size[1], max_side)
+        # Decode at 1/2, 1/4 or 1/8 scale, keeping ≥ 2× the target for a clean resample.
+        im.draft(None, (2 * w, 2 * h))
+    im.load()
+    ImageOps.exif_transpose(im, in_place=True)
+    if im.mode in _HIGH_DEPTH_MODES:
+        return _array_to_rgb(np.asarray(im), label, window)
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    else:
+        rgb = np.asarray(im.convert("RGB"))
+    return rgb if window is None else window_to_uint8(rgb, window)
+
+
+def _open_pillow(fh: IO[bytes]) -> Image.Image:
+    """``Image.open`` without Pillow's global pixel limit; ``_check_pixels`` applies ours."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(fh)
+        except Image.DecompressionBombError:
+            pass
+    # Only the header is parsed while the global is lifted; it is restored at once.
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            fh.seek(0)
+            return Image.open(fh)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _load_tiff(
+    fh: IO[bytes],
+    label: str,
+    max_pixels: int,
+    max_side: int | None,
+    window: tuple[float, float] | None,
+) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(fh) as tif:
+            page = _tiff_page(tif, max_side)
+            _check_pixels(label, page.imagewidth, page.imagelength, max_pixels)
+            if page.photometric not in (
+                tifffile.PHOTOMETRIC.MINISBLACK,
+                tifffile.PHOTOMETRIC.MINISWHITE,
+                tifffile.PHOTOMETRIC.RGB,
+            ):
+                raise _UsePillow(f"photometric {page.photometric.name}")
+            try:
+                arr = page.asarray()
+            except (ValueError, KeyError, ImportError) as exc:
+                raise _UsePillow(str(exc)) from exc
+            arr = _tiff_yxs(arr, page.axes)
+            inverted = page.photometric == tifffile.PHOTOMETRIC.MINISWHITE
+    except (ImageLoadError, MemoryError):
+        raise
+    except Exception as exc:  # tifffile raises many types on damaged files; Pillow gets a second try
+        fh.seek(0)
+        try:
+            im = _open_pillow(fh)
+        except Exception:
+            if "imagecodecs" in str(exc):
+                raise ImageLoadError(
+                    label, f"cannot decode this TIFF ({exc})", "pip install imagecodecs, or save the TIFF uncompressed"
+                ) from exc
+            raise _corrupt(label, exc) from exc
+        return _pillow_to_rgb(im, label, max_pixels, max_side, window)
+    return _array_to_rgb(arr, label, window, inverted=inverted)
+
+
+def _tiff_page(tif: Any, max_side: int | None) -> Any:
+    """First page, or the smallest pyramid level whose longer side is ≥ max_side."""
+    levels = [lvl.keyframe for lvl in tif.series[0].levels] if tif.series else [tif.pages[0]]
+    chosen = levels[0]
+    if max_side is not None:
+        for page in levels[1:]:
+            if max(page.imagewidth, page.imagelength) >= max_side:
+                chosen = page
+    return chosen
+
+
+def _tiff_yxs(arr: np.ndarray, axes: str) -> np.ndarray:
+    """Reduce a page's array to (Y, X) or (Y, X, S): first of any other axis."""
+    if len(axes) != arr.ndim:
+        return np.squeeze(arr)
+    arr = arr[tuple(slice(None) if a in "YXS" else 0 for a in axes)]
+    axes = "".join(a for a in axes if a in "YXS")
+    return np.moveaxis(arr, 0, -1) if axes == "SYX" else arr
+
+
+def _load_dicom(
+    fh: IO[bytes],
+    label: str,
+    has_preamble: bool,
+    max_pixels: int,
+    max_side: int | None,
+    window: tuple[float, float] | None,
+) -> np.ndarray:
+    try:
+        import pydicom
+    except ImportError as exc:
+        raise ImageLoadError(
+            label, "DICOM needs pydicom, which is not installed", "pip install pydicom (or pip install 'examine-al[dicom]')"
+        ) from exc
+    try:
+        ds = pydicom.dcmread(fh, force=not has_preamble)
+    except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
+        raise ImageLoadError(label, f"not a readable DICOM file ({exc})", "export it again from the PACS or viewer") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise ImageLoadError(label, "DICOM file has no pixel data (e.g. a report)", "leave it out of the image set")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    _check_pixels(label, cols, rows, max_pixels)
+    if hasattr(ds, "pixel_array_options"):  # pydicom ≥ 3 decodes one frame only
+        ds.pixel_array_options(index=0)
+    try:
+        arr = ds.pixel_array
+    except MemoryError:
+        raise
+    except Exception as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
+        raise ImageLoadError(
+            label,
+            f"cannot decode DICOM pixel data ({name}): {exc}",
+            "for compressed DICOM pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)",
+        ) from exc
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1 and arr.shape[0] == frames and arr.ndim >= 3 and not hasattr(ds, "pixel_array_options"):
+        arr = arr[0]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if photometric.startswith("MONOCHROME"):
+        arr = _dicom_modality_lut(arr, ds)
+        if window is None:
+            window = _dicom_window(ds)
+        return _array_to_rgb(arr, label, window, inverted=photometric == "MONOCHROME1")
+    if photometric == "PALETTE COLOR":
+        arr = _dicom_color_lut(arr, ds)
+    return _array_to_rgb(arr, label, window)
+
+
+def _dicom_modality_lut(arr: np.ndarray, ds: Any) -> np.ndarray:
+    try:
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+    return apply_modality_lut(arr, ds)
+
+
+def _dicom_color_lut(arr: np.ndarray, ds: Any) -> np.ndarray:
+    try:
+        from pydicom.pixels import apply_color_lut
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_color_lut
+    return apply_color_lut(arr, ds)
+
+
+def _dicom_window(ds: Any) -> tuple[float, float] | None:
+    """The first WindowCenter/Width pair as (lo, hi) (DICOM PS3.3 C.11.2.1.2.1), or None."""
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    try:
+        c = float(center[0] if isinstance(center, Sequence) and not isinstance(center, str) else center)
+        w = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str) else width)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not (math.isfinite(c) and math.isfinite(w)) or w <= 1:
+        return None
+    return c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
+
+
+# ---------------------------------------------------------------- arrays
+
+def _array_to_rgb(
+    arr: np.ndarray,
+    label: str,
+    window: tuple[float, float] | None,
+    *,
+    inverted: bool = False,
+) -> np.ndarray:
+    """(H, W), (H, W, 1..4) of any dtype → (H, W, 3) uint8; alpha composited on white."""
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] > 4):
+        channels = arr.shape[2] if arr.ndim == 3 else "?"
+        raise ImageLoadError(
+            label,
+            f"unsupported pixel layout {arr.shape} ({channels} channels)",
+            "save it as a grayscale, RGB or RGBA image",
+        )
+    alpha = None
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        arr, alpha = arr[:, :, :-1], _unit_alpha(arr[:, :, -1])
+        if arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+    if window is not None or arr.dtype != np.uint8:
+        out = window_to_uint8(arr, window)
+    else:
+        out = arr
+    if inverted:
+        out = 255 - out
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    if alpha is not None:
+        out = np.rint(out * alpha[:, :, None] + 255.0 * (1.0 - alpha[:, :, None])).astype(np.uint8)
+    return np.ascontiguousarray(out, dtype=np.uint8)
+
+
+def _unit_alpha(alpha: np.ndarray) -> np.ndarray:
+    if np.issubdtype(alpha.dtype, np.integer):
+        return alpha.astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
+    return np.clip(np.nan_to_num(alpha.astype(np.float32), nan=1.0), 0.0, 1.0)
+
+
+def _percentile_window(a: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
+    flat = a.reshape(-1)
+    sample = flat[:: max(1, flat.size // _PERCENTILE_SAMPLES)]
+    if sample.dtype.kind == "f":
+        sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
+    if hi > lo:
+        return lo, hi
+    lo, hi = float(sample.min()), float(sample.max())
+    if hi > lo:
+        return lo, hi
+    # A constant image: place it within its type's natural range instead of an arbitrary grey.
+    if a.dtype.kind in "ui":
+        info = np.iinfo(a.dtype)
+        return float(min(info.min, 0)), float(info.max)
+    return (0.0, 1.0) if 0.0 <= lo <= 1.0 else (lo - 1.0, lo)
+
+
+def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    im = Image.fromarray(rgb)
+    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(im)
+
+
+# ---------------------------------------------------------------- errors
+
+def _open_file(path: str | os.PathLike[str], label: str) -> IO[bytes]:
+    if os.fspath(path) in ("", b""):
+        raise ImageLoadError(label, "empty path", "pass the path of an image file")
+    return open(path, "rb")
+
+
+def _os_error(label: str, exc: OSError) -> ImageLoadError:
+    if isinstance(exc, FileNotFoundError):
+        return ImageLoadError(label, "file not found", f"check the path (relative paths start at {Path.cwd()})")
+    if isinstance(exc, PermissionError):
+        return ImageLoadError(label, "permission denied", "make the file readable by the user running examine")
+    if isinstance(exc, IsADirectoryError):
+        return ImageLoadError(label, "is a folder, not a file", "pass the image files inside it (see list_images)")
+    return _corrupt(label, exc)
+
+
+def _corrupt(label: str, exc: BaseException) -> ImageLoadError:
+    detail = str(exc) or type(exc).__name__
+    return ImageLoadError(
+        label,
+        f"image data is truncated or corrupt ({detail})",
+        "the file is incomplete or damaged; copy or export it again",
+    )
+
+
+def _not_an_image(label: str, head: bytes) -> ImageLoadError:
+    if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return _corrupt(label, ValueError("the header cannot be read"))
+    hint = f"convert it to PNG or TIFF (supported: {_SUPPORTED})"
+    for offset, magic, name in _KNOWN_OTHER_FORMATS:
+        if head[offset : offset + len(magic)] == magic:
+            return ImageLoadError(label, f"unsupported format: {name}", hint)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        kind = "an SVG drawing" if "<svg" in text else "a text file"
+        return ImageLoadError(label, f"not an image: {kind}", hint)
+    return ImageLoadError(label, f"not an image in a known format (starts with {head[:8]!r})", hint)
+
+
+def _check_pixels(label: str, width: int, height: int, max_pixels: int) -> None:
+    pixels = int(width) * int(height)
+    if pixels > max_pixels:
+        raise ImageLoadError(
+            label,
+            f"image has {pixels:,} pixels ({width} × {height}), over the limit of {max_pixels:,} "
+            "(decompression-bomb protection)",
+            f"if the file is trusted, pass max_pixels={pixels} or more; or tile the image first",
+        )

@@ -1,0 +1,410 @@
+"""Order the unlabeled pool by EXAMINE value, adapting to the labels that exist.
+
+The paper (Huang, Lei & Li 2022) scores a static, fully unlabeled pool.  In an
+annotation loop labels arrive batch by batch; the policies here decide how the
+queue reacts.  Every policy maps embeddings ``X`` (n × d), a mask of labeled
+rows and their labels to a :class:`Ranking` of the *unlabeled* rows:
+
+``paper``
+    EXAMINE scores of all rows (labeled ones included), labeled rows removed
+    from the order.  The static score of the paper.
+``pool``
+    EXAMINE scores recomputed on the unlabeled rows only.
+``deflation``
+    The top directions spanned by the labeled rows' embeddings (those holding
+    ``deflation_energy`` of their energy) are projected out of the unlabeled
+    embeddings, which are then scored: what the labels already cover stops
+    counting as value.  The first ``deflation_greedy`` positions (a batch) are
+    picked one at a time, each pick deflated as if labeled before the next.
+``class-aware``
+    A linear probe (multinomial logistic regression) fitted on the labeled rows
+    predicts a class for each unlabeled row; rows are scored by EXAMINE within
+    their predicted class and the classes are interleaved with quotas
+    proportional to ``1 / (1 + labels of the class)``, so classes with few labels
+    are served first.  With fewer than two labeled classes it falls back to
+    ``class_fallback`` (default ``deflation``; ``pool`` is the plain choice).
+
+Embeddings can be preprocessed first (``preprocess``): ``"none"`` (the paper's
+unspecified default), ``"center"`` (subtract the mean row), ``"l2"`` (unit-norm
+rows) or ``"center-l2"``.  The defaults (``deflation`` on centred embeddings,
+greedy over the first 10 positions) were chosen by the annotation simulation
+of :mod:`examine.evaluate` (see ``benchmarks/RESULTS.md``): the static paper
+score and ``pool`` keep serving one mode of the data and fall far below random
+picking at every budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+
+from examine.scoring import examine_scores, value_order
+
+__all__ = [
+    "Ranking",
+    "POLICIES",
+    "PREPROCESSING",
+    "DEFAULT_POLICY",
+    "DEFAULT_PREPROCESS",
+    "rank",
+    "preprocess_embeddings",
+    "LinearProbe",
+]
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The queue of unlabeled rows.
+
+    Attributes
+    ----------
+    order : numpy.ndarray of int64
+        Indices into ``X`` of the unlabeled rows, most valuable first.
+    value : numpy.ndarray of float64, shape (n,)
+        The policy's value of each row of ``X`` (NaN for labeled rows); for
+        display only — the order is authoritative (``class-aware`` interleaves
+        classes, so its order is not sorted by ``value``).
+    policy : str
+        Name of the policy that produced the ranking.
+    """
+
+    order: np.ndarray
+    value: np.ndarray
+    policy: str
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _scores_subset(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """EXAMINE scores of ``X[rows]`` (a single row, or none, scores 1)."""
+    if len(rows) < 2:
+        return np.ones(len(rows), dtype=np.float64)
+    return examine_scores(X[rows])
+
+
+def _order_unlabeled(value: np.ndarray, unlabeled: np.ndarray) -> np.ndarray:
+    """Unlabeled indices sorted by descending ``value`` (ties by index)."""
+    idx = np.flatnonzero(unlabeled)
+    return idx[value_order(value[idx])].astype(np.int64)
+
+
+def preprocess_embeddings(X: np.ndarray, mode: str) -> np.ndarray:
+    """Return a float64 copy of ``X`` centred and/or L2-normalised per ``mode``.
+
+    ``mode`` is one of :data:`PREPROCESSING`.  Zero rows stay zero under L2
+    normalisation.
+    """
+    if mode not in PREPROCESSING:
+        raise ValueError(f"unknown preprocess {mode!r}; choose one of {sorted(PREPROCESSING)}")
+    X = np.array(X, dtype=np.float64, copy=True)
+    if "center" in mode:
+        X -= X.mean(axis=0, keepdims=True)
+    if "l2" in mode:
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        np.divide(X, norms, out=X, where=norms > 0)
+    return X
+
+
+PREPROCESSING: tuple[str, ...] = ("none", "center", "l2", "center-l2")
+
+
+class LinearProbe:
+    """Multinomial logistic regression in numpy (L2-penalised, accelerated gradient).
+
+    Small and dependency-free so that the backend does not need scikit-learn.
+    Features are standardised with the training mean and a single scale.
+
+    Parameters
+    ----------
+    l2 : float
+        Penalty on the weights (not the bias), per sample.
+    max_iter : int
+        Iterations of Nesterov-accelerated gradient descent.
+    """
+
+    def __init__(self, l2: float = 1e-3, max_iter: int = 300):
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2}")
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        self.l2 = float(l2)
+        self.max_iter = int(max_iter)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearProbe":
+        """Fit on rows ``X`` with integer classes ``y`` in ``0..C-1`` (C ≥ 2)."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.int64)
+        if X.ndim != 2 or y.shape != (len(X),):
+            raise ValueError(f"X must be (n, d) and y (n,), got {X.shape} and {y.shape}")
+        n_classes = int(y.max()) + 1 if len(y) else 0
+        if n_classes < 2:
+            raise ValueError("a probe needs at least 2 classes")
+        self.mean_ = X.mean(axis=0)
+        scale = float(np.sqrt(((X - self.mean_) ** 2).sum(axis=1).mean()))
+        self.scale_ = scale if scale > 0 else 1.0
+        Z = np.hstack([(X - self.mean_) / self.scale_, np.ones((len(X), 1))])
+        n, d1 = Z.shape
+        Y = np.zeros((n, n_classes))
+        Y[np.arange(n), y] = 1.0
+        # Softmax cross-entropy Hessian ≤ ½ ZᵀZ / n (⊗ I): a safe step size.
+        lip = 0.5 * np.linalg.norm(Z, 2) ** 2 / n + self.l2
+        step = 1.0 / lip
+        pen = np.full((d1, 1), self.l2)
+        pen[-1] = 0.0
+        W = np.zeros((d1, n_classes))
+        V = W.copy()
+        t = 1.0
+        for _ in range(self.max_iter):
+            P = _softmax(Z @ V)
+            grad = Z.T @ (P - Y) / n + pen * V
+            W_next = V - step * grad
+            t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+            V = W_next + ((t - 1.0) / t_next) * (W_next - W)
+            W, t = W_next, t_next
+        self.coef_ = W
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        Z = (X - self.mean_) / self.scale_
+        return Z @ self.coef_[:-1] + self.coef_[-1]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self.decision_function(X), axis=1)
+
+
+def _softmax(A: np.ndarray) -> np.ndarray:
+    A = A - A.max(axis=1, keepdims=True)
+    np.exp(A, out=A)
+    A /= A.sum(axis=1, keepdims=True)
+    return A
+
+
+def _encode_labels(labels: Sequence[Any] | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
+    """Integer codes of the labels of ``rows`` that have one (not None / NaN).
+
+    Returns the rows with a label, their codes and the list of distinct labels
+    (sorted by their string form, so any hashable mix works deterministically).
+    """
+    if labels is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
+    have: list[int] = []
+    vals: list[Hashable] = []
+    for i in rows:
+        lab = labels[int(i)]
+        if lab is None or (isinstance(lab, float) and math.isnan(lab)):
+            continue
+        if isinstance(lab, np.generic):
+            lab = lab.item()
+        have.append(int(i))
+        vals.append(lab)
+    classes = sorted(set(vals), key=lambda v: (type(v).__name__, str(v)))
+    code = {c: k for k, c in enumerate(classes)}
+    return np.asarray(have, np.int64), np.asarray([code[v] for v in vals], np.int64), classes
+
+
+# --------------------------------------------------------------------------- policies
+# Each policy: (X preprocessed float64, labeled mask, labels or None, seed, options)
+# -> value array (n,) with NaN on labeled rows, and the order of the unlabeled rows.
+
+
+def _policy_paper(X, labeled, labels, seed, opts):
+    value = examine_scores(X) if len(X) >= 2 else np.ones(len(X))
+    value = value.astype(np.float64)
+    value[labeled] = np.nan
+    return value, _order_unlabeled(value, ~labeled)
+
+
+def _policy_pool(X, labeled, labels, seed, opts):
+    value = np.full(len(X), np.nan)
+    rows = np.flatnonzero(~labeled)
+    value[rows] = _scores_subset(X, rows)
+    return value, _order_unlabeled(value, ~labeled)
+
+
+def _deflated_scores(X: np.ndarray, covered: np.ndarray, rows: np.ndarray, energy: float) -> np.ndarray:
+    """EXAMINE scores of ``X[rows]`` after projecting out the top directions of ``X[covered]``."""
+    U = X[rows]
+    if covered.any():
+        _, s, Vt = np.linalg.svd(X[covered], full_matrices=False)
+        cum = np.cumsum(s**2)
+        if cum[-1] > 0:
+            r = int(np.searchsorted(cum, energy * cum[-1]) + 1)
+            r = min(r, X.shape[1] - 1, len(s))
+            if r > 0:
+                B = Vt[:r]
+                U = U - (U @ B.T) @ B
+    return _scores_subset(U, np.arange(len(rows)))
+
+
+def _policy_deflation(X, labeled, labels, seed, opts):
+    value = np.full(len(X), np.nan)
+    covered = labeled.copy()
+    head: list[int] = []
+    # The first `deflation_greedy` picks are made one at a time, each pick
+    # counting as covered for the next (a batch then spans several directions);
+    # the rest of the queue follows the last scores.
+    for _ in range(max(1, opts["deflation_greedy"])):
+        rows = np.flatnonzero(~covered)
+        if not len(rows):
+            break
+        s = _deflated_scores(X, covered, rows, opts["deflation_energy"])
+        value[rows] = s
+        best = int(rows[value_order(s)[0]])
+        head.append(best)
+        covered[best] = True
+        if opts["deflation_greedy"] <= 1:
+            break
+    rest = ~covered if opts["deflation_greedy"] > 1 else ~labeled
+    tail = _order_unlabeled(value, rest)
+    order = np.concatenate([np.asarray(head if opts["deflation_greedy"] > 1 else [], np.int64), tail])
+    return value, order
+
+
+def _policy_class_aware(X, labeled, labels, seed, opts):
+    rows = np.flatnonzero(~labeled)
+    have, y, classes = _encode_labels(labels, np.flatnonzero(labeled))
+    if len(classes) < 2 or len(rows) == 0:
+        return POLICIES[opts["class_fallback"]](X, labeled, labels, seed, opts)
+    probe = LinearProbe(l2=opts["probe_l2"]).fit(X[have], y)
+    pred = probe.predict(X[rows])
+    counts = np.bincount(y, minlength=len(classes))
+    weight = 1.0 / (1.0 + counts)
+    value = np.full(len(X), np.nan)
+    keys = np.empty(len(rows))
+    for c in range(len(classes)):
+        members = rows[pred == c]
+        if not len(members):
+            continue
+        s = _scores_subset(X, members)
+        value[members] = s
+        pos = np.empty(len(members))
+        pos[value_order(s)] = np.arange(len(members))
+        # Stride scheduling: the k-th pick of class c sits at (k + ½) / w_c,
+        # so over any prefix class c gets a share proportional to w_c.
+        keys[pred == c] = (pos + 0.5) / weight[c]
+    order = rows[np.lexsort((rows, keys))].astype(np.int64)
+    return value, order
+
+
+POLICIES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "paper": _policy_paper,
+    "pool": _policy_pool,
+    "deflation": _policy_deflation,
+    "class-aware": _policy_class_aware,
+}
+DEFAULT_POLICY: str = "deflation"
+DEFAULT_PREPROCESS: str = "center"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def rank(
+    X: Any,
+    *,
+    labeled: np.ndarray | Sequence[bool] | None = None,
+    labels: Sequence[Any] | None = None,
+    policy: str = DEFAULT_POLICY,
+    seed: int = 0,
+    preprocess: str = DEFAULT_PREPROCESS,
+    deflation_energy: float = 0.9,
+    deflation_greedy: int = 10,
+    probe_l2: float = 1e-3,
+    class_fallback: str = "deflation",
+) -> Ranking:
+    """Rank the unlabeled rows of ``X`` by a policy of :data:`POLICIES`.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        Embeddings, one row per image (numpy array or CPU/CUDA torch tensor).
+    labeled : boolean array of shape (n,), optional
+        True for rows that already carry a label; None means nothing is labeled.
+    labels : sequence of length n, optional
+        Labels (any hashable: ints, strings …) of the labeled rows; entries of
+        unlabeled rows are ignored, and a labeled row whose label is None is
+        treated as labeled but unused by label-aware policies.
+    policy : str
+        One of :data:`POLICIES`.
+    seed : int
+        Reserved for randomised policies; all current policies are
+        deterministic given ``X``, ``labeled`` and ``labels``.
+    preprocess : str
+        One of :data:`PREPROCESSING`, applied to all rows before scoring.
+    deflation_energy : float in (0, 1]
+        ``deflation``: fraction of the labeled rows' energy whose directions are removed.
+    deflation_greedy : int
+        ``deflation``: the first this-many positions are picked one at a time,
+        each pick deflated as if labeled before the next (1 = one-shot).
+    probe_l2 : float
+        ``class-aware``: L2 penalty of the linear probe.
+
+    Returns
+    -------
+    Ranking
+
+    Raises
+    ------
+    ValueError
+        Unknown policy or preprocessing, shape mismatches, non-finite X.
+    TypeError
+        Non-numeric X or a non-boolean mask.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
+    if not (0.0 < deflation_energy <= 1.0):
+        raise ValueError(f"deflation_energy must be in (0, 1], got {deflation_energy}")
+    X = _as_matrix(X)
+    n = X.shape[0]
+    mask = _as_mask(labeled, n)
+    if labels is not None:
+        if isinstance(labels, (str, bytes)):
+            raise TypeError("labels must be a sequence with one entry per row, not a string")
+        if len(labels) != n:
+            raise ValueError(f"labels has {len(labels)} entries but X has {n} rows")
+    Xp = preprocess_embeddings(X, preprocess)
+    if int(deflation_greedy) < 1:
+        raise ValueError(f"deflation_greedy must be >= 1, got {deflation_greedy}")
+    opts = {"deflation_energy": float(deflation_energy), "deflation_greedy": int(deflation_greedy),
+            "probe_l2": float(probe_l2), "class_fallback": class_fallback}
+    if class_fallback not in POLICIES or class_fallback == "class-aware":
+        raise ValueError(f"class_fallback must be one of {sorted(set(POLICIES) - {'class-aware'})}, got {class_fallback!r}")
+    value, order = POLICIES[policy](Xp, mask, labels, int(seed), opts)
+    value = np.asarray(value, dtype=np.float64)
+    value[mask] = np.nan
+    return Ranking(order=np.asarray(order, dtype=np.int64), value=value, policy=policy)
+
+
+def _as_matrix(X: Any) -> np.ndarray:
+    if type(X).__module__.startswith("torch"):
+        X = X.detach().cpu().numpy()
+    try:
+        arr = np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"X must be a 2-D numeric array: {exc}") from exc
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"X must hold real numbers, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"X must be 2-D (one row per image), got shape {arr.shape}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"X must have at least one row and one column, got shape {arr.shape}")
+    bad = ~np.isfinite(arr).all(axis=1) if arr.dtype.kind == "f" else None
+    if bad is not None and bad.any():
+        raise ValueError(f"X holds NaN or inf in rows {np.flatnonzero(bad)[:5].tolist()} (first shown)")
+    return arr
+
+
+def _as_mask(labeled: Any, n: int) -> np.ndarray:
+    if labeled is None:
+        return np.zeros(n, dtype=bool)
+    mask = np.asarray(labeled)
+    if mask.dtype != bool:
+        raise TypeError(f"labeled must be a boolean mask of shape ({n},), got dtype {mask.dtype}")
+    if mask.shape != (n,):
+        raise ValueError(f"labeled has shape {mask.shape} but X has {n} rows")
+    return mask

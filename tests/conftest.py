@@ -1,0 +1,3 @@
+"""Shared fixtures."""
+
+from tests.lsserver import label_studio  # noqa: F401

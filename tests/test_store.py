@@ -1,0 +1,86 @@
+"""The embedding store: append-only, keyed by sha256 + encoder version, survives restarts."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from examine.store import EmbeddingStore, StoreError
+
+
+def key(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def test_add_get_and_skip_known_keys(tmp_path):
+    s = EmbeddingStore(tmp_path, "enc-v1", 4)
+    v = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert s.add([key(0), key(1), key(2)], v) == 3
+    assert s.add([key(1), key(3), key(3)], np.ones((3, 4))) == 1  # key 1 kept, key 3 once
+    assert len(s) == 4
+    np.testing.assert_array_equal(s.get([key(2), key(0)]), v[[2, 0]])
+    np.testing.assert_array_equal(s.get([key(1)]), v[[1]])
+    assert s.missing([key(5), key(0), key(5)]) == [key(5)]
+    m = s.matrix()
+    assert m.shape == (4, 4) and m.dtype == np.float32
+
+
+def test_survives_restart_and_readers_see_appends(tmp_path):
+    writer = EmbeddingStore(tmp_path, "enc-v1", 2)
+    reader = EmbeddingStore(tmp_path, "enc-v1", 2)
+    writer.add([key(0)], np.ones((1, 2)))
+    assert key(0) not in reader
+    reader.refresh()
+    assert key(0) in reader
+    again = EmbeddingStore(tmp_path, "enc-v1", 2)
+    np.testing.assert_array_equal(again.get([key(0)]), [[1, 1]])
+
+
+def test_versions_are_separate(tmp_path):
+    EmbeddingStore(tmp_path, "enc-v1", 2).add([key(0)], np.ones((1, 2)))
+    assert key(0) not in EmbeddingStore(tmp_path, "enc-v2", 2)
+
+
+def test_orphan_vector_from_a_crash_is_cut(tmp_path):
+    s = EmbeddingStore(tmp_path, "v", 2)
+    s.add([key(0)], np.ones((1, 2)))
+    with open(s.folder / "vectors.f32", "ab") as fh:  # vector written, key never appended
+        fh.write(np.full(2, 7, np.float32).tobytes())
+    s.add([key(1)], np.full((1, 2), 3.0))
+    np.testing.assert_array_equal(EmbeddingStore(tmp_path, "v", 2).get([key(0), key(1)]), [[1, 1], [3, 3]])
+
+
+def test_partial_key_line_is_ignored_until_complete(tmp_path):
+    s = EmbeddingStore(tmp_path, "v", 2)
+    s.add([key(0)], np.ones((1, 2)))
+    with open(s.folder / "keys.tsv", "ab") as fh:
+        fh.write(key(1)[:10].encode())
+    assert len(EmbeddingStore(tmp_path, "v", 2)) == 1
+
+
+@pytest.mark.parametrize(
+    "keys, vectors, words",
+    [
+        (["nothex"], np.ones((1, 2)), "sha256"),
+        ([key(0)], np.ones((1, 3)), "shape"),
+        ([key(0)], np.array([[np.nan, 1.0]]), "non-finite"),
+    ],
+)
+def test_bad_additions_are_refused(tmp_path, keys, vectors, words):
+    with pytest.raises(StoreError, match=words):
+        EmbeddingStore(tmp_path, "v", 2).add(keys, vectors)
+
+
+def test_bad_version_and_dim_mismatch(tmp_path):
+    with pytest.raises(StoreError, match="safe folder"):
+        EmbeddingStore(tmp_path, "../escape", 2)
+    EmbeddingStore(tmp_path, "v", 2)
+    with pytest.raises(StoreError, match="dim"):
+        EmbeddingStore(tmp_path, "v", 3)
+
+
+def test_missing_key_is_named(tmp_path):
+    with pytest.raises(KeyError, match=key(9)):
+        EmbeddingStore(tmp_path, "v", 2).get([key(9)])
