@@ -84,7 +84,8 @@ class JobQueue:
                 ready = [p for p in self._pending if self._ready_at.get(p, 0.0) <= now]
                 if ready:
                     pid = min(ready, key=lambda p: self._ready_at.get(p, 0.0))
-                    kinds = [k for k in KINDS if k in self._pending.pop(pid)]
+                    taken = self._pending.pop(pid)
+                    kinds = [k for k in KINDS if k in taken]
                     self._running = pid
                     return pid, kinds
                 wait = min((self._ready_at[p] - now for p in self._pending), default=None)

@@ -453,6 +453,16 @@ class LabelStudio:
         """Annotations of a task."""
         return self._json("GET", f"/api/tasks/{task_id}/annotations/")
 
+    # --------------------------------------------------------------- webhooks
+
+    def list_webhooks(self, pid: int) -> list[dict]:
+        """Webhooks of the project (``GET /api/webhooks/``)."""
+        return self._json("GET", "/api/webhooks/", params={"project": pid})
+
+    def update_webhook(self, webhook_id: int, **fields: Any) -> dict:
+        """Change a webhook, e.g. its extra ``headers`` (``PATCH /api/webhooks/{id}/``)."""
+        return self._json("PATCH", f"/api/webhooks/{webhook_id}/", json=fields)
+
     # ---------------------------------------------------------------- storage
 
     def add_local_storage(self, pid: int, path: str, *, sync: bool = True, **fields: Any) -> dict:

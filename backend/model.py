@@ -384,6 +384,7 @@ class ProjectModel:
             for tid in set(self.state.tasks) - seen:
                 del self.state.tasks[tid]
             self.state.synced = True
+        self._ensure_webhook_auth(client)
         if need_labels and self._policy_uses_labels():
             self._recheck_tasks(need_labels)
         self.save()
@@ -504,6 +505,25 @@ class ProjectModel:
                     if isinstance(ann, dict) and ann.get("id") is not None:
                         self.state.annotation_task[int(ann["id"])] = tid
                         info.label = annotation_label(ann) or info.label
+
+    def _ensure_webhook_auth(self, client: LabelStudio) -> None:
+        """Give Label Studio's auto-created ``{backend}/webhook`` our basic-auth header.
+
+        Label Studio creates that webhook when the backend is connected but sends
+        it without the ML backend's credentials, so a backend that requires basic
+        auth would answer 401 to every event.
+        """
+        if not self.settings.auth_required:
+            return
+        import base64
+
+        token = base64.b64encode(f"{self.settings.basic_auth_user}:{self.settings.basic_auth_pass}".encode()).decode()
+        header = f"Basic {token}"
+        ours = {ml["url"].rstrip("/") + "/webhook" for ml in client.list_ml_backends(self.pid) if ml.get("url")}
+        for hook in client.list_webhooks(self.pid):
+            if hook.get("url") in ours and (hook.get("headers") or {}).get("Authorization") != header:
+                client.update_webhook(hook["id"], headers={**(hook.get("headers") or {}), "Authorization": header})
+                log.info("project %s: added basic auth to webhook %s", self.pid, hook["id"])
 
     def _recheck_tasks(self, task_ids: list[int]) -> None:
         """Fetch tasks again to learn whether they are still labeled, and their labels."""

@@ -232,8 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Sub-commands that live in their own modules add themselves here.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+def _register_evaluate(sub: argparse._SubParsersAction) -> None:
+    from examine.evaluate import add_parser
+
+    add_parser(sub)
+
+
+# Sub-commands that live in their own modules register their parsers here.
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

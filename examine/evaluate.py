@@ -94,25 +94,36 @@ def pixel_pca_embedder(n_components: int = 64, seed: int = 0) -> Embedder:
 
 
 def resolve_embedder(name: str = "auto", model_dir: str | None = None) -> Embedder:
-    """``"mae"`` (``examine.embed.embed_images``), ``"pixel-pca"`` (stand-in) or ``"auto"``.
+    """``"mae"`` (the encoder saved in ``model_dir``), ``"pixel-pca"`` (stand-in) or ``"auto"``.
 
-    ``auto`` uses the MAE when :mod:`examine.embed` exists and a model folder
-    was given, else the stand-in (with a warning).
+    The MAE path loads :class:`examine.encoder.Encoder` from ``model_dir`` and
+    embeds with :func:`examine.embed.embed_arrays` (grayscale images are
+    repeated to RGB).  ``auto`` uses it when ``model_dir`` is given, else the
+    stand-in (with a warning).
     """
     if name not in ("auto", "mae", "pixel-pca"):
         raise ValueError(f"unknown embedder {name!r}; choose auto, mae or pixel-pca")
-    if name in ("auto", "mae"):
+    if name == "mae" or (name == "auto" and model_dir is not None):
+        if model_dir is None:
+            raise ValueError("the MAE embedder needs --model-dir (a folder written by `examine pretrain`)")
         try:
-            from examine.embed import embed_images  # type: ignore[import-not-found]
+            from examine.embed import embed_arrays
+            from examine.encoder import Encoder
         except ImportError as exc:
-            if name == "mae":
-                raise ValueError(f"the MAE embedder is unavailable ({exc})") from exc
-            embed_images = None
-        if embed_images is not None and (model_dir is not None or name == "mae"):
-            kwargs = {} if model_dir is None else {"model_dir": model_dir}
-            label = f"MAE via examine.embed.embed_images({'model_dir=' + str(model_dir) if model_dir else 'default model'})"
-            return Embedder(lambda imgs: embed_images(imgs, **kwargs), label)
-        warnings.warn("no MAE encoder available: using the pixel-PCA STAND-IN embedding", stacklevel=2)
+            raise ValueError(f"the MAE embedder is unavailable ({exc})") from exc
+        try:
+            encoder = Encoder.load(model_dir)
+        except Exception as exc:  # noqa: BLE001 - reported as a user error
+            raise ValueError(f"cannot load the encoder from {model_dir}: {exc}") from exc
+
+        def fn(images: np.ndarray) -> np.ndarray:
+            imgs = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
+            return embed_arrays(imgs, encoder)
+
+        version = getattr(encoder, "version", "")
+        return Embedder(fn, f"MAE encoder {model_dir} {version}".strip())
+    if name == "auto":
+        warnings.warn("no MAE encoder given (--model-dir): using the pixel-PCA STAND-IN embedding", stacklevel=2)
     return pixel_pca_embedder()
 
 
@@ -914,8 +925,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=5, help="simulation seeds (default 5)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 seeds: a smoke test in seconds")
     p.add_argument("--embedder", choices=["auto", "mae", "pixel-pca"], default="auto",
-                   help="embedding function (auto: MAE if available with --model-dir, else the pixel-PCA stand-in)")
-    p.add_argument("--model-dir", help="MAE encoder folder passed to examine.embed.embed_images")
+                   help="embedding function (auto: the MAE encoder of --model-dir if given, else the pixel-PCA stand-in)")
+    p.add_argument("--model-dir", help="encoder folder written by `examine pretrain` (encoder.json + encoder.safetensors)")
     p.add_argument("--preprocess", default="center,none",
                    help=f"comma-separated embedding preprocessing to compare ({', '.join(PREPROCESSING)}); first is the main one")
     p.add_argument("--skip", help="comma-separated parts to skip: simulation, valuation, quality")

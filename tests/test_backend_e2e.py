@@ -1,0 +1,221 @@
+"""End to end: a real Label Studio 1.23.2 and the real backend process on 127.0.0.1, real images.
+
+Shows: the backend connects (with HTTP basic auth); every unlabeled task gets a score; ``/next``
+serves tasks in EXAMINE order; after annotations arrive through the API the served order changes
+within the bound; annotations are never altered; bad tasks are reported per task and do not stop
+the rest; a restarted backend keeps its store and does not re-embed; START_TRAINING retrains.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backend.labelstudio import LabelStudio
+from examine.datasets import medical_tiles
+from examine.encoder import Encoder, EncoderConfig, create_encoder
+from examine.ranking import DEFAULT_POLICY, rank
+from examine.store import EmbeddingStore
+from tests.backend_server import BackendServer
+
+pytestmark = pytest.mark.e2e
+
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <Choices name="tissue" toName="image"><Choice value="stained"/><Choice value="background"/></Choices>
+</View>"""
+AUTH = ("examine", "s3cret-pass")
+N_GOOD = 30
+LATENCY_BOUND_S = 5.0
+
+
+def png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def env(label_studio, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("model")
+    # A small real encoder (random init) keeps the test fast; MAE pretraining has its own tests.
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(model_dir / "encoder")
+    backend = BackendServer(
+        {
+            "LABEL_STUDIO_URL": label_studio.url,
+            "LABEL_STUDIO_API_KEY": label_studio.token,
+            "MODEL_DIR": str(model_dir),
+            "BASIC_AUTH_USER": AUTH[0],
+            "BASIC_AUTH_PASS": AUTH[1],
+            "EXAMINE_TRAIN_EPOCHS": "1",
+            "EXAMINE_HEAD_SIZE": "10",
+            "EXAMINE_DEVICE": "cpu",
+        },
+        tmp_path_factory.mktemp("logs") / "backend.log",
+    ).start()
+    client = LabelStudio(label_studio.url, label_studio.token)
+    pid = client.create_project("examine e2e", LABEL_CONFIG)["id"]
+    tiles = medical_tiles(N_GOOD, size=64, seed=7)
+    files = {f"tile{i:02d}.png": png(t) for i, t in enumerate(tiles)}
+    good_ids = client.import_files(pid, files)
+    broken = png(tiles[0])[:200]  # a truncated PNG
+    broken_id = client.import_files(pid, {"broken.png": broken})[0]
+    bad_ids = client.import_tasks(pid, [
+        {"image": f"{label_studio.url}/data/upload/{pid}/no-such-file.png"},  # 404 on Label Studio
+        {"image": "ftp://example.invalid/slide.png"},  # a scheme the backend refuses
+    ])
+    ml = client.add_ml_backend(pid, backend.url, "examine", auth_method="BASIC_AUTH",
+                               basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
+    ctx = dict(client=client, pid=pid, backend=backend, model_dir=model_dir, good=sorted(good_ids),
+               broken=broken_id, bad=list(bad_ids), ml=ml, label_studio=label_studio)
+    yield ctx
+    backend.stop()
+
+
+def published(env) -> dict:
+    return env["backend"].wait(
+        env["pid"], lambda s: s["published_version"] and not s["pending"] and s["counts"]["embedded"] >= N_GOOD,
+        auth=AUTH,
+    )
+
+
+def scores_of(client: LabelStudio, pid: int, version: str) -> dict[int, float]:
+    out = {}
+    for t in client.iter_tasks(pid, fields="all"):
+        for p in t.get("predictions") or []:
+            if p.get("model_version") == version:
+                out[t["id"]] = p["score"]
+    return out
+
+
+def expected_order(env, status) -> list[int]:
+    """The queue the library computes on the stored embeddings, independent of the backend."""
+    enc = Encoder.load(env["model_dir"] / "encoder")
+    store = EmbeddingStore(env["model_dir"] / "store", enc.version, enc.dim)
+    client, pid = env["client"], env["pid"]
+    keys, ids, labeled, labels = [], [], [], []
+    import hashlib
+
+    for t in client.iter_tasks(pid, fields="all"):
+        if t["id"] not in env["good"]:
+            continue
+        data = client.download(t["data"]["image"], task_id=t["id"])
+        keys.append(hashlib.sha256(data).hexdigest())
+        ids.append(t["id"])
+        anns = t.get("annotations") or []
+        labeled.append(bool(anns))
+        labels.append(anns[-1]["result"][0]["value"]["choices"][0] if anns and anns[-1]["result"] else None)
+    r = rank(store.get(keys), labeled=np.array(labeled), labels=labels, policy=DEFAULT_POLICY)
+    return [ids[j] for j in r.order]
+
+
+def test_backend_requires_basic_auth(env):
+    import requests
+
+    assert requests.get(env["backend"].url + "/health", timeout=5).status_code == 200
+    r = requests.post(env["backend"].url + "/predict", json={"tasks": []}, timeout=5)
+    assert r.status_code == 401
+    assert requests.post(env["backend"].url + "/predict", json={"tasks": []}, auth=AUTH, timeout=5).status_code == 200
+
+
+def test_connected_and_every_unlabeled_task_scored(env):
+    client, pid = env["client"], env["pid"]
+    backends = client.list_ml_backends(pid)
+    assert backends and backends[0]["url"] == env["backend"].url
+    assert backends[0].get("state") in ("CO", "PR", "TR"), backends[0]
+    status = published(env)
+    project = client.get_project(pid)
+    assert project["model_version"] == status["published_version"]
+    assert project["sampling"] == "Uncertainty sampling"
+    scores = scores_of(client, pid, status["published_version"])
+    assert set(scores) == set(env["good"])
+    assert all(0.0 < s <= 1.0 for s in scores.values())
+    views = client.list_views(pid)
+    assert any(v["data"].get("title") == "EXAMINE priority" and v["data"]["ordering"] == ["tasks:predictions_score"]
+               for v in views)
+
+
+def test_bad_tasks_are_reported_per_task(env):
+    status = published(env)
+    errors = {int(k): v for k, v in status["errors"].items()}
+    assert set(errors) == {env["broken"], *env["bad"]}, errors
+    for tid, msg in errors.items():
+        assert f"task {tid}" in msg
+    assert status["counts"]["embedded"] == N_GOOD
+
+
+def test_next_serves_examine_order(env):
+    client, pid = env["client"], env["pid"]
+    status = published(env)
+    order = expected_order(env, status)
+    scores = scores_of(client, pid, status["published_version"])
+    assert sorted(scores, key=scores.get) == order
+    nxt = client.next_task(pid)
+    assert nxt["id"] == order[0]
+
+
+def test_annotations_reorder_the_stream_quickly_and_stay_untouched(env):
+    client, pid = env["client"], env["pid"]
+    before = published(env)
+    made = []
+    latencies = []
+    for label in ("stained", "background", "stained"):
+        head = client.next_task(pid)["id"]
+        result = [{"from_name": "tissue", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+        t0 = time.monotonic()
+        made.append(client.create_annotation(head, result))
+        while True:
+            nxt = client.next_task(pid)
+            status = env["backend"].status(pid, auth=AUTH)
+            if nxt and nxt["id"] != head and status["published_version"] != before["published_version"]:
+                break
+            assert time.monotonic() - t0 < LATENCY_BOUND_S, (
+                f"stream did not move within {LATENCY_BOUND_S} s\n{env['backend'].log_tail()}")
+            time.sleep(0.1)
+        latencies.append(time.monotonic() - t0)
+        before = status
+    print(f"annotation → new head served: {['%.2f s' % x for x in latencies]}")
+    status = published(env)
+    assert client.next_task(pid)["id"] == expected_order(env, status)[0]
+    labeled = {a["task"] for a in made}
+    assert not labeled & set(scores_of(client, pid, status["published_version"]))
+    for a in made:  # annotations are read, never changed
+        (now,) = client.list_annotations(a["task"])
+        assert now["id"] == a["id"] and now["result"] == a["result"] and now["updated_at"] == a["updated_at"]
+
+
+def test_restart_keeps_store_and_does_not_reembed(env):
+    published(env)
+    enc = Encoder.load(env["model_dir"] / "encoder")
+    store_before = len(EmbeddingStore(env["model_dir"] / "store", enc.version, enc.dim))
+    env["backend"].restart()
+    log_mark = env["backend"].log_path.stat().st_size
+    env["client"].list_ml_backends(env["pid"])  # Label Studio checks the backend again
+    import requests
+
+    # Label Studio calls /setup on reconnect; a new TASKS_CREATED embeds only the new task.
+    r = requests.post(env["backend"].url + "/setup", auth=AUTH, timeout=10,
+                      json={"project": f"{env['pid']}.0", "schema": LABEL_CONFIG})
+    assert r.status_code == 200
+    tid = env["client"].import_files(env["pid"], {"new.png": png(medical_tiles(1, size=64, seed=99)[0])})[0]
+    env["backend"].wait(env["pid"], lambda s: s["counts"]["embedded"] >= N_GOOD + 1 and not s["pending"], auth=AUTH)
+    after = len(EmbeddingStore(env["model_dir"] / "store", enc.version, enc.dim))
+    assert after == store_before + 1
+    log = env["backend"].log_path.read_text()[log_mark:]
+    assert "embedded 1 new" in log and f"embedded {N_GOOD}" not in log
+    env["good"].append(tid)
+
+
+def test_start_training_continues_mae_and_reembeds(env):
+    client, pid = env["client"], env["pid"]
+    first = published(env)
+    client.train_ml_backend(env["ml"]["id"])
+    status = env["backend"].wait(
+        pid, lambda s: s["encoder_version"] != first["encoder_version"] and s["published_version"] != first["published_version"]
+        and not s["pending"], timeout=300, auth=AUTH)
+    assert (env["model_dir"] / "projects" / str(pid) / "encoder" / "encoder.safetensors").is_file()
+    assert status["counts"]["embedded"] == len(env["good"])
