@@ -34,6 +34,11 @@ test: setup setup-ls
 test-fast: setup
 	$(VENV)/bin/python -m pytest -q -m "not e2e and not slow"
 
+# Label Studio + the backend on 127.0.0.1:8080 / :9090 with real medical tiles (Ctrl-C stops both).
+# Options: make demo ARGS="--tiles 100 --port 8081 --once"
+demo: setup setup-ls
+	$(VENV)/bin/python scripts/demo.py $(ARGS)
+
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_scoring.py
 

@@ -101,6 +101,10 @@ class Backend:
     def __init__(self, settings: Settings):
         from backend.jobs import JobQueue
 
+        from examine.ranking import POLICIES
+
+        if settings.policy and settings.policy not in POLICIES:
+            raise ValueError(f"EXAMINE_POLICY={settings.policy!r} is not a policy; choose one of {sorted(POLICIES)}")
         self.settings = settings
         self.workspace = Workspace(settings.model_dir)
         self.states = StateStore(settings.model_dir)
@@ -120,8 +124,9 @@ class Backend:
         for pid in self.states.known_projects():  # resume work cut short by a restart
             state = self.states.get(pid)
             if state.pending:
+                # Events applied in memory only (labeled flags) may be lost: re-list the tasks first.
                 log.info("project %s: resuming %s after restart", pid, state.pending)
-                self.jobs.submit(pid, state.pending)
+                self.jobs.submit(pid, sorted(set(state.pending) | {"sync"}))
             for version in state.stale_versions:
                 self._janitor.put(pid, version)
 
@@ -134,7 +139,7 @@ class Backend:
         state = self.states.get(pid)
         with state.lock:
             state.pending = sorted(set(state.pending) | set(kinds))
-        self.states.save(state)
+        self.states.save_pending(state)
         self.jobs.submit(pid, kinds)
 
     # -------------------------------------------------------------- clients

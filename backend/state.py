@@ -70,7 +70,6 @@ class ProjectState:
             "published_version": self.published_version,
             "stale_versions": self.stale_versions,
             "synced": self.synced,
-            "pending": self.pending,
         }
 
     @classmethod
@@ -84,7 +83,6 @@ class ProjectState:
             published_version=raw.get("published_version"),
             stale_versions=list(raw.get("stale_versions", [])),
             synced=bool(raw.get("synced", False)),
-            pending=list(raw.get("pending", [])),
         )
 
 
@@ -104,22 +102,38 @@ class StateStore:
         with self._lock:
             if pid not in self._cache:
                 path = self.folder(pid) / "state.json"
-                self._cache[pid] = (
-                    ProjectState.from_json(json.loads(path.read_text())) if path.is_file() else ProjectState(pid)
-                )
+                state = ProjectState.from_json(json.loads(path.read_text())) if path.is_file() else ProjectState(pid)
+                pending = self.folder(pid) / "pending.json"
+                if pending.is_file():
+                    state.pending = list(json.loads(pending.read_text()))
+                self._cache[pid] = state
             return self._cache[pid]
 
     def known_projects(self) -> list[int]:
-        return sorted(int(p.name) for p in self.root.iterdir() if p.name.isdigit() and (p / "state.json").is_file())
+        return sorted(
+            int(p.name) for p in self.root.iterdir()
+            if p.name.isdigit() and ((p / "state.json").is_file() or (p / "pending.json").is_file())
+        )
 
     def save(self, state: ProjectState) -> None:
-        folder = self.folder(state.pid)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write the whole state (tasks included: done by the background jobs)."""
         with state.lock:
             data = json.dumps(state.to_json())
-        tmp = folder / "state.json.tmp"
+        self._write(state.pid, "state.json", data)
+        self.save_pending(state)
+
+    def save_pending(self, state: ProjectState) -> None:
+        """Write only the pending job kinds: small and fast, fit for the webhook path."""
+        with state.lock:
+            data = json.dumps(state.pending)
+        self._write(state.pid, "pending.json", data)
+
+    def _write(self, pid: int, name: str, data: str) -> None:
+        folder = self.folder(pid)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"{name}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        tmp.replace(folder / "state.json")
+        tmp.replace(folder / name)

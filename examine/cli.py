@@ -238,8 +238,14 @@ def _register_evaluate(sub: argparse._SubParsersAction) -> None:
     add_parser(sub)
 
 
+def _register_report(sub: argparse._SubParsersAction) -> None:
+    from examine.report import add_parser
+
+    add_parser(sub)
+
+
 # Sub-commands that live in their own modules register their parsers here.
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluate]
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register_evaluate, _register_report]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

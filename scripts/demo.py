@@ -1,0 +1,638 @@
+"""`make demo`: a local Label Studio whose label stream serves the most valuable medical image first.
+
+Starts Label Studio 1.23.2 (from ``.venv-ls``) on 127.0.0.1:8080 and the examine backend
+(``python -m backend._wsgi``) on 127.0.0.1:9090, writes real medical tiles into Label Studio's
+local-files root, creates the project "EXAMINE demo" with a Local Files storage, connects the
+backend, waits until the backend has pretrained its MAE, embedded the tiles and published its
+ranking, prints where to log in and the first tasks of the label stream, and runs until Ctrl-C.
+
+Everything lives in ``.demo/`` (Label Studio's data, the tiles, the backend's model directory,
+the admin's credentials, the logs), so a second run reuses the user, the project and the
+embeddings. ``--once`` sets up, prints and stops (the browser test uses that path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from backend.labelstudio import LabelStudio, LabelStudioError
+from examine.datasets import write_medical_tiles
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_TITLE = "EXAMINE demo"
+BACKEND_TITLE = "examine"
+ADMIN_EMAIL = "admin@example.com"
+DEFAULT_EPOCHS = 10  # about 1.5-2 min of MAE pretraining on 200 tiles, 2 CPU cores
+LABEL_CONFIG = """<View>
+  <Image name="image" value="$image" zoom="true"/>
+  <Choices name="modality" toName="image" choice="single" showInLine="true">
+    <Choice value="Histology (IHC)"/>
+    <Choice value="Fundus photograph"/>
+    <Choice value="Light microscopy"/>
+    <Choice value="Unusable"/>
+  </Choices>
+</View>"""
+
+
+class DemoError(RuntimeError):
+    """A problem the user can fix; printed without a traceback."""
+
+
+# ------------------------------------------------------------------ configuration
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where the demo keeps its files and how it runs its two servers."""
+
+    root: Path = REPO_ROOT / ".demo"
+    host: str = "127.0.0.1"
+    ls_port: int = 8080
+    backend_port: int = 9090
+    tiles: int = 200
+    tile_size: int = 256
+    seed: int = 0
+    epochs: int = DEFAULT_EPOCHS
+    basic_auth: tuple[str, str] | None = None
+    task_lock_ttl: int | None = None  # Label Studio's default (a day) when None
+    label_studio_bin: Path = Path(os.environ.get("LABEL_STUDIO_BIN") or REPO_ROOT / ".venv-ls" / "bin" / "label-studio")
+    ready_timeout_s: float = 1800.0
+
+    @property
+    def ls_url(self) -> str:
+        return f"http://{self.host}:{self.ls_port}"
+
+    @property
+    def backend_url(self) -> str:
+        return f"http://{self.host}:{self.backend_port}"
+
+    @property
+    def ls_data_dir(self) -> Path:
+        return self.root / "label-studio"
+
+    @property
+    def files_root(self) -> Path:
+        """Label Studio's LOCAL_FILES_DOCUMENT_ROOT (and the backend's EXAMINE_DATA_ROOTS)."""
+        return self.root / "files"
+
+    @property
+    def tiles_dir(self) -> Path:
+        return self.files_root / "tiles"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.root / "credentials.json"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The Label Studio admin: login for the browser, legacy token for the API and the backend."""
+
+    email: str
+    password: str
+    token: str
+
+
+def load_or_create_credentials(path: Path) -> Credentials:
+    """Read ``credentials.json``, or create it (mode 0600) with a fresh password and token."""
+    if path.is_file():
+        return Credentials(**json.loads(path.read_text()))
+    creds = Credentials(ADMIN_EMAIL, secrets.token_urlsafe(12), secrets.token_hex(20))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(creds), f, indent=2)
+    return creds
+
+
+# ------------------------------------------------------------------ processes
+
+
+def ensure_port_free(host: str, port: int, what: str, flag: str) -> None:
+    """Raise DemoError when something already listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise DemoError(
+                f"port {port} on {host} is already in use; the demo's {what} needs it. "
+                f"Stop whatever runs there (an earlier `make demo`?) or pick another port with {flag}."
+            ) from None
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file (for error messages)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Service:
+    """A server process in its own process group, with its log file."""
+
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    log_path: Path
+    health_url: str
+    cwd: Path = REPO_ROOT
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self, timeout: float) -> None:
+        """Start the process and wait until ``health_url`` answers 200."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.cmd, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if requests.get(self.health_url, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise DemoError(f"{self.name} did not answer {self.health_url} within {timeout:.0f} s; "
+                        f"log {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def check_alive(self) -> None:
+        """Raise DemoError (with the log's tail) if the process has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise DemoError(f"{self.name} exited with code {self.proc.returncode}; "
+                            f"log {self.log_path}:\n{log_tail(self.log_path)}")
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """SIGTERM the process group, SIGKILL what is left after ``timeout``; True if it was running."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return False
+        was_running = proc.poll() is None
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # workers left in the group after the leader exited
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return was_running
+
+
+def label_studio_service(cfg: DemoConfig, creds: Credentials) -> Service:
+    """Label Studio with a scripted admin, legacy tokens, local files served and SSRF checks off (loopback backend)."""
+    if not cfg.label_studio_bin.is_file():
+        raise DemoError(f"Label Studio not found at {cfg.label_studio_bin}: run `make setup-ls` (or set LABEL_STUDIO_BIN)")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "VIRTUAL_ENV", "PYTHONPATH")}
+    env.update({
+        "LABEL_STUDIO_BASE_DATA_DIR": str(cfg.ls_data_dir),
+        "LABEL_STUDIO_USERNAME": creds.email,
+        "LABEL_STUDIO_PASSWORD": creds.password,
+        "LABEL_STUDIO_USER_TOKEN": creds.token,
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(cfg.files_root),
+        "COLLECT_ANALYTICS": "false",
+        "LATEST_VERSION_CHECK": "false",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+        "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
+        "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if cfg.task_lock_ttl is not None:
+        env["LABEL_STUDIO_TASK_LOCK_TTL"] = str(cfg.task_lock_ttl)
+    cmd = [str(cfg.label_studio_bin), "start", "--no-browser", "--internal-host", cfg.host,
+           "--port", str(cfg.ls_port), "--host", cfg.ls_url]
+    return Service("Label Studio", cmd, env, cfg.logs_dir / "label-studio.log", cfg.ls_url + "/health",
+                   cwd=cfg.ls_data_dir)
+
+
+def backend_service(cfg: DemoConfig, creds: Credentials) -> Service:
+    """The examine backend, reading the tiles from disk and talking to the demo's Label Studio."""
+    env = dict(os.environ)
+    env.update({
+        "LABEL_STUDIO_URL": cfg.ls_url,
+        "LABEL_STUDIO_API_KEY": creds.token,
+        "MODEL_DIR": str(cfg.model_dir),
+        "HOST": cfg.host,
+        "PORT": str(cfg.backend_port),
+        "EXAMINE_DATA_ROOTS": str(cfg.files_root),
+        "EXAMINE_PRETRAIN_EPOCHS": str(cfg.epochs),
+        "BASIC_AUTH_USER": cfg.basic_auth[0] if cfg.basic_auth else "",
+        "BASIC_AUTH_PASS": cfg.basic_auth[1] if cfg.basic_auth else "",
+        "PYTHONUNBUFFERED": "1",
+    })
+    cmd = [sys.executable, "-m", "backend._wsgi"]
+    return Service("backend", cmd, env, cfg.logs_dir / "backend.log", cfg.backend_url + "/health")
+
+
+# ------------------------------------------------------------------ Label Studio content
+
+
+def ensure_tiles(cfg: DemoConfig) -> tuple[list[Path], bool]:
+    """The tiles in ``tiles_dir``: written on the first run, reused afterwards. Returns (paths, written)."""
+    existing = sorted(cfg.tiles_dir.glob("tile_*.png"))
+    if existing:
+        return existing, False
+    return write_medical_tiles(cfg.tiles_dir, cfg.tiles, size=cfg.tile_size, seed=cfg.seed), True
+
+
+def find_project(client: LabelStudio, title: str) -> dict | None:
+    """The first project called ``title`` (lowest id), or None."""
+    body = client._json("GET", "/api/projects/", params={"page_size": 1000, "ordering": "id"})
+    projects = body.get("results", []) if isinstance(body, dict) else body
+    return next((p for p in projects if p.get("title") == title), None)
+
+
+def ensure_project(client: LabelStudio) -> tuple[int, bool]:
+    """The demo project's id, created unless one with its title exists. Returns (id, created)."""
+    project = find_project(client, PROJECT_TITLE)
+    if project is not None:
+        return int(project["id"]), False
+    description = "Unlabeled medical tiles, ordered by the EXAMINE score of their MAE embeddings."
+    return int(client.create_project(PROJECT_TITLE, LABEL_CONFIG, description=description)["id"]), True
+
+
+def ensure_storage(client: LabelStudio, pid: int, folder: Path) -> None:
+    """Connect a Local Files storage at ``folder`` (once) and sync it: new files become tasks."""
+    storages = client._json("GET", "/api/storages/localfiles/", params={"project": pid})
+    ours = next((s for s in storages if Path(s.get("path", "")) == folder), None)
+    if ours is None:
+        client.add_local_storage(pid, str(folder), sync=True, title="demo tiles",
+                                 regex_filter=r".*\.png$")
+    else:
+        client._json("POST", f"/api/storages/localfiles/{ours['id']}/sync")
+
+
+def wait_for_tasks(client: LabelStudio, pid: int, n: int, timeout: float = 120.0) -> int:
+    """Wait until the project holds at least ``n`` tasks; returns the count."""
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = int(client.get_project(pid).get("task_number") or 0)
+        if count >= n:
+            return count
+        time.sleep(0.5)
+    raise DemoError(f"project {pid} has {count} tasks after {timeout:.0f} s, expected {n} (storage sync)")
+
+
+def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> dict:
+    """Connect the backend to the project, or point the existing connection at the current URL."""
+    auth: dict[str, str] = {"auth_method": "NONE"}
+    if cfg.basic_auth:
+        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": cfg.basic_auth[0],
+                "basic_auth_pass": cfg.basic_auth[1]}
+    for ml in client.list_ml_backends(pid):
+        if ml.get("title") == BACKEND_TITLE:
+            if ml.get("url", "").rstrip("/") != cfg.backend_url or cfg.basic_auth:
+                return client._json("PATCH", f"/api/ml/{ml['id']}", json={"url": cfg.backend_url, **auth})
+            return ml
+    return client.add_ml_backend(pid, cfg.backend_url, BACKEND_TITLE, **auth)
+
+
+# ------------------------------------------------------------------ waiting for the ranking
+
+
+def pretrain_epoch(model_dir: Path) -> int | None:
+    """The last finished epoch of the backend's running MAE pretraining (from its checkpoint), or None."""
+    ckpt = model_dir / "encoder" / "mae_checkpoint.safetensors"
+    if not ckpt.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(ckpt), framework="np") as f:
+            return int(json.loads(f.metadata()["meta"])["epoch"])
+    except Exception:  # being replaced right now: ask again next time
+        return None
+
+
+def describe_progress(status: dict, cfg: DemoConfig, n_tiles: int) -> str:
+    """One line saying what the backend is doing now."""
+    counts, pending = status.get("counts") or {}, status.get("pending") or []
+    has_encoder = (cfg.model_dir / "encoder" / "encoder.json").is_file()
+    if not counts.get("tasks"):
+        return "backend: reading the project's tasks"
+    if not has_encoder and not status.get("encoder_version"):
+        epoch = pretrain_epoch(cfg.model_dir)
+        done = f"epoch {epoch}/{cfg.epochs} done" if epoch else "first epoch running"
+        return f"backend: pretraining its MAE on {counts['tasks']} tiles ({done})"
+    if counts.get("embedded", 0) + counts.get("failed", 0) < n_tiles:
+        return f"backend: embedding tiles ({counts.get('embedded', 0)}/{n_tiles})"
+    if not status.get("published_version") or pending:
+        return f"backend: ranking and publishing ({', '.join(pending) or 'publishing'})"
+    return "backend: ranking published"
+
+
+def backend_status(cfg: DemoConfig, pid: int) -> dict:
+    """``GET /projects/<pid>/status`` of the backend."""
+    resp = requests.get(f"{cfg.backend_url}/projects/{pid}/status", auth=cfg.basic_auth, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+def wait_for_ranking(cfg: DemoConfig, pid: int, client: LabelStudio, n_tiles: int,
+                     alive: Callable[[], None], say: Callable[[str], None]) -> dict:
+    """Poll the backend until its ranking of every tile is published and is the project's model_version."""
+    deadline = time.monotonic() + cfg.ready_timeout_s
+    last, last_said = "", 0.0
+    while time.monotonic() < deadline:
+        alive()
+        status = backend_status(cfg, pid)
+        line = describe_progress(status, cfg, n_tiles)
+        if line != last or time.monotonic() - last_said > 30:
+            say(line)
+            last, last_said = line, time.monotonic()
+        counts = status.get("counts") or {}
+        version = status.get("published_version")
+        if (version and not status.get("pending") and counts.get("tasks", 0) >= n_tiles
+                and counts.get("embedded", 0) + counts.get("failed", 0) >= n_tiles
+                and client.get_project(pid).get("model_version") == version):
+            return status
+        time.sleep(1.0)
+    raise DemoError(f"the backend did not publish a ranking within {cfg.ready_timeout_s:.0f} s; "
+                    f"see {cfg.logs_dir / 'backend.log'}")
+
+
+# ------------------------------------------------------------------ the queue as Label Studio serves it
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A task near the head of the label stream."""
+
+    task_id: int
+    file: str
+    score: float
+
+
+def file_name(uri: str) -> str:
+    """``/data/local-files/?d=tiles/tile_00012_ihc.png`` → ``tile_00012_ihc.png``."""
+    rel = (parse_qs(urlsplit(uri).query).get("d") or [uri])[0]
+    return rel.rsplit("/", 1)[-1]
+
+
+def head_of_queue(client: LabelStudio, pid: int, k: int = 5) -> list[QueueItem]:
+    """The first ``k`` unlabeled tasks in Label Studio's own ordering by prediction score (lowest first).
+
+    With "Uncertainty sampling" and one annotator, ``/next`` ("Label All Tasks") serves them in this order.
+    The score is the task's queue position / pool size under the project's current model_version.
+    """
+    version = client.get_project(pid).get("model_version")
+    items: list[QueueItem] = []
+    for task in client.iter_tasks(pid, fields="all", query={"ordering": ["tasks:predictions_score"]}):
+        scores = [p["score"] for p in task.get("predictions") or []
+                  if p.get("model_version") == version and p.get("score") is not None]
+        if task.get("is_labeled") or not scores:
+            continue
+        items.append(QueueItem(int(task["id"]), file_name(str(task["data"].get("image", ""))), float(scores[0])))
+        if len(items) == k:
+            break
+    return items
+
+
+# ------------------------------------------------------------------ the demo
+
+
+@dataclass
+class DemoInfo:
+    """What `Demo.setup` found or made."""
+
+    project_id: int
+    tiles: int
+    status: dict
+    queue: list[QueueItem]
+    view_id: int | None
+
+
+class Demo:
+    """Both servers and the project; a context manager that always stops the servers."""
+
+    def __init__(self, cfg: DemoConfig, say: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self._t0 = time.monotonic()
+        self.say = say or self._say
+        self.creds = load_or_create_credentials(cfg.credentials_path)
+        self.label_studio: Service | None = None
+        self.backend: Service | None = None
+        self.client: LabelStudio | None = None
+
+    def _say(self, message: str) -> None:
+        print(f"[{time.monotonic() - self._t0:6.1f} s] {message}", flush=True)
+
+    def __enter__(self) -> "Demo":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def alive(self) -> None:
+        """Raise DemoError if either server has died."""
+        for service in (self.label_studio, self.backend):
+            if service is not None:
+                service.check_alive()
+
+    def start_servers(self) -> None:
+        """Start Label Studio, check the stored token works, then start the backend."""
+        cfg = self.cfg
+        ensure_port_free(cfg.host, cfg.ls_port, "Label Studio", "--port")
+        ensure_port_free(cfg.host, cfg.backend_port, "backend", "--backend-port")
+        cfg.ls_data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.files_root.mkdir(parents=True, exist_ok=True)
+        first = not (cfg.ls_data_dir / "label_studio.sqlite3").exists()
+        self.say(f"starting Label Studio on {cfg.ls_url}" + (" (first start: database migrations, ~1 min)" if first else ""))
+        self.label_studio = label_studio_service(cfg, self.creds)
+        self.label_studio.start(timeout=600)
+        self.client = LabelStudio(cfg.ls_url, self.creds.token)
+        self._check_token()
+        self.say(f"starting the backend on {cfg.backend_url}")
+        self.backend = backend_service(cfg, self.creds)
+        self.backend.start(timeout=300)
+
+    def _check_token(self) -> None:
+        assert self.client is not None
+        try:
+            self.client.whoami()
+        except LabelStudioError as exc:
+            raise DemoError(
+                f"Label Studio in {self.cfg.ls_data_dir} does not accept the token in {self.cfg.credentials_path} "
+                f"({exc}); they were made by different runs. Remove {self.cfg.root} to start over."
+            ) from None
+
+    def prepare_project(self) -> tuple[int, int]:
+        """Tiles, project, storage, backend connection. Returns (project id, number of tiles)."""
+        assert self.client is not None
+        cfg = self.cfg
+        tiles, written = ensure_tiles(cfg)
+        if written:
+            self.say(f"wrote {len(tiles)} medical tiles ({cfg.tile_size} px) to {cfg.tiles_dir}")
+        else:
+            note = "" if len(tiles) == cfg.tiles else f" (--tiles {cfg.tiles} ignored; remove {cfg.tiles_dir} to rewrite)"
+            self.say(f"reusing {len(tiles)} tiles in {cfg.tiles_dir}{note}")
+        pid, created = ensure_project(self.client)
+        self.say(f"{'created' if created else 'reusing'} project {PROJECT_TITLE!r} (id {pid})")
+        ensure_storage(self.client, pid, cfg.tiles_dir.resolve())
+        n = wait_for_tasks(self.client, pid, len(tiles))
+        self.say(f"Local Files storage synced: {n} tasks")
+        ensure_ml_backend(self.client, pid, cfg)
+        self.say("backend connected to the project")
+        return pid, len(tiles)
+
+    def setup(self) -> DemoInfo:
+        """Everything up to a published ranking, read back from Label Studio."""
+        self.start_servers()
+        pid, n = self.prepare_project()
+        assert self.client is not None
+        status = wait_for_ranking(self.cfg, pid, self.client, n, self.alive, self.say)
+        views = [v for v in self.client.list_views(pid) if (v.get("data") or {}).get("title") == "EXAMINE priority"]
+        return DemoInfo(pid, n, status, head_of_queue(self.client, pid), views[0]["id"] if views else None)
+
+    def stop(self) -> list[str]:
+        """Stop both servers (backend first); returns the names of those that were running."""
+        stopped = []
+        for service in (self.backend, self.label_studio):
+            if service is not None and service.stop():
+                stopped.append(service.name)
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        return stopped
+
+
+def summary(cfg: DemoConfig, creds: Credentials, info: DemoInfo) -> str:
+    """The text printed once the ranking is published."""
+    pid = info.project_id
+    counts = info.status.get("counts") or {}
+    lines = [
+        "",
+        "EXAMINE demo is ready.",
+        f"  Label Studio   {cfg.ls_url}",
+        f"  login          {creds.email} / {creds.password}   (stored in {cfg.credentials_path})",
+        f"  project        {cfg.ls_url}/projects/{pid}/data"
+        + (f"   (tab 'EXAMINE priority': {cfg.ls_url}/projects/{pid}/data?tab={info.view_id})" if info.view_id else ""),
+        f"  backend        {cfg.backend_url}   (status: {cfg.backend_url}/projects/{pid}/status)",
+        f"  ranking        {info.status.get('published_version')}: {counts.get('embedded', 0)} tiles embedded, "
+        f"{counts.get('labeled', 0)} labeled, {counts.get('failed', 0)} failed",
+        f"  logs           {cfg.logs_dir}",
+        "",
+        "First tasks of the label stream ('Label All Tasks'; score = queue position / pool, lowest first):",
+        "   rank  task  file                           score",
+    ]
+    for rank, item in enumerate(info.queue, 1):
+        lines.append(f"   {rank:>4}  {item.task_id:>4}  {item.file:<30} {item.score:.4f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="demo.py")
+    p.add_argument("--port", type=int, default=int(env.get("DEMO_LS_PORT", 8080)),
+                   help="Label Studio port (env DEMO_LS_PORT; default 8080)")
+    p.add_argument("--backend-port", type=int, default=int(env.get("DEMO_BACKEND_PORT", 9090)),
+                   help="backend port (env DEMO_BACKEND_PORT; default 9090)")
+    p.add_argument("--tiles", type=int, default=200, help="medical tiles written on the first run (default 200)")
+    p.add_argument("--epochs", type=int, default=int(env.get("EXAMINE_PRETRAIN_EPOCHS") or DEFAULT_EPOCHS),
+                   help=f"MAE pretraining epochs on the first run (env EXAMINE_PRETRAIN_EPOCHS; default {DEFAULT_EPOCHS})")
+    p.add_argument("--dir", type=Path, default=REPO_ROOT / ".demo", help="demo folder (default .demo)")
+    p.add_argument("--basic-auth", metavar="USER:PASS", default=_env_basic_auth(),
+                   help="protect the backend with HTTP basic auth (env BASIC_AUTH_USER/BASIC_AUTH_PASS)")
+    p.add_argument("--once", "--no-wait", dest="once", action="store_true",
+                   help="set up, print, then stop both servers")
+    args = p.parse_args(argv)
+    if args.tiles < 2:
+        p.error("--tiles must be at least 2")
+    if args.basic_auth and ":" not in args.basic_auth:
+        p.error("--basic-auth must be USER:PASS")
+    return args
+
+
+def _env_basic_auth() -> str | None:
+    user, password = os.environ.get("BASIC_AUTH_USER"), os.environ.get("BASIC_AUTH_PASS")
+    return f"{user}:{password}" if user and password else None
+
+
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
+    auth = tuple(args.basic_auth.split(":", 1)) if args.basic_auth else None
+    return DemoConfig(root=args.dir.resolve(), ls_port=args.port, backend_port=args.backend_port,
+                      tiles=args.tiles, epochs=args.epochs, basic_auth=auth)  # type: ignore[arg-type]
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_forever(demo: Demo) -> None:
+    """Sleep until Ctrl-C, checking that both servers stay up."""
+    while True:
+        demo.alive()
+        time.sleep(1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    demo = Demo(cfg)
+    code = 0
+    try:
+        info = demo.setup()
+        print(summary(cfg, demo.creds, info), flush=True)
+        print(f"\nready after {time.monotonic() - demo._t0:.0f} s.", flush=True)
+        if not args.once:
+            print("Press Ctrl-C to stop both servers.", flush=True)
+            serve_forever(demo)
+    except KeyboardInterrupt:
+        print("\nCtrl-C: stopping...", flush=True)
+    except (DemoError, LabelStudioError) as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
+        stopped = demo.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"stopped {' and '.join(stopped) if stopped else 'nothing (no server was running)'}; "
+              f"data kept in {cfg.root}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

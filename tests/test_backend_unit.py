@@ -1,0 +1,163 @@
+"""Backend pieces without a Label Studio server: HTTP protocol, auth, settings, payloads, the job queue."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+
+import pytest
+
+from backend.app import create_app
+from backend.jobs import JobQueue
+from backend.model import ProjectModel, annotation_label, image_key_from_config, project_id
+from backend.settings import Settings
+from examine.images import ImageLoadError
+
+CONFIG = '<View><Image name="img" value="$picture"/><Choices name="c" toName="img"><Choice value="x"/></Choices></View>'
+
+
+def make_app(tmp_path, **kw):
+    settings = Settings(model_dir=tmp_path, **kw)
+    app = create_app(settings, start=False)
+    return app, app.config["EXAMINE_BACKEND"]
+
+
+def basic(user, pw):
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+
+def test_health_is_open_and_everything_else_needs_basic_auth(tmp_path):
+    app, _ = make_app(tmp_path, basic_auth_user="u", basic_auth_pass="p")
+    c = app.test_client()
+    assert c.get("/health").status_code == 200
+    assert c.post("/predict", json={"tasks": []}).status_code == 401
+    assert c.post("/predict", json={"tasks": []}, headers=basic("u", "wrong")).status_code == 401
+    assert c.post("/predict", json={"tasks": []}, headers=basic("u", "p")).get_json() == {"results": []}
+    assert c.get("/versions", headers=basic("u", "p")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "route, body, words",
+    [
+        ("/predict", {"tasks": "nope"}, "tasks"),
+        ("/predict", [1, 2], "JSON object"),
+        ("/webhook", {"project": {"id": 1}}, "action"),
+        ("/setup", {"project": "abc"}, "project id"),
+    ],
+)
+def test_malformed_requests_get_400_with_the_reason(tmp_path, route, body, words):
+    app, _ = make_app(tmp_path)
+    r = app.test_client().post(route, json=body)
+    assert r.status_code == 400 and words in r.get_json()["error"]
+
+
+def test_webhook_answers_fast_and_queues_one_rerank(tmp_path):
+    app, backend = make_app(tmp_path)
+    c = app.test_client()
+    payload = {"action": "ANNOTATION_CREATED", "project": {"id": 3},
+               "annotation": {"id": 11, "task": 5, "result": [{"value": {"choices": ["tumour"]}}]},
+               "task": {"id": 5, "project": 3, "data": {"image": "/data/upload/3/a.png"}}}
+    t0 = time.perf_counter()
+    for _ in range(5):
+        assert c.post("/webhook", json=payload).status_code == 201
+    assert (time.perf_counter() - t0) / 5 < 0.1
+    assert backend.jobs.pending(3) == {"rank"}
+    state = backend.states.get(3)
+    assert state.tasks[5].labeled and state.tasks[5].label == "tumour" and state.annotation_task[11] == 5
+    assert (tmp_path / "projects" / "3" / "pending.json").is_file()
+
+
+def test_webhook_without_project_is_ignored(tmp_path):
+    app, _ = make_app(tmp_path)
+    r = app.test_client().post("/webhook", json={"action": "PROJECT_CREATED"})
+    assert r.status_code == 200 and r.get_json()["status"] == "ignored"
+
+
+def test_setup_answers_a_version_and_never_logs_the_token(tmp_path, caplog):
+    app, backend = make_app(tmp_path)
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    with caplog.at_level(logging.DEBUG):
+        r = app.test_client().post("/setup", json={"project": "7.1795638417", "schema": CONFIG,
+                                                  "hostname": "http://127.0.0.1:1", "access_token": secret})
+    assert r.status_code == 200 and r.get_json()["model_version"]
+    assert secret not in caplog.text
+    assert backend.states.get(7).image_key == "picture"
+    assert {"sync", "embed", "rank"} <= backend.jobs.pending(7)
+
+
+def test_pending_work_survives_a_restart(tmp_path):
+    app, backend = make_app(tmp_path)
+    app.test_client().post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 4}, "tasks": [{"id": 1}]})
+    _, again = make_app(tmp_path)
+    assert again.states.get(4).pending == ["rank"]
+
+
+def test_tasks_without_an_image_are_reported(tmp_path):
+    _, backend = make_app(tmp_path)
+    model = ProjectModel(backend, 1)
+    model.state.image_key = "image"
+    model._learn_tasks([{"id": 9, "data": {"text": "hello"}}])
+    err = model.state.tasks[9].error
+    assert "task 9" in err and "'image'" in err and "text" in err
+
+
+def test_local_files_cannot_escape_the_data_roots(tmp_path):
+    root = tmp_path / "files"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.png").write_bytes(b"x")
+    (tmp_path / "secret.png").write_bytes(b"s")
+    _, backend = make_app(tmp_path / "model", data_roots=(root,))
+    model = ProjectModel(backend, 1)
+    assert model._local_path("/data/local-files/?d=a/x.png") == (root / "a" / "x.png").resolve()
+    with pytest.raises(ImageLoadError, match="escapes"):
+        model._local_path("/data/local-files/?d=../secret.png")
+    assert model._local_path("/data/upload/1/x.png") is None
+
+
+def test_payload_helpers():
+    assert project_id("12.1795638417") == 12 and project_id({"id": 3}) == 3 and project_id(5) == 5
+    assert image_key_from_config(CONFIG) == "picture"
+    assert image_key_from_config("<View><Text name='t' value='$text'/></View>") is None
+    assert image_key_from_config("not xml") is None
+    assert annotation_label({"result": [{"value": {"rectanglelabels": ["cell"]}}]}) == "cell"
+    assert annotation_label({"was_cancelled": True, "result": [{"value": {"choices": ["x"]}}]}) is None
+    assert annotation_label({"result": []}) is None
+
+
+def test_settings_from_env_and_their_errors(tmp_path):
+    s = Settings.from_env({"PORT": "9191", "ALLOWED_HOSTS": "a.org, b.org", "EXAMINE_DATA_ROOTS": "/x,/y",
+                           "EXAMINE_SAMPLING": "keep", "LABEL_STUDIO_API_KEY": "tok"})
+    assert s.port == 9191 and s.allowed_hosts == ("a.org", "b.org") and len(s.data_roots) == 2
+    assert "tok" not in repr(s)
+    with pytest.raises(ValueError, match="PORT"):
+        Settings.from_env({"PORT": "ninety"})
+    with pytest.raises(ValueError, match="EXAMINE_SAMPLING"):
+        Settings.from_env({"EXAMINE_SAMPLING": "random"})
+    with pytest.raises(ValueError, match="WORKERS"):
+        Settings.from_env({"WORKERS": "4"})
+    with pytest.raises(ValueError, match="BASIC_AUTH"):
+        Settings.from_env({"BASIC_AUTH_USER": "u"})
+    with pytest.raises(ValueError, match="EXAMINE_POLICY"):
+        make_app(tmp_path, policy="magic")
+
+
+def test_job_queue_coalesces_a_burst():
+    calls = []
+    done = threading.Event()
+
+    def runner(pid, kinds):
+        calls.append((pid, kinds))
+        done.set()
+
+    q = JobQueue(runner, debounce_s=0.2)
+    for kinds in (["rank"], ["embed"], ["rank"], ["sync"]):
+        q.submit(1, kinds)
+    assert q.generation(1) == 2
+    q.start()
+    assert done.wait(5) and q.wait_idle(5)
+    q.stop()
+    assert calls == [(1, ["sync", "embed", "rank"])]
+    with pytest.raises(ValueError, match="unknown"):
+        q.submit(1, ["dance"])
