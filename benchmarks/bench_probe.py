@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--img-size", type=int, default=32)
     ap.add_argument("--patch-size", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", help="keep the pretrained encoder in this folder (e.g. for `examine evaluate --model-dir`)")
     args = ap.parse_args()
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs")
 
@@ -48,7 +49,8 @@ def main() -> None:
     cfg = EncoderConfig("vit_tiny_patch16_224", img_size=args.img_size, patch_size=args.patch_size)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        enc, losses = pretrain(rgb(xtr[: args.pretrain]), tmp, PretrainConfig(epochs=args.epochs, seed=args.seed),
+        enc, losses = pretrain(rgb(xtr[: args.pretrain]), args.save or tmp,
+                               PretrainConfig(epochs=args.epochs, seed=args.seed),
                                encoder_config=cfg, device="cpu", resume=False)
     t_pre = time.perf_counter() - t0
     print(f"MAE pretraining: {args.pretrain} images x {args.epochs} epochs in {t_pre:.0f} s; "

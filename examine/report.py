@@ -24,6 +24,7 @@ import argparse
 import csv
 import html
 import shutil
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +38,7 @@ __all__ = ["Ranked", "ReportInput", "read_ranking", "read_failures", "map_coordi
 
 REQUIRED_COLUMNS = ("path", "sha256", "marginal", "score", "rank")
 RANK_POLICY = "paper: the static EXAMINE score of all images, as written by examine rank"
-TSNE_RANGE = (30, 1500)  # t-SNE for n in this range under --map auto, PCA outside it
+TSNE_RANGE = (30, 1000)  # t-SNE for n in this range under --map auto, PCA outside it
 MAX_MAP_POINTS = 20_000  # larger pools are mapped through a random subsample (next batch always kept)
 MAX_CURVE_POINTS = 5_000
 THUMBS = "thumbs"
@@ -162,7 +163,7 @@ def map_coordinates(X: np.ndarray, method: str = "auto", seed: int = 0) -> tuple
             method = "pca"
         else:
             perplexity = float(min(30.0, (n - 1) / 3))
-            xy = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pcs)
+            xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pcs)
             return xy, f"t-SNE (perplexity {perplexity:.0f}) of {n} images"
     xy = np.zeros((n, 2))
     xy[:, : min(2, pcs.shape[1])] = pcs[:, :2]
@@ -229,9 +230,11 @@ def _plot_curve(ax, ranked: Ranked, top_n: int, bottom_n: int, batch: int) -> No
     step = max(1, n // MAX_CURVE_POINTS)
     pos = np.arange(1, n + 1)
     ax.plot(pos[::step], ranked.score[::step], color="#44546a", lw=1.5)
-    ax.axvspan(0.5, top_n + 0.5, color="#1a7f37", alpha=0.12, label=f"top {top_n}")
+    ax.axvspan(0.5, top_n + 0.5, color="#1a7f37", alpha=0.12)
+    ax.plot(pos[:top_n], ranked.score[:top_n], ".", color="#1a7f37", label=f"top {top_n}")
     if bottom_n:
-        ax.axvspan(n - bottom_n + 0.5, n + 0.5, color="#c62828", alpha=0.12, label=f"bottom {bottom_n}")
+        ax.axvspan(n - bottom_n + 0.5, n + 0.5, color="#c62828", alpha=0.12)
+        ax.plot(pos[n - bottom_n:], ranked.score[n - bottom_n:], ".", color="#c62828", label=f"bottom {bottom_n}")
     b = min(batch, n)
     if b:
         ax.plot(pos[:b], ranked.score[:b], "o", color="#d9480f", ms=5, label=f"next batch ({b})")
@@ -256,7 +259,8 @@ def plot_map(xy: np.ndarray, score: np.ndarray, batch_xy: np.ndarray, method: st
                    label=f"next batch ({len(batch_xy)}), numbered in queue order")
         _number_batch(ax, batch_xy)
         ax.legend(loc="best", frameon=True, framealpha=0.85)
-    ax.set(title=f"Embedding map: {method}", xticks=[], yticks=[])
+    ax.set_title(textwrap.fill(f"Embedding map: {method}", 80), fontsize=11)
+    ax.set(xticks=[], yticks=[])
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
@@ -425,7 +429,7 @@ Downloads: {downloads}</p>
 <table class="summary">{summary}</table>
 {_failed_list(data.failed)}
 <h2>Next batch ({min(batch, n)})</h2>
-<p class="sub">The first images of the queue, in the order annotators will get them.</p>
+<p class="sub">The head of this ranking, in queue order; the map numbers them the same way.</p>
 {_batch_table(data, range(min(batch, n)), failed)}
 <h2>Scores</h2>
 <img class="plot" src="scores.png" alt="distribution of EXAMINE marginals and scores">
@@ -535,9 +539,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "or by ranking IMAGES_DIR first. Relative links only: zip the folder and open it anywhere.",
     )
     p.add_argument("images", nargs="?", help="folder of images to rank first (as `examine rank` does)")
-    p.add_argument("--ranking", metavar="CSV", help="ranking CSV written by `examine rank` (path,sha256,marginal,score,rank)")
+    p.add_argument("--ranking", metavar="CSV",
+                   help="ranking CSV written by `examine rank` (path,sha256,marginal,score,rank)")
     p.add_argument("--out", default="report", help="folder to write (default ./report)")
-    p.add_argument("--top", type=int, default=24, help="thumbnails of the this-many most and least valuable (default 24)")
+    p.add_argument("--top", type=int, default=24,
+                   help="how many of the most (and of the least) valuable images to show (default 24)")
     p.add_argument("--batch", type=int, default=10, help="size of the next batch marked on the map (default 10)")
     p.add_argument("--map", choices=["auto", "pca", "tsne"], default="auto",
                    help=f"embedding map (auto: t-SNE for {TSNE_RANGE[0]}–{TSNE_RANGE[1]} images, else PCA)")

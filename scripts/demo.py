@@ -329,8 +329,8 @@ def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> dict:
 # ------------------------------------------------------------------ waiting for the ranking
 
 
-def pretrain_epoch(model_dir: Path) -> int | None:
-    """The last finished epoch of the backend's running MAE pretraining (from its checkpoint), or None."""
+def pretrain_progress(model_dir: Path) -> tuple[int, float] | None:
+    """(last finished epoch, its loss) of the backend's running MAE pretraining, read from its checkpoint."""
     ckpt = model_dir / "encoder" / "mae_checkpoint.safetensors"
     if not ckpt.is_file():
         return None
@@ -338,7 +338,8 @@ def pretrain_epoch(model_dir: Path) -> int | None:
         from safetensors import safe_open
 
         with safe_open(str(ckpt), framework="np") as f:
-            return int(json.loads(f.metadata()["meta"])["epoch"])
+            meta = json.loads(f.metadata()["meta"])
+        return int(meta["epoch"]), float(meta["losses"][-1])
     except Exception:  # being replaced right now: ask again next time
         return None
 
@@ -350,13 +351,13 @@ def describe_progress(status: dict, cfg: DemoConfig, n_tiles: int) -> str:
     if not counts.get("tasks"):
         return "backend: reading the project's tasks"
     if not has_encoder and not status.get("encoder_version"):
-        epoch = pretrain_epoch(cfg.model_dir)
-        done = f"epoch {epoch}/{cfg.epochs} done" if epoch else "first epoch running"
+        progress = pretrain_progress(cfg.model_dir)
+        done = f"epoch {progress[0]}/{cfg.epochs}, loss {progress[1]:.3f}" if progress else "first epoch running"
         return f"backend: pretraining its MAE on {counts['tasks']} tiles ({done})"
     if counts.get("embedded", 0) + counts.get("failed", 0) < n_tiles:
         return f"backend: embedding tiles ({counts.get('embedded', 0)}/{n_tiles})"
     if not status.get("published_version") or pending:
-        return f"backend: ranking and publishing ({', '.join(pending) or 'publishing'})"
+        return "backend: ranking and publishing"
     return "backend: ranking published"
 
 
@@ -596,8 +597,12 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
                       tiles=args.tiles, epochs=args.epochs, basic_auth=auth)  # type: ignore[arg-type]
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class Stop(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM arrived."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
 
 
 def serve_forever(demo: Demo) -> None:
@@ -610,7 +615,8 @@ def serve_forever(demo: Demo) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     cfg = config_from_args(args)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (a background job)
+        signal.signal(sig, _raise_stop)
     demo = Demo(cfg)
     code = 0
     try:
@@ -620,8 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.once:
             print("Press Ctrl-C to stop both servers.", flush=True)
             serve_forever(demo)
-    except KeyboardInterrupt:
-        print("\nCtrl-C: stopping...", flush=True)
+    except KeyboardInterrupt as exc:
+        print(f"\n{'Ctrl-C' if str(exc) in ('', 'SIGINT') else exc}: stopping both servers...", flush=True)
     except (DemoError, LabelStudioError) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
         code = 1
