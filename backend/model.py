@@ -35,7 +35,7 @@ from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings
 from backend.state import ProjectState, StateStore, TaskInfo
 from examine.embed import Source, embed_sources
-from examine.encoder import Encoder, EncoderConfig, EncoderError, create_encoder
+from examine.encoder import Encoder, EncoderConfig, create_encoder
 from examine.images import ImageLoadError, load_image
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.workspace import Workspace
@@ -114,13 +114,13 @@ class Backend:
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
         self._train_threads: dict[int, threading.Thread] = {}
-        self._janitor = _Janitor(self)
+        self.janitor = _Janitor(self)
 
     # -------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
         self.jobs.start()
-        self._janitor.start()
+        self.janitor.start()
         for pid in self.states.known_projects():  # resume work cut short by a restart
             state = self.states.get(pid)
             if state.pending:
@@ -128,11 +128,11 @@ class Backend:
                 log.info("project %s: resuming %s after restart", pid, state.pending)
                 self.jobs.submit(pid, sorted(set(state.pending) | {"sync"}))
             for version in state.stale_versions:
-                self._janitor.put(pid, version)
+                self.janitor.put(pid, version)
 
     def stop(self) -> None:
         self.jobs.stop()
-        self._janitor.stop()
+        self.janitor.stop()
 
     def submit(self, pid: int, kinds: list[str]) -> None:
         """Record work durably, then queue it."""
@@ -173,15 +173,12 @@ class Backend:
     def encoder(self, pid: int) -> Encoder | None:
         """The project's own continued-training encoder, else the shared one; None before pretraining."""
         folder = self.project_encoder_dir(pid)
-        try:
-            if (folder / "encoder.json").is_file():
-                return self._cached_encoder(folder)
-            if self.settings.weights:
-                return self._cached_encoder(Path(self.settings.weights))
-            if self.workspace.has_encoder():
-                return self._cached_encoder(self.workspace.encoder_dir)
-        except EncoderError:
-            raise
+        if (folder / "encoder.json").is_file():
+            return self._cached_encoder(folder)
+        if self.settings.weights:
+            return self._cached_encoder(Path(self.settings.weights))
+        if self.workspace.has_encoder():
+            return self._cached_encoder(self.workspace.encoder_dir)
         return None
 
     def _cached_encoder(self, path: Path) -> Encoder:
@@ -399,8 +396,7 @@ class ProjectModel:
         """Pretrain the shared MAE encoder on this project's images when no encoder exists yet."""
         if self.backend.encoder(self.pid) is not None:
             return
-        from examine.cli import _auto_epochs
-        from examine.mae import default_pretrain_config, pretrain
+        from examine.mae import auto_epochs, default_pretrain_config, pretrain
 
         images = self._decoded_images()
         if len(images) < 2:
@@ -408,7 +404,7 @@ class ProjectModel:
             return
         enc_cfg = EncoderConfig(self.settings.model, img_size=self.settings.img_size)
         _, cfg = default_pretrain_config(self.settings.device)
-        cfg = replace(cfg, epochs=self.settings.pretrain_epochs or _auto_epochs(len(images)))
+        cfg = replace(cfg, epochs=self.settings.pretrain_epochs or auto_epochs(len(images)))
         log.info("project %s: pretraining the MAE on %d images for %d epochs", self.pid, len(images), cfg.epochs)
         pretrain(images, self.backend.workspace.encoder_dir, cfg, encoder_config=enc_cfg,
                  device=self.settings.device, progress=False)
@@ -442,7 +438,7 @@ class ProjectModel:
 
     def job_cleanup(self) -> None:
         for version in list(self.state.stale_versions):
-            self.backend._janitor.put(self.pid, version)
+            self.backend.janitor.put(self.pid, version)
 
     def train(self) -> None:
         """Continue the MAE's self-supervised training on this project's images (a new encoder version)."""
@@ -670,7 +666,7 @@ class ProjectModel:
         else:
             log.info("project %s: all %d predictions of %s pushed in %.2f s", self.pid, n, version, time.perf_counter() - t0)
         if previous:
-            self.backend._janitor.put(self.pid, previous)
+            self.backend.janitor.put(self.pid, previous)
 
     def _view_exists(self) -> bool:
         try:

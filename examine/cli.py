@@ -67,11 +67,6 @@ def cmd_score(args: argparse.Namespace) -> None:
             print(f"{rank[i]:>6}  {i:>8}  {m[i]:.6e}  {s[i]:.6f}")
 
 
-def _auto_epochs(n_images: int) -> int:
-    """About 40,000 augmented samples: minutes on a 2-core CPU, whatever the folder size."""
-    return int(min(100, max(5, 40_000 // max(n_images, 1))))
-
-
 def _list_folder(folder: str) -> list[Path]:
     from examine.images import list_images
 
@@ -102,7 +97,7 @@ def _encoder_config(args: argparse.Namespace):
 
 
 def _pretrain(paths: list[Path], model_dir: Path, args: argparse.Namespace):
-    from examine.mae import PretrainConfig, default_pretrain_config, pretrain
+    from examine.mae import auto_epochs, default_pretrain_config, pretrain
     from examine.workspace import load_training_images
 
     enc_cfg = _encoder_config(args)
@@ -113,7 +108,7 @@ def _pretrain(paths: list[Path], model_dir: Path, args: argparse.Namespace):
     _, base = default_pretrain_config(args.device)
     from dataclasses import replace
 
-    cfg = replace(base, epochs=args.epochs or _auto_epochs(len(images)), seed=args.seed,
+    cfg = replace(base, epochs=args.epochs or auto_epochs(len(images)), seed=args.seed,
                   batch_size=args.batch_size or base.batch_size)
     print(f"pretraining {enc_cfg.model} at {enc_cfg.img_size}px on {len(images)} images for {cfg.epochs} epochs")
     encoder, losses = pretrain(images, model_dir / "encoder", cfg, encoder_config=enc_cfg, device=args.device)

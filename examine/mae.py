@@ -24,7 +24,7 @@ from torch import nn
 from examine.device import autocast, resolve_device
 from examine.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderConfig, create_encoder
 
-__all__ = ["MAE", "PretrainConfig", "pretrain", "default_pretrain_config"]
+__all__ = ["MAE", "PretrainConfig", "pretrain", "default_pretrain_config", "auto_epochs", "continue_config"]
 
 CHECKPOINT_NAME = "mae_checkpoint.safetensors"
 
@@ -301,6 +301,11 @@ def pretrain(
     encoder.weights_changed()
     encoder.save(out)
     return encoder, list(meta["losses"])
+
+
+def auto_epochs(n_images: int) -> int:
+    """About 40,000 augmented samples in all (5–100 epochs): minutes on a 2-core CPU, whatever the folder size."""
+    return int(min(100, max(5, 40_000 // max(n_images, 1))))
 
 
 def continue_config(cfg: PretrainConfig, epochs: int) -> PretrainConfig:

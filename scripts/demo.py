@@ -24,12 +24,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import requests
 
 from backend.labelstudio import LabelStudio, LabelStudioError
+from backend.settings import Settings
 from examine.datasets import write_medical_tiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -273,9 +274,15 @@ def ensure_tiles(cfg: DemoConfig) -> tuple[list[Path], bool]:
     return write_medical_tiles(cfg.tiles_dir, cfg.tiles, size=cfg.tile_size, seed=cfg.seed), True
 
 
+def api(client: LabelStudio, method: str, path: str, **kwargs: object) -> Any:
+    """A Label Studio API call the client has no method for; the decoded JSON answer."""
+    resp = client.request(method, path, **kwargs)
+    return resp.json() if resp is not None and resp.content else None
+
+
 def find_project(client: LabelStudio, title: str) -> dict | None:
     """The first project called ``title`` (lowest id), or None."""
-    body = client._json("GET", "/api/projects/", params={"page_size": 1000, "ordering": "id"})
+    body = api(client, "GET", "/api/projects/", params={"page_size": 1000, "ordering": "id"})
     projects = body.get("results", []) if isinstance(body, dict) else body
     return next((p for p in projects if p.get("title") == title), None)
 
@@ -291,13 +298,13 @@ def ensure_project(client: LabelStudio) -> tuple[int, bool]:
 
 def ensure_storage(client: LabelStudio, pid: int, folder: Path) -> None:
     """Connect a Local Files storage at ``folder`` (once) and sync it: new files become tasks."""
-    storages = client._json("GET", "/api/storages/localfiles/", params={"project": pid})
+    storages = api(client, "GET", "/api/storages/localfiles/", params={"project": pid})
     ours = next((s for s in storages if Path(s.get("path", "")) == folder), None)
     if ours is None:
         client.add_local_storage(pid, str(folder), sync=True, title="demo tiles",
                                  regex_filter=r".*\.png$")
     else:
-        client._json("POST", f"/api/storages/localfiles/{ours['id']}/sync")
+        api(client, "POST", f"/api/storages/localfiles/{ours['id']}/sync")
 
 
 def wait_for_tasks(client: LabelStudio, pid: int, n: int, timeout: float = 120.0) -> int:
@@ -313,16 +320,19 @@ def wait_for_tasks(client: LabelStudio, pid: int, n: int, timeout: float = 120.0
 
 
 def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> dict:
-    """Connect the backend to the project, or point the existing connection at the current URL."""
+    """Connect the backend to the project, or update the existing connection (URL, auth).
+
+    Label Studio calls the backend's ``/setup`` either way, so a backend whose model folder was
+    removed learns the project again; for a backend that knows it already, that is a no-op.
+    """
     auth: dict[str, str] = {"auth_method": "NONE"}
     if cfg.basic_auth:
         auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": cfg.basic_auth[0],
                 "basic_auth_pass": cfg.basic_auth[1]}
     for ml in client.list_ml_backends(pid):
         if ml.get("title") == BACKEND_TITLE:
-            if ml.get("url", "").rstrip("/") != cfg.backend_url or cfg.basic_auth:
-                return client._json("PATCH", f"/api/ml/{ml['id']}", json={"url": cfg.backend_url, **auth})
-            return ml
+            body = {"project": pid, "url": cfg.backend_url, "title": BACKEND_TITLE, **auth}
+            return api(client, "PATCH", f"/api/ml/{ml['id']}", json=body)
     return client.add_ml_backend(pid, cfg.backend_url, BACKEND_TITLE, **auth)
 
 
@@ -521,7 +531,8 @@ class Demo:
         pid, n = self.prepare_project()
         assert self.client is not None
         status = wait_for_ranking(self.cfg, pid, self.client, n, self.alive, self.say)
-        views = [v for v in self.client.list_views(pid) if (v.get("data") or {}).get("title") == "EXAMINE priority"]
+        title = os.environ.get("EXAMINE_VIEW_TITLE") or Settings.view_title
+        views = [v for v in self.client.list_views(pid) if (v.get("data") or {}).get("title") == title]
         return DemoInfo(pid, n, status, head_of_queue(self.client, pid), views[0]["id"] if views else None)
 
     def stop(self) -> list[str]:
@@ -545,8 +556,7 @@ def summary(cfg: DemoConfig, creds: Credentials, info: DemoInfo) -> str:
         "EXAMINE demo is ready.",
         f"  Label Studio   {cfg.ls_url}",
         f"  login          {creds.email} / {creds.password}   (stored in {cfg.credentials_path})",
-        f"  project        {cfg.ls_url}/projects/{pid}/data"
-        + (f"   (tab 'EXAMINE priority': {cfg.ls_url}/projects/{pid}/data?tab={info.view_id})" if info.view_id else ""),
+        f"  project        {cfg.ls_url}/projects/{pid}/data" + (f"?tab={info.view_id}" if info.view_id else ""),
         f"  backend        {cfg.backend_url}   (status: {cfg.backend_url}/projects/{pid}/status)",
         f"  ranking        {info.status.get('published_version')}: {counts.get('embedded', 0)} tiles embedded, "
         f"{counts.get('labeled', 0)} labeled, {counts.get('failed', 0)} failed",
@@ -635,8 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
         stopped = demo.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f"stopped {' and '.join(stopped) if stopped else 'nothing (no server was running)'}; "
-              f"data kept in {cfg.root}", flush=True)
+        if stopped:
+            print(f"stopped {' and '.join(stopped)}; data kept in {cfg.root}", flush=True)
     return code
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo use, when missing.
 set -euo pipefail
-pkgs=(dataset-fashion-mnist)
+# dataset-fashion-mnist: test data; chromium + chromium-driver: tests/test_browser.py (headless, Selenium).
+pkgs=(dataset-fashion-mnist chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

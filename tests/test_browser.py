@@ -1,0 +1,160 @@
+"""In a real browser: "Label All Tasks" in Label Studio opens the task EXAMINE ranked first.
+
+Sets up a small demo through `scripts/demo.py` (the same code path as `make demo`: a real Label
+Studio 1.23.2, the backend process, real medical tiles in a Local Files storage) with a small
+random-init encoder so nothing is pretrained, then drives headless Debian Chromium with Selenium:
+log in, open the project, click "Label All Tasks", read the task id the labeling screen shows and
+compare it with the task whose prediction (of the project's current model_version) has the lowest
+score. Screenshots go to the test's tmp dir, and to ``docs/`` when ``EXAMINE_SCREENSHOT=1``.
+
+Needs ``chromium`` and ``chromium-driver`` (Debian; `scripts/system-deps.sh` installs them) and
+``selenium`` from PyPI. Selenium Manager is never used: the driver path is given explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.labelstudio import LabelStudio
+from examine.encoder import EncoderConfig, create_encoder
+from scripts.demo import Demo, DemoConfig, DemoInfo
+from tests.lsserver import REPO_ROOT, free_port, label_studio_bin
+
+CHROMIUM = Path(os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER_BIN", "/usr/bin/chromedriver"))
+_MISSING = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(bool(_MISSING), reason=f"headless browser test needs {' and '.join(_MISSING)} "
+                       "(Debian: apt-get install chromium chromium-driver; scripts/system-deps.sh does it)"),
+]
+
+N_TILES = 30
+WAIT_S = 60.0
+CHROMIUM_ARGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900",
+)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, DemoInfo]]:
+    """A published demo in a temp dir: 30 tiles, a small random-init encoder, short task locks."""
+    if not label_studio_bin().is_file():
+        pytest.fail(f"needs Label Studio at {label_studio_bin()}: run `make setup-ls`", pytrace=False)
+    cfg = DemoConfig(root=tmp_path_factory.mktemp("demo"), ls_port=free_port(), backend_port=free_port(),
+                     tiles=N_TILES, task_lock_ttl=3, ready_timeout_s=300, label_studio_bin=label_studio_bin())
+    # A small real encoder keeps the test fast; MAE pretraining has its own tests.
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(
+        cfg.model_dir / "encoder")
+    with Demo(cfg, say=print) as d:
+        yield d, d.setup()
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Headless Chromium with a fresh profile, driven through Debian's chromedriver."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: Selenium Manager must not download
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in (*CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(arg)
+    service = Service(executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def log_in(driver, url: str, email: str, password: str) -> None:
+    """Fill Label Studio's login form and wait until it lets us in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{url}/user/login/")
+    driver.find_element(By.NAME, "email").send_keys(email)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: "/user/login" not in d.current_url)
+
+
+def label_all_tasks_button(driver):
+    """The Data Manager's "Label All Tasks" button, once it is rendered."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def find(d):
+        return next((b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Label All Tasks"), False)
+
+    return WebDriverWait(driver, WAIT_S).until(find)
+
+
+def shown_task_id(driver) -> int:
+    """The task id the labeling screen shows (bottom bar "#<id>"), once its image has loaded."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    loaded = "const i = document.querySelector('img[alt=image]'); return !!i && i.complete && i.naturalWidth > 0;"
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script(loaded))
+
+    def task_id(d):
+        found = d.find_elements(By.CSS_SELECTOR, ".lsf-current-task__task-id")
+        match = re.match(r"\s*#?(\d+)", found[0].text) if found else None
+        return int(match.group(1)) if match else False
+
+    return WebDriverWait(driver, WAIT_S).until(task_id)
+
+
+def top_ranked_task(client: LabelStudio, pid: int) -> int:
+    """The unlabeled task with the lowest prediction score of the project's current model_version."""
+    version = client.get_project(pid)["model_version"]
+    labeled = {t["id"] for t in client.iter_tasks(pid) if t.get("is_labeled")}
+    scores = {p["task"]: p["score"] for p in client.list_predictions(project=pid)
+              if p.get("model_version") == version and p["task"] not in labeled}
+    assert len(scores) == N_TILES, f"{len(scores)} tasks scored under {version!r}, expected {N_TILES}"
+    return min(scores, key=scores.get)
+
+
+def save_screenshot(driver, name: str, tmp_path: Path) -> Path:
+    """Save to the tmp dir; also to docs/ when EXAMINE_SCREENSHOT=1."""
+    path = tmp_path / name
+    driver.save_screenshot(str(path))
+    if os.environ.get("EXAMINE_SCREENSHOT") == "1":
+        docs = REPO_ROOT / "docs"
+        docs.mkdir(exist_ok=True)
+        shutil.copyfile(path, docs / name)
+    print(f"screenshot: {path}")
+    return path
+
+
+def test_label_all_tasks_opens_the_top_ranked_task(demo, browser, tmp_path):
+    d, info = demo
+    assert d.client is not None
+    pid = info.project_id
+    assert d.client.get_project(pid)["sampling"] == "Uncertainty sampling"  # /next: lowest score first
+    expected = top_ranked_task(d.client, pid)
+    assert info.queue and info.queue[0].task_id == expected  # what `make demo` prints as rank 1
+
+    log_in(browser, d.cfg.ls_url, d.creds.email, d.creds.password)
+    browser.get(f"{d.cfg.ls_url}/projects/{pid}/data")
+    button = label_all_tasks_button(browser)
+    save_screenshot(browser, "data-manager.png", tmp_path)
+    button.click()
+    shown = shown_task_id(browser)
+    save_screenshot(browser, "label-stream.png", tmp_path)
+
+    assert "labeling=1" in browser.current_url
+    assert shown == expected, f"label stream opened task {shown}, EXAMINE ranked task {expected} first"
