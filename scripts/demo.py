@@ -339,8 +339,8 @@ def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> dict:
 # ------------------------------------------------------------------ waiting for the ranking
 
 
-def pretrain_progress(model_dir: Path) -> tuple[int, float] | None:
-    """(last finished epoch, its loss) of the backend's running MAE pretraining, read from its checkpoint."""
+def pretrain_progress(model_dir: Path) -> tuple[int, int, float] | None:
+    """(finished epochs, total epochs, last loss) of the backend's running MAE pretraining, from its checkpoint."""
     ckpt = model_dir / "encoder" / "mae_checkpoint.safetensors"
     if not ckpt.is_file():
         return None
@@ -349,7 +349,7 @@ def pretrain_progress(model_dir: Path) -> tuple[int, float] | None:
 
         with safe_open(str(ckpt), framework="np") as f:
             meta = json.loads(f.metadata()["meta"])
-        return int(meta["epoch"]), float(meta["losses"][-1])
+        return int(meta["epoch"]), int(meta["config"]["epochs"]), float(meta["losses"][-1])
     except Exception:  # being replaced right now: ask again next time
         return None
 
@@ -357,12 +357,12 @@ def pretrain_progress(model_dir: Path) -> tuple[int, float] | None:
 def describe_progress(status: dict, cfg: DemoConfig, n_tiles: int) -> str:
     """One line saying what the backend is doing now."""
     counts, pending = status.get("counts") or {}, status.get("pending") or []
-    has_encoder = (cfg.model_dir / "encoder" / "encoder.json").is_file()
+    has_encoder = (cfg.model_dir / "encoder" / "encoder.json").is_file() or bool(os.environ.get("EXAMINE_WEIGHTS"))
     if not counts.get("tasks"):
         return "backend: reading the project's tasks"
     if not has_encoder and not status.get("encoder_version"):
         progress = pretrain_progress(cfg.model_dir)
-        done = f"epoch {progress[0]}/{cfg.epochs}, loss {progress[1]:.3f}" if progress else "first epoch running"
+        done = f"epoch {progress[0]}/{progress[1]}, loss {progress[2]:.3f}" if progress else "first epoch running"
         return f"backend: pretraining its MAE on {counts['tasks']} tiles ({done})"
     if counts.get("embedded", 0) + counts.get("failed", 0) < n_tiles:
         return f"backend: embedding tiles ({counts.get('embedded', 0)}/{n_tiles})"
@@ -464,8 +464,12 @@ class Demo:
         self.backend: Service | None = None
         self.client: LabelStudio | None = None
 
+    def elapsed(self) -> float:
+        """Seconds since this demo was created."""
+        return time.monotonic() - self._t0
+
     def _say(self, message: str) -> None:
-        print(f"[{time.monotonic() - self._t0:6.1f} s] {message}", flush=True)
+        print(f"[{self.elapsed():6.1f} s] {message}", flush=True)
 
     def __enter__(self) -> "Demo":
         return self
@@ -632,13 +636,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = demo.setup()
         print(summary(cfg, demo.creds, info), flush=True)
-        print(f"\nready after {time.monotonic() - demo._t0:.0f} s.", flush=True)
+        print(f"\nready after {demo.elapsed():.0f} s.", flush=True)
         if not args.once:
             print("Press Ctrl-C to stop both servers.", flush=True)
             serve_forever(demo)
     except KeyboardInterrupt as exc:
         print(f"\n{'Ctrl-C' if str(exc) in ('', 'SIGINT') else exc}: stopping both servers...", flush=True)
-    except (DemoError, LabelStudioError) as exc:
+    except (DemoError, LabelStudioError, requests.RequestException) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
