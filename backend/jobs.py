@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 log = logging.getLogger(__name__)
 
 # The order in which one run handles a project's pending kinds of work.
-KINDS = ("sync", "pretrain", "embed", "train", "rank", "cleanup")
+KINDS = ("sync", "pretrain", "embed", "train", "rank", "full")
 
 
 class JobQueue:

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 VERSION_PREFIX = "examine-"
 SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
 _EMBED_CHUNK = 256
+_REST_BATCH = 500
 
 
 # ------------------------------------------------------------------ payload helpers
@@ -114,6 +115,7 @@ class Backend:
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
         self._train_threads: dict[int, threading.Thread] = {}
+        self._last_event: dict[int, float] = {}
         self.janitor = _Janitor(self)
 
     # -------------------------------------------------------------- lifecycle
@@ -127,8 +129,6 @@ class Backend:
                 # Events applied in memory only (labeled flags) may be lost: re-list the tasks first.
                 log.info("project %s: resuming %s after restart", pid, state.pending)
                 self.jobs.submit(pid, sorted(set(state.pending) | {"sync"}))
-            for version in state.stale_versions:
-                self.janitor.put(pid, version)
 
     def stop(self) -> None:
         self.jobs.stop()
@@ -140,7 +140,13 @@ class Backend:
         with state.lock:
             state.pending = sorted(set(state.pending) | set(kinds))
         self.states.save_pending(state)
+        if kinds != ["full"]:
+            self._last_event[pid] = time.monotonic()
         self.jobs.submit(pid, kinds)
+
+    def quiet_for(self, pid: int) -> float:
+        """Seconds since the last event or request that asked for work on the project."""
+        return time.monotonic() - self._last_event.get(pid, 0.0)
 
     # -------------------------------------------------------------- clients
 
@@ -228,41 +234,62 @@ class Backend:
 
 
 class _Janitor(threading.Thread):
-    """Deletes superseded prediction versions, slowly and off the hot path."""
+    """Housekeeping that must never compete with annotators.
 
-    def __init__(self, backend: Backend):
+    Label Studio on SQLite holds its write lock while it deletes a version
+    (~70 s for 20,000 predictions) or imports a batch, and ``/next`` waits for
+    it. So after a re-rank only the head of the queue is pushed; the full
+    ranking is pushed once the project has been quiet for
+    ``EXAMINE_FULL_PUBLISH_IDLE_S``, and superseded versions are deleted one at a
+    time only after ``EXAMINE_CLEANUP_IDLE_S`` without events.
+    """
+
+    def __init__(self, backend: Backend, tick: float = 1.0):
         super().__init__(name="examine-janitor", daemon=True)
-        import queue
-
         self.backend = backend
-        self.queue: "queue.Queue[tuple[int, str] | None]" = queue.Queue()
+        self.tick = tick
+        self._stop_event = threading.Event()
 
     def put(self, pid: int, version: str) -> None:
-        self.queue.put((pid, version))
+        """Mark a version for deletion (persisted in the project's state)."""
+        state = self.backend.states.get(pid)
+        with state.lock:
+            if version not in state.stale_versions:
+                state.stale_versions.append(version)
+        self.backend.states.save(state)
 
     def stop(self) -> None:
-        self.queue.put(None)
+        self._stop_event.set()
 
     def run(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            pid, version = item
-            state = self.backend.states.get(pid)
-            if version == state.published_version:
-                continue
-            try:
-                n = self.backend.client(pid).delete_model_version(pid, version)
-                log.info("project %s: deleted %d predictions of superseded version %s", pid, n, version)
-            except LabelStudioError as exc:
-                log.warning("project %s: could not delete version %s yet (%s); will retry", pid, version, exc)
-                time.sleep(5.0)
-                self.queue.put(item)
-                continue
-            with state.lock:
-                state.stale_versions = [v for v in state.stale_versions if v != version]
-            self.backend.states.save(state)
+        while not self._stop_event.wait(self.tick):
+            for pid in self.backend.states.known_projects():
+                try:
+                    self._housekeep(pid)
+                except Exception:  # keep the janitor alive; retry on the next tick
+                    log.exception("project %s: housekeeping failed", pid)
+
+    def _housekeep(self, pid: int) -> None:
+        backend, s = self.backend, self.backend.settings
+        quiet = backend.quiet_for(pid)
+        state = backend.states.get(pid)
+        if state.full_due and quiet >= s.full_publish_idle_s and backend.jobs.idle():
+            state.full_due = False
+            backend.submit(pid, ["full"])
+            return
+        stale = [v for v in state.stale_versions if v != state.published_version]
+        if not stale or quiet < s.cleanup_idle_s or not backend.jobs.idle():
+            return
+        version = stale[0]
+        try:
+            n = backend.client(pid).delete_model_version(pid, version)
+            log.info("project %s: deleted %d predictions of superseded version %s", pid, n, version)
+        except LabelStudioError as exc:
+            log.warning("project %s: could not delete version %s yet (%s); will retry", pid, version, exc)
+            return
+        with state.lock:
+            state.stale_versions = [v for v in state.stale_versions if v != version]
+        backend.states.save(state)
 
 
 class ProjectModel:
@@ -428,17 +455,20 @@ class ProjectModel:
         self.backend.start_training(self.pid)
 
     def job_rank(self) -> None:
-        """Rank the unlabeled pool and publish it, head first; stop early if newer work arrives."""
+        """Re-rank and publish the head of the queue (all of it the first time); the rest follows when quiet."""
+        self._rank_and_publish(full=self.state.published_version is None)
+
+    def job_full(self) -> None:
+        """Publish the whole ranking (scheduled by the janitor once the project is quiet)."""
+        self._rank_and_publish(full=True)
+
+    def _rank_and_publish(self, *, full: bool) -> None:
         generation = self.backend.jobs.generation(self.pid)
         ranked = self._rank()
         if ranked is None:
             return
         task_ids, _ = ranked
-        self._publish(task_ids, generation)
-
-    def job_cleanup(self) -> None:
-        for version in list(self.state.stale_versions):
-            self.backend.janitor.put(self.pid, version)
+        self._publish(task_ids, generation, full=full or len(task_ids) <= self.settings.head_size)
 
     def train(self) -> None:
         """Continue the MAE's self-supervised training on this project's images (a new encoder version)."""
@@ -633,7 +663,8 @@ class ProjectModel:
         n = len(task_ids)
         return {tid: (pos + 1) / n for pos, tid in enumerate(task_ids)}
 
-    def _publish(self, task_ids: list[int], generation: int) -> None:
+    def _publish(self, task_ids: list[int], generation: int, *, full: bool) -> None:
+        """Push the queue as predictions of a new version: head, switch the project to it, then (if full) the rest."""
         if not task_ids:
             return
         client = self.backend.client(self.pid)
@@ -641,7 +672,7 @@ class ProjectModel:
         n = len(task_ids)
         preds = [{"task": tid, "model_version": version, "score": (pos + 1) / n, "result": []}
                  for pos, tid in enumerate(task_ids)]
-        head = self.settings.head_size
+        head = min(self.settings.head_size, n)
         t0 = time.perf_counter()
         client.import_predictions(self.pid, preds[:head], batch_size=head)
         fields: dict[str, Any] = {"model_version": version}
@@ -651,22 +682,25 @@ class ProjectModel:
         with self.state.lock:
             previous = self.state.published_version
             self.state.published_version = version
-            if previous:
-                self.state.stale_versions.append(previous)
+            self.state.full_due = not full
         self.save()
-        log.info("project %s: head of %d/%d published as %s in %.2f s", self.pid, min(head, n), n, version,
+        log.info("project %s: head of %d/%d published as %s in %.2f s", self.pid, head, n, version,
                  time.perf_counter() - t0)
         if previous is None or not self._view_exists():
             client.ensure_view(self.pid, self.settings.view_title, ordering=["tasks:predictions_score"])
-        for start in range(head, n, 2000):
-            if self.backend.jobs.generation(self.pid) != generation:
-                log.info("project %s: newer ranking requested; %s stops at %d/%d", self.pid, version, start, n)
-                break
-            client.import_predictions(self.pid, preds[start : start + 2000], batch_size=2000)
-        else:
-            log.info("project %s: all %d predictions of %s pushed in %.2f s", self.pid, n, version, time.perf_counter() - t0)
         if previous:
             self.backend.janitor.put(self.pid, previous)
+        if not full:
+            return
+        # Small batches: Label Studio holds its database lock for each one, and /next waits.
+        for start in range(head, n, _REST_BATCH):
+            if self.backend.jobs.generation(self.pid) != generation:
+                log.info("project %s: newer ranking requested; %s stops at %d/%d", self.pid, version, start, n)
+                with self.state.lock:
+                    self.state.full_due = True
+                return
+            client.import_predictions(self.pid, preds[start : start + _REST_BATCH], batch_size=_REST_BATCH)
+        log.info("project %s: all %d predictions of %s pushed in %.2f s", self.pid, n, version, time.perf_counter() - t0)
 
     def _view_exists(self) -> bool:
         try:

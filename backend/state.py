@@ -37,6 +37,7 @@ class ProjectState:
     published_version: str | None = None
     stale_versions: list[str] = field(default_factory=list)  # pushed, to delete in the background
     synced: bool = False
+    full_due: bool = False  # only the head of the current ranking is in Label Studio
     pending: list[str] = field(default_factory=list)  # job kinds not yet done (survive restarts)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -70,6 +71,7 @@ class ProjectState:
             "published_version": self.published_version,
             "stale_versions": self.stale_versions,
             "synced": self.synced,
+            "full_due": self.full_due,
         }
 
     @classmethod
@@ -83,6 +85,7 @@ class ProjectState:
             published_version=raw.get("published_version"),
             stale_versions=list(raw.get("stale_versions", [])),
             synced=bool(raw.get("synced", False)),
+            full_due=bool(raw.get("full_due", False)),
         )
 
 

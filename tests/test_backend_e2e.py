@@ -53,6 +53,8 @@ def env(label_studio, tmp_path_factory):
             "BASIC_AUTH_PASS": AUTH[1],
             "EXAMINE_TRAIN_EPOCHS": "1",
             "EXAMINE_HEAD_SIZE": "10",
+            "EXAMINE_FULL_PUBLISH_IDLE_S": "2",
+            "EXAMINE_CLEANUP_IDLE_S": "2",
             "EXAMINE_DEVICE": "cpu",
         },
         tmp_path_factory.mktemp("logs") / "backend.log",
@@ -180,7 +182,13 @@ def test_annotations_reorder_the_stream_quickly_and_stay_untouched(env):
         before = status
     print(f"annotation → new head served: {['%.2f s' % x for x in latencies]}")
     status = published(env)
-    assert client.next_task(pid)["id"] == expected_order(env, status)[0]
+    expected = expected_order(env, status)
+    scores = scores_of(client, pid, status["published_version"])
+    assert sorted(scores, key=scores.get) == expected[: len(scores)], (sorted(scores, key=scores.get), expected)
+    # /next keeps serving a user the task it last gave them until the lock expires (TTL 3 s here);
+    # the polling above took such locks.
+    time.sleep(3.5)
+    assert client.next_task(pid)["id"] == expected[0]
     labeled = {a["task"] for a in made}
     assert not labeled & set(scores_of(client, pid, status["published_version"]))
     for a in made:  # annotations are read, never changed
@@ -208,6 +216,22 @@ def test_restart_keeps_store_and_does_not_reembed(env):
     log = env["backend"].log_path.read_text()[log_mark:]
     assert "embedded 1 new" in log and f"embedded {N_GOOD}" not in log
     env["good"].append(tid)
+
+
+def test_quiet_project_gets_the_full_ranking_and_old_versions_are_deleted(env):
+    client, pid = env["client"], env["pid"]
+    status = env["backend"].wait(pid, lambda s: s["published_version"] and not s["pending"], auth=AUTH)
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        status = env["backend"].status(pid, auth=AUTH)
+        versions = client.list_model_versions(pid)
+        scored = scores_of(client, pid, status["published_version"])
+        unlabeled = {t["id"] for t in client.iter_tasks(pid) if t["id"] in env["good"] and not t.get("total_annotations")}
+        if set(scored) == unlabeled and list(versions) == [status["published_version"]]:
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError(f"versions {versions}, {len(scored)} scored of {len(unlabeled)}\n{env['backend'].log_tail()}")
 
 
 def test_start_training_continues_mae_and_reembeds(env):
