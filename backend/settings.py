@@ -38,7 +38,7 @@ class Settings:
     data_roots: tuple[Path, ...] = field(default=(), metadata={"env": "EXAMINE_DATA_ROOTS", "doc": "comma-separated local folders mirroring Label Studio's local-files root; images under them are read from disk"})
     pretrain_epochs: int = field(default=0, metadata={"env": "EXAMINE_PRETRAIN_EPOCHS", "doc": "epochs of the first MAE pretraining on a project's images (0: automatic)"})
     train_epochs: int = field(default=5, metadata={"env": "EXAMINE_TRAIN_EPOCHS", "doc": "epochs of continued MAE training on START_TRAINING"})
-    head_size: int = field(default=200, metadata={"env": "EXAMINE_HEAD_SIZE", "doc": "predictions pushed on each re-rank before the project switches to it (the rest follow when quiet)"})
+    head_size: int = field(default=20, metadata={"env": "EXAMINE_HEAD_SIZE", "doc": "predictions pushed on each re-rank before the project switches to it (the rest follow when quiet)"})
     full_publish_idle_s: float = field(default=30.0, metadata={"env": "EXAMINE_FULL_PUBLISH_IDLE_S", "doc": "after a re-rank only the head is pushed; the full ranking follows once the project has been quiet this long"})
     cleanup_idle_s: float = field(default=300.0, metadata={"env": "EXAMINE_CLEANUP_IDLE_S", "doc": "superseded prediction versions are deleted once the project has been quiet this long (deleting locks Label Studio's SQLite database)"})
     debounce_s: float = field(default=0.2, metadata={"env": "EXAMINE_DEBOUNCE_S", "doc": "events arriving within this many seconds are coalesced into one re-rank"})
