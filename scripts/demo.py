@@ -33,6 +33,10 @@ from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings
 from examine.datasets import write_medical_tiles
 
+if __package__ in (None, ""):  # run as `python scripts/demo.py`: make `scripts.*` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.procs import stop_process_group  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_TITLE = "EXAMINE demo"
 BACKEND_TITLE = "examine"
@@ -193,24 +197,7 @@ class Service:
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM the process group, SIGKILL what is left after ``timeout``; True if it was running."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return False
-        was_running = proc.poll() is None
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # workers left in the group after the leader exited
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        return was_running
+        return stop_process_group(proc, timeout)
 
 
 def label_studio_service(cfg: DemoConfig, creds: Credentials) -> Service:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import requests
 
+from scripts.procs import stop_process_group
 from tests.lsserver import REPO_ROOT, free_port
 
 
@@ -43,13 +43,7 @@ class BackendServer:
         raise RuntimeError(f"backend not healthy after {timeout} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_process_group(self.proc)
         self.proc = None
 
     def restart(self) -> None:

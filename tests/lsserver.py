@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from scripts.procs import stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BIN = REPO_ROOT / ".venv-ls" / "bin" / "label-studio"
@@ -179,23 +180,7 @@ class LabelStudioServer:
     def stop(self, timeout: float = 20.0) -> None:
         """Stop the server's process group (SIGTERM, then SIGKILL) and remove a temporary data dir."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        if proc is not None:
-            # Workers left in the group after the leader exited.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_process_group(proc, timeout)
         if self._own_dir and os.environ.get("LS_E2E_KEEP_DATA") != "1":
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
