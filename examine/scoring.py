@@ -66,15 +66,38 @@ def marginal_singular_values(X: Any, *, chunk_rows: int | None = None) -> np.nda
     """
     ops = _Ops.for_input(X)
     X = ops.validate(X)
-    n, d = X.shape
     if chunk_rows is None:
-        chunk_rows = max(256, _CHUNK_BYTES // (8 * d))
+        chunk_rows = max(256, _CHUNK_BYTES // (8 * X.shape[1]))
+    try:
+        return _marginals(ops, X, chunk_rows)
+    except _OutOfRange:
+        # Squares under- or overflow float64. m is scale-equivariant, and a power of two scales exactly.
+        X64 = ops.float64(X)
+        peak = float(abs(X64).max())
+        if peak == 0.0:
+            return np.zeros(X.shape[0], dtype=np.float64)
+        scale = 2.0 ** np.floor(np.log2(peak))
+        return _marginals(ops, X64 / scale, chunk_rows) * scale
+
+
+class _OutOfRange(Exception):
+    """XᵀX under- or overflows float64 although X is finite: retry on a rescaled copy."""
+
+
+# λ1 below this may have lost digits to underflow in the squares (|x| < 1.5e-154 squares to 0).
+_TINY_LAMBDA = 1e-200
+
+
+def _marginals(ops: "_Ops", X: Any, chunk_rows: int) -> np.ndarray:
+    n, d = X.shape
     if n <= d:
         lam, components = _spectrum_small_n(ops, X)
     else:
         lam, components = _spectrum_gram(ops, X, chunk_rows)
     lam1 = lam[0]
     out = np.zeros(n, dtype=np.float64)
+    if lam1 < _TINY_LAMBDA and (lam1 > 0.0 or ops.any_nonzero(X)):
+        raise _OutOfRange
     if lam1 <= 0.0:
         return out  # all rows are zero
     gaps = lam1 - lam[1:]
@@ -158,9 +181,10 @@ def _spectrum_small_n(ops: "_Ops", X: Any):
         U, s, _ = np.linalg.svd(X64, full_matrices=False)
     except np.linalg.LinAlgError as exc:  # pragma: no cover - overflow in LAPACK
         raise ValueError(f"cannot decompose X: {exc}; rescale the embeddings") from exc
-    if not np.all(np.isfinite(s)):
-        raise ValueError("X is too large in magnitude (its singular values overflow); rescale the embeddings")
     Z = U * s
+    with np.errstate(over="ignore"):
+        if not np.all(np.isfinite(s**2)):
+            raise _OutOfRange
     return s**2, iter([(0, Z)])
 
 
@@ -196,7 +220,7 @@ def _raise_not_finite(ops: "_Ops", X: Any, chunk_rows: int) -> None:
             break
     if bad:
         raise ValueError(f"X holds NaN or inf in rows {bad} (first shown); drop or re-embed those rows")
-    raise ValueError("X is too large in magnitude: XᵀX overflows float64; rescale the embeddings")
+    raise _OutOfRange
 
 
 # --------------------------------------------------------------------------- root solve
@@ -391,6 +415,11 @@ class _Ops:
         if self.torch is not None:
             return self.torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
         return arr
+
+    def any_nonzero(self, X: Any) -> bool:
+        if self.torch is not None:
+            return bool((X != 0).any())
+        return bool(np.any(X))
 
     def bad_rows(self, chunk: Any) -> np.ndarray:
         if self.torch is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -12,6 +14,7 @@ from examine import examine_scores, marginal_singular_values, scores_from_margin
 from examine.scoring import value_order
 
 TOL = 1e-9  # relative to σ1, as promised for float64 input
+HYPOTHESIS_EXAMPLES = int(os.environ.get("EXAMINE_HYPOTHESIS_EXAMPLES", "60"))
 
 
 def brute_force(X) -> np.ndarray:
@@ -150,7 +153,8 @@ def test_cuda_tensor_matches_numpy():
     np.testing.assert_allclose(m_gpu, brute_force(X), rtol=0, atol=TOL * np.linalg.svd(X, compute_uv=False)[0])
 
 
-@settings(max_examples=60, deadline=None)
+# Deterministic in CI; EXAMINE_HYPOTHESIS_RANDOM=1 EXAMINE_HYPOTHESIS_EXAMPLES=3000 for a wider random sweep.
+@settings(max_examples=HYPOTHESIS_EXAMPLES, deadline=None, derandomize=not os.environ.get("EXAMINE_HYPOTHESIS_RANDOM"))
 @given(
     st.integers(2, 9).flatmap(
         lambda n: st.integers(1, 6).flatmap(
@@ -166,10 +170,16 @@ def test_cuda_tensor_matches_numpy():
     )
 )
 def test_property_matches_brute_force(X):
-    s1 = np.linalg.svd(X, compute_uv=False)[0]
-    if s1 == 0 or s1 < 1e-100:
+    if not np.any(X):
         assert np.all(marginal_singular_values(X) == 0)
         return
+    assert_matches_brute_force(X)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e-133, 1e150, 1e200, 1e300])
+@pytest.mark.parametrize("shape", [(12, 3), (3, 7)])
+def test_extreme_magnitudes_are_rescaled_not_lost(scale, shape):
+    X = (rng0.standard_normal(shape) + 0.5) * scale  # squares under- or overflow float64
     assert_matches_brute_force(X)
 
 
@@ -207,7 +217,6 @@ def test_value_order_breaks_ties_by_index():
         (np.array([["a", "b"], ["c", "d"]]), TypeError, "real numbers"),
         (np.ones((3, 2), dtype=complex), TypeError, "real numbers"),
         (np.array([[1, None], [2, 3]], dtype=object), TypeError, "real numbers"),
-        (np.full((3, 2), 1e200), ValueError, "rescale"),
     ],
 )
 def test_bad_input_is_refused_clearly(X, exc, words):
