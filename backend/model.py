@@ -154,6 +154,10 @@ class Backend:
         if hostname and token:
             self._setup_creds[pid] = (hostname, token)
 
+    def has_credentials(self, pid: int) -> bool:
+        s = self.settings
+        return bool(s.label_studio_url and s.label_studio_api_key) or pid in self._setup_creds
+
     def client(self, pid: int) -> LabelStudio:
         """The REST client for a project: the configured Label Studio, else the one that called /setup."""
         with self._lock:
@@ -271,6 +275,8 @@ class _Janitor(threading.Thread):
 
     def _housekeep(self, pid: int) -> None:
         backend, s = self.backend, self.backend.settings
+        if not backend.has_credentials(pid):
+            return  # after a restart without LABEL_STUDIO_* variables: wait for the next /setup
         quiet = backend.quiet_for(pid)
         state = backend.states.get(pid)
         if state.full_due and quiet >= s.full_publish_idle_s and backend.jobs.idle():
@@ -358,14 +364,15 @@ class ProjectModel:
                 self._learn_tasks([task])
             self.backend.submit(self.pid, ["rank"])
         elif event == "ANNOTATIONS_DELETED":
+            # The payload names annotations only; whether their tasks are still labeled is learnt
+            # by re-listing in the background (never inside Label Studio's 1-second webhook call).
             ids = [a.get("id") for a in data.get("annotations") or [] if isinstance(a, dict)]
             with self.state.lock:
-                tids = {self.state.annotation_task.pop(int(a)) for a in ids if a is not None and int(a) in self.state.annotation_task}
-            if tids and len(tids) == len(ids):
-                self._recheck_tasks(sorted(tids))
-                self.backend.submit(self.pid, ["rank"])
-            else:
-                self.backend.submit(self.pid, ["sync", "rank"])
+                for a in ids:
+                    tid = self.state.annotation_task.pop(int(a), None) if a is not None else None
+                    if tid in self.state.tasks:
+                        self.state.tasks[tid].label = None  # re-read by the sync if still labeled
+            self.backend.submit(self.pid, ["sync", "rank"])
         elif event == "TASKS_CREATED":
             tasks = data.get("tasks") or []
             if tasks and all(isinstance(t, dict) and t.get("data") for t in tasks):

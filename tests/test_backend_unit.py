@@ -161,3 +161,16 @@ def test_job_queue_coalesces_a_burst():
     assert calls == [(1, ["sync", "embed", "rank"])]
     with pytest.raises(ValueError, match="unknown"):
         q.submit(1, ["dance"])
+
+
+def test_annotation_deletion_is_resolved_in_the_background(tmp_path):
+    app, backend = make_app(tmp_path)
+    c = app.test_client()
+    created = {"action": "ANNOTATION_CREATED", "project": {"id": 2},
+               "annotation": {"id": 31, "task": 8, "result": [{"value": {"choices": ["a"]}}]}, "task": {"id": 8}}
+    c.post("/webhook", json=created)
+    t0 = time.perf_counter()
+    r = c.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 2}, "annotations": [{"id": 31}]})
+    assert r.status_code == 201 and time.perf_counter() - t0 < 0.1
+    assert backend.jobs.pending(2) == {"sync", "rank"}
+    assert 31 not in backend.states.get(2).annotation_task and backend.states.get(2).tasks[8].label is None
