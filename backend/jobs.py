@@ -4,8 +4,7 @@ Label Studio gives a webhook one second and retries nothing, and without Redis i
 sends webhooks inside the annotator's own request: the HTTP handler only records
 *what* must be done (``submit``) and answers. One worker thread then runs each
 project's pending kinds of work in a fixed order; a burst of events for a project
-collapses into one run. ``generation`` tells a long push that newer work exists
-so it can stop early.
+collapses into one run.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ class JobQueue:
         self._debounce = debounce_s
         self._pending: dict[int, set[str]] = {}
         self._ready_at: dict[int, float] = {}
-        self._generation: dict[int, int] = {}
         self._running: int | None = None
         self._cond = threading.Condition()
         self._stop = False
@@ -51,14 +49,8 @@ class JobQueue:
             raise ValueError(f"unknown job kinds {sorted(unknown)}")
         with self._cond:
             self._pending.setdefault(pid, set()).update(kinds)
-            if "rank" in kinds:
-                self._generation[pid] = self._generation.get(pid, 0) + 1
             self._ready_at[pid] = time.monotonic() + (self._debounce if delay is None else delay)
             self._cond.notify_all()
-
-    def generation(self, pid: int) -> int:
-        with self._cond:
-            return self._generation.get(pid, 0)
 
     def pending(self, pid: int) -> set[str]:
         with self._cond:

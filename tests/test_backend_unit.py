@@ -154,7 +154,6 @@ def test_job_queue_coalesces_a_burst():
     q = JobQueue(runner, debounce_s=0.2)
     for kinds in (["rank"], ["embed"], ["rank"], ["sync"]):
         q.submit(1, kinds)
-    assert q.generation(1) == 2
     q.start()
     assert done.wait(5) and q.wait_idle(5)
     q.stop()
