@@ -35,7 +35,7 @@ from examine.datasets import write_medical_tiles
 
 if __package__ in (None, ""):  # run as `python scripts/demo.py`: make `scripts.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.procs import stop_process_group  # noqa: E402
+from scripts.procs import label_studio_env, stop_process_group  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_TITLE = "EXAMINE demo"
@@ -204,27 +204,8 @@ def label_studio_service(cfg: DemoConfig, creds: Credentials) -> Service:
     """Label Studio with a scripted admin, legacy tokens, local files served and SSRF checks off (loopback backend)."""
     if not cfg.label_studio_bin.is_file():
         raise DemoError(f"Label Studio not found at {cfg.label_studio_bin}: run `make setup-ls` (or set LABEL_STUDIO_BIN)")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "VIRTUAL_ENV", "PYTHONPATH")}
-    env.update({
-        "LABEL_STUDIO_BASE_DATA_DIR": str(cfg.ls_data_dir),
-        "LABEL_STUDIO_USERNAME": creds.email,
-        "LABEL_STUDIO_PASSWORD": creds.password,
-        "LABEL_STUDIO_USER_TOKEN": creds.token,
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(cfg.files_root),
-        "COLLECT_ANALYTICS": "false",
-        "LATEST_VERSION_CHECK": "false",
-        "SENTRY_DSN": "",
-        "FRONTEND_SENTRY_DSN": "",
-        "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
-        "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
-    })
-    if cfg.task_lock_ttl is not None:
-        env["LABEL_STUDIO_TASK_LOCK_TTL"] = str(cfg.task_lock_ttl)
+    env = label_studio_env(cfg.ls_data_dir, cfg.files_root, creds.email, creds.password, creds.token,
+                           task_lock_ttl=cfg.task_lock_ttl)
     cmd = [str(cfg.label_studio_bin), "start", "--no-browser", "--internal-host", cfg.host,
            "--port", str(cfg.ls_port), "--host", cfg.ls_url]
     return Service("Label Studio", cmd, env, cfg.logs_dir / "label-studio.log", cfg.ls_url + "/health",

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scripts.procs import stop_process_group
+from scripts.procs import label_studio_env, stop_process_group
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BIN = REPO_ROOT / ".venv-ls" / "bin" / "label-studio"
@@ -82,30 +82,8 @@ class LabelStudioServer:
 
     def env(self) -> dict[str, str]:
         """Environment of the server process: scripted, offline, local files served, SSRF checks off."""
-        env = dict(os.environ)
-        env.update(
-            {
-                "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
-                "LABEL_STUDIO_USERNAME": self.username,
-                "LABEL_STUDIO_PASSWORD": self.password,
-                "LABEL_STUDIO_USER_TOKEN": self.token,
-                "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-                "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-                "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(self.files_root),
-                "COLLECT_ANALYTICS": "false",
-                "LATEST_VERSION_CHECK": "false",
-                "SENTRY_DSN": "",
-                "FRONTEND_SENTRY_DSN": "",
-                "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
-                "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
-                "LABEL_STUDIO_TASK_LOCK_TTL": "3",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        # The backend's own settings must not leak into the server.
-        for key in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "VIRTUAL_ENV", "PYTHONPATH"):
-            env.pop(key, None)
+        env = label_studio_env(self.data_dir, self.files_root, self.username, self.password, self.token,
+                               task_lock_ttl=3)
         env.update(self.extra_env)
         return env
 
