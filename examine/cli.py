@@ -10,11 +10,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from examine.cli_args import (
+    CLIError,
+    add_model_args,
+    add_pretrain_args,
+    encoder_config_from_args,
+    pretrain_config_from_args,
+)
+from examine.encoder import EncoderConfig, EncoderError
+from examine.ranking import DEFAULT_POLICY, POLICIES
 from examine.scoring import marginal_singular_values, scores_from_marginals, value_order
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit status 2."""
 
 
 def load_embeddings(path: str | Path) -> np.ndarray:
@@ -67,128 +72,58 @@ def cmd_score(args: argparse.Namespace) -> None:
             print(f"{rank[i]:>6}  {i:>8}  {m[i]:.6e}  {s[i]:.6f}")
 
 
-def _list_folder(folder: str) -> list[Path]:
-    from examine.images import list_images
-
-    try:
-        paths = list_images(folder)
-    except (ValueError, OSError) as exc:
-        raise CLIError(str(exc)) from exc
-    if not paths:
-        raise CLIError(f"{folder}: no images found (looked for {', '.join(sorted(_extensions()))})")
-    return paths
-
-
-def _extensions() -> set[str]:
-    from examine.images import IMAGE_EXTENSIONS
-
-    return set(IMAGE_EXTENSIONS)
-
-
-def _report_errors(errors, out=sys.stderr) -> None:
-    for err in errors:
-        print(f"skipped {err}", file=out)
-
-
-def _encoder_config(args: argparse.Namespace):
-    from examine.encoder import EncoderConfig
-
-    return EncoderConfig(args.model, img_size=args.img_size, patch_size=args.patch_size, pool=args.pool)
-
-
-def _pretrain(paths: list[Path], model_dir: Path, args: argparse.Namespace):
-    from examine.mae import auto_epochs, default_pretrain_config, pretrain
-    from examine.workspace import load_training_images
-
-    enc_cfg = _encoder_config(args)
-    images, errors = load_training_images(paths, enc_cfg.img_size)
-    _report_errors(errors)
-    if len(images) < 2:
-        raise CLIError(f"only {len(images)} readable image(s); MAE pretraining needs at least 2")
-    _, base = default_pretrain_config(args.device)
-    from dataclasses import replace
-
-    cfg = replace(base, epochs=args.epochs or auto_epochs(len(images)), seed=args.seed,
-                  batch_size=args.batch_size or base.batch_size)
-    print(f"pretraining {enc_cfg.model} at {enc_cfg.img_size}px on {len(images)} images for {cfg.epochs} epochs")
-    encoder, losses = pretrain(images, model_dir / "encoder", cfg, encoder_config=enc_cfg, device=args.device)
-    print(f"MAE loss {losses[0]:.4f} → {losses[-1]:.4f}; encoder {encoder.version} saved in {model_dir / 'encoder'}")
-    return encoder
-
-
-def _embed(paths: list[Path], args: argparse.Namespace, *, pretrain_if_missing: bool):
-    from examine.embed import embed_sources, path_sources
-    from examine.encoder import EncoderError
-    from examine.workspace import Workspace
-
-    ws = Workspace(args.model_dir)
-    try:
-        if args.weights is None and not ws.has_encoder() and pretrain_if_missing:
-            encoder = _pretrain(paths, ws.root, args)
-        else:
-            encoder = ws.encoder(weights=args.weights, config=_encoder_config(args))
-    except EncoderError as exc:
-        raise CLIError(str(exc)) from exc
-    store = ws.store(encoder)
-    report = embed_sources(path_sources(paths), encoder, store, device=args.device,
-                           batch_size=args.batch_size or None)
-    _report_errors(report.errors.values())
-    print(f"embedded {report.added} new, {report.cached} already stored, {len(report.errors)} failed "
-          f"(encoder {encoder.version}, store {store.folder})")
-    return report, store
+def _encoder_config(args: argparse.Namespace) -> EncoderConfig | None:
+    return encoder_config_from_args(args)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    _pretrain(_list_folder(args.images), Path(args.out), args)
+    from examine.pipeline import PipelineError, list_folder, pretrain_on
+
+    try:
+        paths = list_folder(args.images)
+        pretrain_on(paths, Path(args.out) / "encoder", encoder_config=_encoder_config(args),
+                    pretrain_config=pretrain_config_from_args(args, len(paths)), device=args.device, log=print)
+    except (PipelineError, EncoderError) as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    _embed(_list_folder(args.images), args, pretrain_if_missing=False)
+    from examine.pipeline import PipelineError, embed_folder, list_folder, prepare_encoder
+    from examine.workspace import Workspace
+
+    try:
+        paths = list_folder(args.images)
+        ws = Workspace(args.model_dir)
+        encoder = prepare_encoder(paths, ws, encoder_config=_encoder_config(args), weights=args.weights,
+                                  pretrain_if_missing=False)
+        report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
+    except (PipelineError, EncoderError) as exc:
+        raise CLIError(str(exc)) from exc
+    for err in report.errors.values():
+        print(f"skipped {err}", file=sys.stderr)
+    print(f"embedded {report.added} new, {report.cached} already stored, {len(report.errors)} failed "
+          f"(encoder {encoder.version})")
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
-    paths = _list_folder(args.images)
-    report, store = _embed(paths, args, pretrain_if_missing=True)
-    ok = np.flatnonzero(report.ok())
-    if len(ok) < 2:
-        raise CLIError(f"{args.images}: fewer than 2 readable images; nothing to rank")
-    keys = [report.keys[i] for i in ok]
-    m = marginal_singular_values(store.get(keys))
-    s = scores_from_marginals(m)
-    order = value_order(m)
-    with open(args.output, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "sha256", "marginal", "score", "rank"])
-        for r, j in enumerate(order, start=1):
-            w.writerow([str(paths[ok[j]]), keys[j], repr(float(m[j])), repr(float(s[j])), r])
-    if report.errors:
-        err_path = Path(args.output).with_suffix(".errors.csv")
-        with open(err_path, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "reason"])
-            for i, err in sorted(report.errors.items()):
-                w.writerow([str(paths[i]), err.reason])
-        print(f"{len(report.errors)} unreadable image(s) listed in {err_path}")
-    print(f"wrote the ranking of {len(ok)} images to {args.output}; most valuable first:")
-    for j in order[: min(args.top, len(order))]:
-        print(f"  {s[j]:.4f}  {paths[ok[j]]}")
+    from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
 
-
-def _add_model_args(p: argparse.ArgumentParser, *, model_dir: bool = True) -> None:
-    if model_dir:
-        p.add_argument("--model-dir", default="examine-model", help="encoder + embedding store (default ./examine-model)")
-        p.add_argument("--weights", help="local encoder weights (.safetensors or an MAE .pth) instead of the model dir's")
-    p.add_argument("--model", default="vit_tiny_patch16_224", help="timm ViT name (default vit_tiny_patch16_224)")
-    p.add_argument("--img-size", type=int, default=96, help="input resolution (default 96)")
-    p.add_argument("--patch-size", type=int, default=None, help="override the model's patch size")
-    p.add_argument("--pool", choices=["mean", "cls"], default="mean", help="embedding token: mean of patches or CLS")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=0, help="batch size (default: 32 on CPU, 256 on CUDA)")
-
-
-def _add_pretrain_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=0, help="epochs (default: about 40,000 samples in all, 5–100 epochs)")
-    p.add_argument("--seed", type=int, default=0)
+    try:
+        result = rank_folder(args.images, args.model_dir, policy=args.policy, encoder_config=_encoder_config(args),
+                             weights=args.weights, device=args.device, batch_size=args.batch_size or None,
+                             pretrain_config=pretrain_config_from_args(args, None), log=print)
+    except (PipelineError, EncoderError) as exc:
+        raise CLIError(str(exc)) from exc
+    for path, reason in result.errors:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"embedded {result.added} new, {result.cached} already stored, {len(result.errors)} failed "
+          f"(encoder {result.encoder_version})")
+    err_path = write_ranking_csv(result, args.output)
+    if err_path is not None:
+        print(f"{len(result.errors)} unreadable image(s) listed in {err_path}")
+    print(f"wrote the queue of {len(result.paths)} images to {args.output} (policy {result.policy}); label first:")
+    for p in result.paths[: min(args.top, len(result.paths))]:
+        print(f"  {p}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,21 +141,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="MAE-pretrain a ViT encoder on a folder of images")
     p.add_argument("images", help="folder of images (searched recursively)")
     p.add_argument("--out", required=True, help="model directory to write (encoder/ inside); resumes if present")
-    _add_model_args(p, model_dir=False)
-    _add_pretrain_args(p)
+    add_model_args(p, model_dir=False)
+    add_pretrain_args(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("embed", help="embed a folder of images into the model directory's store")
     p.add_argument("images", help="folder of images (searched recursively)")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("rank", help="pretrain if needed, embed and rank a folder of images")
     p.add_argument("images", help="folder of images (searched recursively)")
-    p.add_argument("-o", "--output", default="ranking.csv", help="CSV: path,sha256,marginal,score,rank")
+    p.add_argument("-o", "--output", default="ranking.csv", help="CSV: path,sha256,marginal,score,rank (queue order)")
+    p.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES),
+                   help=f"queue policy of examine.ranking (default {DEFAULT_POLICY}; paper: the static EXAMINE order)")
     p.add_argument("--top", type=int, default=10, help="how many of the most valuable images to print")
-    _add_model_args(p)
-    _add_pretrain_args(p)
+    add_model_args(p)
+    add_pretrain_args(p)
     p.set_defaults(func=cmd_rank)
     for register in _EXTRA_COMMANDS:
         register(sub)
@@ -228,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
-    from examine.evaluate import add_parser
+    from examine.evaluate.command import add_parser
 
     add_parser(sub)
 

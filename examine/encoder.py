@@ -5,9 +5,14 @@ One obvious entry point, like timm's ``create_model``::
     enc = create_encoder("vit_tiny_patch16_224", img_size=96, weights="encoder.safetensors")
     feats = enc(batch)            # (B, D) float32, mean of patch tokens after the final norm
 
-Weights come from a local file only (``.safetensors`` or an official MAE ``.pth``
-holding ``{"model": state_dict}``; decoder keys are ignored) or from our own
-MAE pretraining (:mod:`examine.mae`). Nothing is downloaded.
+Weights come from our own MAE pretraining (:mod:`examine.mae`), from a local file
+(``.safetensors`` or an official MAE ``.pth`` holding ``{"model": state_dict}``;
+decoder keys are ignored), or, only when a user names one, from a pretrained
+model through timm's own loading: a timm name with a pretrained tag
+(``vit_base_patch16_224.mae``, ``vit_small_patch14_dinov2.lvd142m``) or an
+``hf-hub:`` id (pathology encoders such as ``hf-hub:MahmoodLab/UNI`` with their
+extra arguments, e.g. ``init_values=1e-5, dynamic_img_size=True``).  Those are
+read from the Hugging Face cache, downloaded into it the first time.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["EncoderConfig", "Encoder", "EncoderError", "create_encoder", "load_state_dict", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = [
+    "EncoderConfig", "Encoder", "EncoderError", "POOLS", "create_encoder", "is_pretrained_name", "load_state_dict",
+    "IMAGENET_MEAN", "IMAGENET_STD",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,6 +44,11 @@ class EncoderError(RuntimeError):
     """The encoder cannot be built as asked; the message says what to do."""
 
 
+#: Read-outs of the final (normed) tokens: the mean of the patch tokens, the CLS token, or the
+#: patch-token grid averaged into 2 × 2 quadrants and concatenated (4 × dim: keeps the coarse layout).
+POOLS: tuple[str, ...] = ("mean", "cls", "grid")
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """What defines an encoder apart from its weights."""
@@ -43,28 +56,50 @@ class EncoderConfig:
     model: str = "vit_tiny_patch16_224"
     img_size: int = 96
     patch_size: int | None = None  # None: the model's own
-    pool: str = "mean"  # "mean" of patch tokens or "cls"
+    pool: str = "mean"  # one of POOLS
+    model_kwargs: tuple[tuple[str, Any], ...] = ()  # extra timm.create_model arguments (e.g. init_values)
 
     def __post_init__(self) -> None:
-        if self.pool not in ("mean", "cls"):
-            raise ValueError(f"pool must be 'mean' or 'cls', got {self.pool!r}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
         if self.img_size < 16:
             raise ValueError(f"img_size must be at least 16, got {self.img_size}")
 
 
-def build_vit(config: EncoderConfig) -> nn.Module:
-    """A randomly initialised timm ViT with no classifier head."""
+def is_pretrained_name(model: str) -> bool:
+    """True for names that carry pretrained weights: ``hf-hub:`` ids and timm names with a tag (``name.tag``)."""
+    return model.startswith("hf-hub:") or "." in model
+
+
+def build_vit(config: EncoderConfig, *, pretrained: bool = False, weights_file: str | Path | None = None) -> nn.Module:
+    """A timm ViT with no classifier head: randomly initialised, or with the named pretrained weights.
+
+    With ``pretrained`` the weights come through timm's own loading: from
+    ``weights_file`` when given, else from the Hugging Face cache (downloaded
+    into it when the hub can be reached).
+    """
     import timm
 
-    if not config.model.startswith(("vit_", "deit_")):
-        raise EncoderError(f"model {config.model!r} is not a timm Vision Transformer (vit_*/deit_*)")
-    kwargs: dict[str, Any] = {"pretrained": False, "num_classes": 0, "img_size": config.img_size}
+    base = config.model.removeprefix("hf-hub:")
+    if not config.model.startswith("hf-hub:") and not base.startswith(("vit_", "deit_")):
+        raise EncoderError(f"model {config.model!r} is not a timm Vision Transformer (vit_*/deit_*) or an hf-hub: id")
+    kwargs: dict[str, Any] = {"num_classes": 0, "img_size": config.img_size, **dict(config.model_kwargs)}
     if config.patch_size:
         kwargs["patch_size"] = config.patch_size
+    name = config.model if config.model.startswith("hf-hub:") or pretrained else config.model.split(".")[0]
+    if pretrained and weights_file is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
     try:
-        return timm.create_model(config.model.split(".")[0], **kwargs)
-    except RuntimeError as exc:  # unknown model name
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except RuntimeError as exc:  # unknown model name, or weights that do not fit
         raise EncoderError(f"timm cannot build {config.model!r}: {exc}") from exc
+    except (OSError, ValueError) as exc:  # the hub or its cache: offline, missing files, gated models
+        raise EncoderError(
+            f"the pretrained weights of {config.model!r} are not in the Hugging Face cache and could not be "
+            f"downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Download them on a machine with "
+            "network access (they land in ~/.cache/huggingface, or HF_HOME) and copy the cache here, or pass the "
+            "weights file with --weights PATH (EXAMINE_WEIGHTS in the backend)"
+        ) from exc
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -120,7 +155,8 @@ class Encoder(nn.Module):
 
     @property
     def dim(self) -> int:
-        return int(self.vit.embed_dim)
+        """Length of one embedding."""
+        return int(self.vit.embed_dim) * (4 if self.config.pool == "grid" else 1)
 
     @property
     def version(self) -> str:
@@ -128,7 +164,8 @@ class Encoder(nn.Module):
         if self._version is None:
             c = self.config
             patch = c.patch_size or self.vit.patch_embed.patch_size[0]
-            self._version = f"{c.model.split('.')[0]}-p{patch}-{c.img_size}px-{c.pool}-{weights_digest(self.vit)[:16]}"
+            arch = "".join(ch if ch.isalnum() or ch in "_-" else "-" for ch in c.model.removeprefix("hf-hub:").split(".")[0])
+            self._version = f"{arch}-p{patch}-{c.img_size}px-{c.pool}-{weights_digest(self.vit)[:16]}"
         return self._version
 
     def weights_changed(self) -> None:
@@ -139,7 +176,13 @@ class Encoder(nn.Module):
         tokens = self.vit.forward_features(x)  # (B, prefix + N, D), after the final norm
         if self.config.pool == "cls":
             return tokens[:, 0]
-        return tokens[:, self.vit.num_prefix_tokens :].mean(dim=1)
+        patches = tokens[:, self.vit.num_prefix_tokens :]
+        if self.config.pool == "grid":
+            b, n, d = patches.shape
+            h, w = self.vit.patch_embed.grid_size
+            grid = patches.transpose(1, 2).reshape(b, d, h, w)
+            return torch.nn.functional.adaptive_avg_pool2d(grid, 2).flatten(1)
+        return patches.mean(dim=1)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``encoder.json`` and ``encoder.safetensors`` into ``folder``."""
@@ -162,7 +205,8 @@ class Encoder(nn.Module):
         if not cfg_path.is_file():
             raise EncoderError(f"{folder} holds no {CONFIG_NAME}; run `examine pretrain IMAGES --out {folder}` first")
         raw = json.loads(cfg_path.read_text())
-        config = EncoderConfig(**{k: raw[k] for k in ("model", "img_size", "patch_size", "pool") if k in raw})
+        fields = {k: raw[k] for k in ("model", "img_size", "patch_size", "pool") if k in raw}
+        config = EncoderConfig(**fields, model_kwargs=tuple((k, v) for k, v in raw.get("model_kwargs", [])))
         return create_encoder(config, weights=folder / WEIGHTS_NAME)
 
 
@@ -173,26 +217,25 @@ def create_encoder(
     patch_size: int | None = None,
     pool: str = "mean",
     weights: str | Path | None = None,
-    pretrained: bool = False,
+    pretrained: bool | None = None,
     seed: int = 0,
 ) -> Encoder:
     """Build an :class:`Encoder`.
 
-    ``weights`` is a local file; without it the encoder is randomly initialised
-    (deterministically from ``seed``), ready for :func:`examine.mae.pretrain`.
-    ``pretrained=True`` without a file is refused with a clear message, since
-    weights cannot be downloaded here.
+    * ``weights``: a local file (``.safetensors``, or an MAE ``.pth``); loaded by us,
+      decoder keys dropped and position embeddings resampled to ``img_size``.
+    * a pretrained name (``vit_base_patch16_224.mae``, ``hf-hub:org/name``) or
+      ``pretrained=True``: timm loads the weights from the Hugging Face cache,
+      downloading them only then; offline, the error says how to use a local file.
+    * otherwise a randomly initialised ViT (deterministic from ``seed``), ready
+      for :func:`examine.mae.pretrain`.
     """
     config = model if isinstance(model, EncoderConfig) else EncoderConfig(model, img_size, patch_size, pool)
-    if pretrained and weights is None:
-        raise EncoderError(
-            f"pretrained weights for {config.model!r} are not on this machine and nothing is downloaded; "
-            "pass a local file (--weights PATH.safetensors or an official MAE .pth) or pretrain our own "
-            "with `examine pretrain IMAGES_DIR --out MODEL_DIR`"
-        )
+    if pretrained is None:
+        pretrained = weights is None and is_pretrained_name(config.model)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vit = build_vit(config)
+        vit = build_vit(config, pretrained=bool(pretrained) and weights is None)
     if weights is not None:
         sd = load_state_dict(weights)
         _fit_pos_embed(sd, vit)

@@ -53,13 +53,29 @@ class PretrainConfig:
         return self.base_lr * self.batch_size / 256
 
 
-def default_pretrain_config(device: str | torch.device = "auto") -> tuple[EncoderConfig, PretrainConfig]:
-    """A small model at low resolution on the CPU, a bigger one on CUDA."""
+def default_pretrain_config(
+    device: str | torch.device = "auto", n_images: int | None = None
+) -> tuple[EncoderConfig, PretrainConfig]:
+    """The recipe ``examine rank`` and the backend use: a small model at low resolution on a CPU, a bigger one on CUDA.
+
+    With ``n_images`` the number of epochs follows :func:`auto_epochs` (a fixed
+    number of samples in all, so pretraining takes minutes whatever the folder size).
+    """
     if resolve_device(device).type == "cuda":
-        return EncoderConfig("vit_small_patch16_224", img_size=224), PretrainConfig(
+        enc, cfg = EncoderConfig("vit_small_patch16_224", img_size=224), PretrainConfig(
             epochs=100, batch_size=256, num_workers=8, decoder_dim=256, decoder_depth=4, decoder_heads=8
         )
-    return EncoderConfig("vit_tiny_patch16_224", img_size=96), PretrainConfig()
+    else:
+        enc, cfg = CPU_ENCODER, CPU_PRETRAIN
+    if n_images:
+        cfg = replace(cfg, epochs=auto_epochs(n_images, cuda=resolve_device(device).type == "cuda"))
+    return enc, cfg
+
+
+#: The CPU recipe, chosen by the linear probe in benchmarks/RESULTS.md (README, "Embeddings").
+CPU_ENCODER = EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=4, pool="grid")
+CPU_PRETRAIN = PretrainConfig()
+CPU_SAMPLES = 40_000
 
 
 class MAE(nn.Module):
@@ -303,9 +319,13 @@ def pretrain(
     return encoder, list(meta["losses"])
 
 
-def auto_epochs(n_images: int) -> int:
-    """About 40,000 augmented samples in all (5–100 epochs): minutes on a 2-core CPU, whatever the folder size."""
-    return int(min(100, max(5, 40_000 // max(n_images, 1))))
+def auto_epochs(n_images: int, *, cuda: bool = False) -> int:
+    """Epochs for ``CPU_SAMPLES`` augmented samples in all (5–100): minutes on a 2-core CPU, whatever the folder size.
+
+    On CUDA the sample budget is ten times larger.
+    """
+    samples = CPU_SAMPLES * (10 if cuda else 1)
+    return int(min(100, max(5, samples // max(n_images, 1))))
 
 
 def continue_config(cfg: PretrainConfig, epochs: int) -> PretrainConfig:

@@ -26,11 +26,11 @@ rows and their labels to a :class:`Ranking` of the *unlabeled* rows:
 
 Embeddings can be preprocessed first (``preprocess``): ``"none"`` (the paper's
 unspecified default), ``"center"`` (subtract the mean row), ``"l2"`` (unit-norm
-rows) or ``"center-l2"``.  The defaults (``deflation`` on centred embeddings,
-greedy over the first 10 positions) were chosen by the annotation simulation
-of :mod:`examine.evaluate` (see ``benchmarks/RESULTS.md``): the static paper
-score and ``pool`` keep serving one mode of the data and fall far below random
-picking at every budget.
+rows) or ``"center-l2"``.  ``clusters`` clusters the embeddings as given and
+scores the preprocessed rows.  The default policy was chosen by the annotation
+simulation of :mod:`examine.evaluate` on several labeled sets (see
+``benchmarks/RESULTS.md``): the paper's static order and the other EXAMINE-only
+policies keep serving one mode of the data and fall below random picking.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
+from examine.coverage import cluster_pool, coverage_order
 from examine.scoring import examine_scores, value_order
 
 __all__ = [
@@ -291,17 +292,23 @@ def _policy_class_aware(X, labeled, labels, seed, opts):
     return value, order
 
 
+def _policy_clusters(X, labeled, labels, seed, opts):
+    n_labeled = int(labeled.sum())
+    k = opts["clusters"] or n_labeled + opts["batch"]
+    # Clusters on the embeddings as they are; EXAMINE within each cluster on the preprocessed rows.
+    assign = cluster_pool(opts["raw"], min(k, opts["max_clusters"]), seed=seed)
+    return coverage_order(X, labeled, assign)
+
+
 POLICIES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "clusters": _policy_clusters,
     "paper": _policy_paper,
     "pool": _policy_pool,
     "deflation": _policy_deflation,
     "class-aware": _policy_class_aware,
 }
-# Chosen by benchmarks/RESULTS.md (MAE embeddings, Fashion-MNIST annotation simulation, 5 seeds):
-# class-aware on centred, L2-normalised embeddings is the best EXAMINE-based policy there
-# (mean Δ vs random −0.051 ± 0.031, against −0.138 for deflation[center] and −0.234 for paper).
-# No EXAMINE policy beat random in that simulation; see the README's "Evidence" section.
-DEFAULT_POLICY: str = "class-aware"
+# Chosen by the annotation simulation in benchmarks/RESULTS.md (README, "Evidence").
+DEFAULT_POLICY: str = "clusters"
 DEFAULT_PREPROCESS: str = "center-l2"
 
 
@@ -320,6 +327,9 @@ def rank(
     deflation_greedy: int = 10,
     probe_l2: float = 1e-3,
     class_fallback: str = "deflation",
+    batch: int = 10,
+    clusters: int | None = None,
+    max_clusters: int = 500,
 ) -> Ranking:
     """Rank the unlabeled rows of ``X`` by a policy of :data:`POLICIES`.
 
@@ -336,8 +346,8 @@ def rank(
     policy : str
         One of :data:`POLICIES`.
     seed : int
-        Reserved for randomised policies; all current policies are
-        deterministic given ``X``, ``labeled`` and ``labels``.
+        Seed of the k-means of ``clusters``; every policy is deterministic given
+        ``X``, ``labeled``, ``labels`` and ``seed``.
     preprocess : str
         One of :data:`PREPROCESSING`, applied to all rows before scoring.
     deflation_energy : float in (0, 1]
@@ -347,6 +357,14 @@ def rank(
         each pick deflated as if labeled before the next (1 = one-shot).
     probe_l2 : float
         ``class-aware``: L2 penalty of the linear probe.
+    batch : int
+        ``clusters``: images labeled before the next re-rank; the pool is cut
+        into ``labeled + batch`` clusters, so each batch lands in new clusters.
+    clusters : int, optional
+        ``clusters``: a fixed number of clusters instead (the order Label Studio
+        serves by itself when predictions carry their cluster).
+    max_clusters : int
+        ``clusters``: at most this many clusters.
 
     Returns
     -------
@@ -375,9 +393,11 @@ def rank(
     if int(deflation_greedy) < 1:
         raise ValueError(f"deflation_greedy must be >= 1, got {deflation_greedy}")
     opts = {"deflation_energy": float(deflation_energy), "deflation_greedy": int(deflation_greedy),
-            "probe_l2": float(probe_l2), "class_fallback": class_fallback}
+            "probe_l2": float(probe_l2), "class_fallback": class_fallback,
+            "batch": int(batch), "clusters": clusters, "max_clusters": int(max_clusters)}
     if class_fallback not in POLICIES or class_fallback == "class-aware":
         raise ValueError(f"class_fallback must be one of {sorted(set(POLICIES) - {'class-aware'})}, got {class_fallback!r}")
+    opts["raw"] = X
     value, order = POLICIES[policy](Xp, mask, labels, int(seed), opts)
     value = np.asarray(value, dtype=np.float64)
     value[mask] = np.nan

@@ -14,7 +14,7 @@ can be zipped and opened anywhere; no scripts, fonts or other network fetches.
 
 Input is a ranking CSV written by ``examine rank`` (``--ranking``, embeddings
 read from ``--model-dir``'s store by the ``sha256`` column), or an image folder
-that is ranked first through :func:`examine.cli.cmd_rank`, the code path of
+that is ranked first through :func:`examine.pipeline.rank_folder`, the code path of
 ``examine rank`` (pretraining and embedding what is missing).
 """
 
@@ -32,12 +32,20 @@ from typing import Sequence
 
 import numpy as np
 
-from examine.cli import CLIError, _add_model_args, _add_pretrain_args, _encoder_config, cmd_rank
+from examine.cli_args import (
+    CLIError,
+    add_model_args,
+    add_pretrain_args,
+    encoder_config_from_args,
+    pretrain_config_from_args,
+)
+from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
 
 __all__ = ["Ranked", "ReportInput", "read_ranking", "read_failures", "map_coordinates", "build_report", "add_parser"]
 
 REQUIRED_COLUMNS = ("path", "sha256", "marginal", "score", "rank")
-RANK_POLICY = "paper: the static EXAMINE score of all images, as written by examine rank"
+RANK_POLICY = ("rank: the queue of `examine rank` (its --policy, clusters by default); "
+               "marginal and score: the paper's static EXAMINE values of all images")
 TSNE_RANGE = (30, 1000)  # t-SNE for n in this range under --map auto, PCA outside it
 MAX_MAP_POINTS = 20_000  # larger pools are mapped through a random subsample (next batch always kept)
 MAX_CURVE_POINTS = 5_000
@@ -127,7 +135,7 @@ def _stored_embeddings(ranked: Ranked, args: argparse.Namespace) -> tuple[np.nda
         raise CLIError(f"{root}: no such model directory; pass the --model-dir that `examine rank` used")
     ws = Workspace(root)
     try:
-        encoder = ws.encoder(weights=args.weights, config=_encoder_config(args))
+        encoder = ws.encoder(weights=args.weights, config=encoder_config_from_args(args))
     except EncoderError as exc:
         raise CLIError(str(exc)) from exc
     if not (ws.store_root / encoder.version).is_dir():
@@ -493,11 +501,13 @@ def _ranking_csv(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
     """The CSV to report on, in ``out`` (ranked here from IMAGES_DIR, or copied), and a description of the source."""
     dest = out / "ranking.csv"
     if args.images:
-        rank_args = argparse.Namespace(**{**vars(args), "output": str(dest), "top": args.batch})
-        stale = dest.with_suffix(".errors.csv")
-        if stale.is_file():
-            stale.unlink()
-        cmd_rank(rank_args)
+        try:
+            result = rank_folder(args.images, args.model_dir, encoder_config=encoder_config_from_args(args),
+                                 weights=args.weights, device=args.device, batch_size=args.batch_size or None,
+                                 pretrain_config=pretrain_config_from_args(args, None), log=print)
+        except PipelineError as exc:
+            raise CLIError(str(exc)) from exc
+        write_ranking_csv(result, dest)
         return dest, f"images folder {args.images}"
     src = Path(args.ranking)
     read_ranking(src)  # validate before touching the model directory
@@ -548,6 +558,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--map", choices=["auto", "pca", "tsne"], default="auto",
                    help=f"embedding map (auto: t-SNE for {TSNE_RANGE[0]}–{TSNE_RANGE[1]} images, else PCA)")
     p.add_argument("--thumb-size", type=int, default=160, help="thumbnail size in pixels (default 160)")
-    _add_model_args(p)
-    _add_pretrain_args(p)
+    add_model_args(p)
+    add_pretrain_args(p)
     p.set_defaults(func=cmd_report)

@@ -66,9 +66,53 @@ def test_weights_at_another_resolution_are_resampled(tmp_path):
     assert bigger.vit.pos_embed.shape[1] == 1 + 64
 
 
-def test_pretrained_by_name_without_file_is_a_clear_error():
-    with pytest.raises(EncoderError, match="nothing is downloaded.*examine pretrain"):
-        create_encoder("vit_base_patch16_224.mae", pretrained=True)
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache for this test (huggingface_hub reads its constants at call time)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_pretrained_name_missing_from_the_cache_is_a_clear_error(hub_cache):
+    with pytest.raises(EncoderError, match="not in the Hugging Face cache.*--weights PATH"):
+        create_encoder(EncoderConfig("vit_base_patch16_224.mae", img_size=224))
+
+
+def _write_hub_cache(cache, repo: str, vit: torch.nn.Module, config: dict) -> None:
+    """A Hugging Face cache entry as huggingface_hub writes it: blobs, a snapshot and refs/main."""
+    import json
+
+    from safetensors.torch import save_file
+
+    folder = cache / ("models--" + repo.replace("/", "--"))
+    snap = folder / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("0" * 40)
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(snap / "model.safetensors"))
+    (snap / "config.json").write_text(json.dumps(config))
+
+
+def test_pretrained_weights_load_offline_from_the_hub_cache(hub_cache, tmp_path, tiles):
+    """A tagged timm name and an hf-hub: id (with extra model arguments) load through timm from a local cache."""
+    import timm
+
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8)
+    cfg = {"architecture": "vit_tiny_patch16_224", "num_classes": 0, "num_features": 192,
+           "model_args": {"img_size": 32, "patch_size": 8},
+           "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    _write_hub_cache(hub_cache, "timm/vit_tiny_patch16_224.augreg_in21k", source, cfg)
+    _write_hub_cache(hub_cache, "lab/tiny-pathology", source, cfg)
+    want = embed_arrays(tiles, Encoder(CFG, source.eval()))
+    for name, kwargs in (("vit_tiny_patch16_224.augreg_in21k", ()), ("hf-hub:lab/tiny-pathology", (("init_values", None),))):
+        enc = create_encoder(EncoderConfig(name, img_size=32, patch_size=8, model_kwargs=kwargs))
+        np.testing.assert_allclose(embed_arrays(tiles, enc), want, atol=1e-5)
+        enc.save(tmp_path / "saved")  # a saved pretrained encoder reloads from its own file
+        again = Encoder.load(tmp_path / "saved")
+        assert again.version == enc.version and "/" not in enc.version
+        np.testing.assert_allclose(embed_arrays(tiles, again), want, atol=1e-5)
 
 
 def test_mismatched_weights_are_refused(tmp_path):

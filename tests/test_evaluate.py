@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from examine import evaluate as ev
-from examine.baselines import kcenter_greedy, knn_shapley, leave_one_out, typiclust
+from examine.baselines import knn_shapley, leave_one_out
+from examine.evaluate.command import add_parser
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -58,32 +59,6 @@ def test_leave_one_out_simple_utility():
     np.testing.assert_allclose(vals, np.arange(5.0))
 
 
-def test_kcenter_greedy_covers_clusters():
-    rng = np.random.default_rng(0)
-    centers = np.array([[0, 0], [20, 0], [0, 20], [20, 20]], float)
-    X = np.vstack([c + rng.normal(0, 0.5, (25, 2)) for c in centers])
-    picks = kcenter_greedy(X, np.zeros(100, bool), 4, seed=1)
-    assert len(set(picks.tolist())) == 4 and sorted({int(i) // 25 for i in picks}) == [0, 1, 2, 3]
-    labeled = np.zeros(100, bool)
-    labeled[:25] = True
-    picks = kcenter_greedy(X, labeled, 3)
-    assert not labeled[picks].any() and sorted({int(i) // 25 for i in picks}) == [1, 2, 3]
-
-
-def test_typiclust_picks_typical_points_of_each_cluster():
-    rng = np.random.default_rng(1)
-    centers = np.array([[0, 0], [30, 0], [0, 30]], float)
-    X = np.vstack([c + rng.normal(0, 1, (40, 2)) for c in centers])
-    picks = typiclust(X, np.zeros(120, bool), 3, seed=0)
-    assert sorted({int(i) // 40 for i in picks}) == [0, 1, 2]
-    for i in picks:  # typical: close to its cluster centre
-        assert np.linalg.norm(X[i] - centers[int(i) // 40]) < 1.5
-    labeled = np.zeros(120, bool)
-    labeled[picks] = True
-    more = typiclust(X, labeled, 5, seed=0)
-    assert len(set(more.tolist())) == 5 and not labeled[more].any()
-
-
 def test_auroc():
     assert ev.auroc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([0, 0, 1, 1], bool)) == 1.0
     assert ev.auroc(np.array([1.0, 1.0]), np.array([0, 1], bool)) == 0.5
@@ -93,65 +68,84 @@ def test_simulation_selectors_are_valid():
     rng = np.random.default_rng(2)
     X = np.vstack([rng.normal(m, 1, (60, 5)) for m in (0, 4, 8)])
     y = np.repeat([0, 1, 2], 60)
-    res = ev.simulate_annotation(X, y, X, y, methods=ev.selectors(("center",)), budgets=[10, 20], seeds=1)
-    assert set(res.accuracy) >= {"random", "paper", "pool", "deflation", "class-aware", "kcenter", "typiclust"}
+    res = ev.simulate_annotation(X, y, X, y, ev.selectors(3), budgets=[10, 20], seeds=1)
+    assert set(res.accuracy) >= {"random", "clusters", "paper", "class-aware", "kcenter", "typiclust", "probcover"}
     for a in res.accuracy.values():
         assert a.shape == (1, 2) and ((0 <= a) & (a <= 1)).all()
+    d, sd = res.delta("random")
+    assert d == 0 and sd == 0
 
 
-def test_corruptions_and_tiles():
-    tiles = ev.medical_tiles(8, 32, seed=0)
-    assert tiles.shape[0] == 8 and tiles.shape[1:3] == (32, 32)
+def test_coverage_beats_random_on_separated_blobs():
+    """Eight well-separated blobs of unequal size: ten labels from the queue cover every blob."""
+    rng = np.random.default_rng(4)
+    sizes = [200, 150, 120, 100, 80, 60, 50, 40]
+    X = np.vstack([rng.normal(0, 1, (s, 8)) + 12 * np.eye(8)[c] for c, s in enumerate(sizes)])
+    y = np.repeat(np.arange(8), sizes)
+    picks = ev.selectors(8)["clusters"](X, np.zeros(len(X), bool), np.full(len(X), None, object), 10, 0)
+    assert set(y[picks]) == set(range(8))
+
+
+def test_corruptions():
+    from examine.datasets import CORRUPTIONS, medical_tiles
+
+    tiles = np.stack(medical_tiles(8, 32, seed=0))
     rng = np.random.default_rng(0)
-    for kind in ev.corruption_kinds():
-        out = ev.corrupt(tiles[0], kind, rng)
-        assert out.shape == tiles[0].shape and out.dtype == np.uint8 and not np.array_equal(out, tiles[0])
-    imgs, bad, kinds = ev.plant_corruptions(tiles, 0.25, rng)
-    assert bad.sum() == 2 and all(kinds[bad]) and not any(kinds[~bad])
+    imgs, bad, kinds = ev.valuation.plant_corruptions(tiles, 0.25, rng)
+    assert bad.sum() == 2 and all(kinds[bad]) and not any(kinds[~bad]) and imgs.shape == tiles.shape
+    assert set(kinds[bad]) <= set(CORRUPTIONS)
 
 
-def test_embedder_fallback_is_labelled():
-    e = ev.pixel_pca_embedder(4)
-    assert e.stand_in and "stand-in" in e.name
-    Z = e(np.random.default_rng(0).integers(0, 255, (10, 6, 6), dtype=np.uint8))
-    assert Z.shape == (10, 4)
+def test_pixel_pca_embedder():
+    from examine.evaluate.data import LabeledSet
+
+    rng = np.random.default_rng(0)
+    data = LabeledSet("toy", rng.integers(0, 255, (30, 6, 6), dtype=np.uint8), np.arange(30) % 2,
+                      rng.integers(0, 255, (10, 6, 6), dtype=np.uint8), np.arange(10) % 2)
+    X, T, embed = ev.pixel_pca_embedder(4)(data)
+    assert X.shape == (30, 4) and T.shape == (10, 4)
+    np.testing.assert_allclose(embed(data.test), T)
+
+
+def test_medical_tiles_are_labeled_by_source():
+    data = ev.load_labeled_set("medical-tiles", 12, 8, tile_size=32)
+    assert data.train.shape == (12, 32, 32, 3) and data.n_classes >= 2
+    assert set(data.y_test) <= set(data.y_train) | {"ihc", "retina", "cell", "microaneurysms"}
+    with pytest.raises(ValueError, match="unknown dataset"):
+        ev.load_labeled_set("cifar", 1, 1)
+    with pytest.raises(FileNotFoundError, match="MedMNIST"):
+        ev.load_labeled_set("/nonexistent/pathmnist.npz", 1, 1)
 
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="examine")
-    ev.add_parser(parser.add_subparsers(dest="command", required=True))
+    add_parser(parser.add_subparsers(dest="command", required=True))
     return parser.parse_args(argv)
 
 
 @pytest.mark.skipif(not FMNIST.is_file(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_evaluate_quick_end_to_end(tmp_path):
-    args = _parse(["evaluate", "--quick", "--out", str(tmp_path), "--embedder", "pixel-pca", "--seeds", "1",
-                   "--n-train", "200", "--n-test", "100", "--pool-size", "150", "--n-value", "40", "--n-tiles", "24"])
+    """Both data sets, the MAE recipe (tiny epochs) and pixel PCA, every part of the report."""
+    args = _parse(["evaluate", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--seeds", "1",
+                   "--n-train", "120", "--n-test", "60", "--pool-size", "100", "--n-value", "40", "--n-tiles", "24",
+                   "--budgets", "10,20"])
     args.func(args)
-    for name in ("RESULTS.md", "simulation.png", "valuation.png", "quality.png"):
+    for name in ("RESULTS.md", "simulation-fashion-mnist.png", "simulation-medical-tiles-by-source.png",
+                 "valuation.png", "quality.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     md = (tmp_path / "RESULTS.md").read_text()
-    assert "stand-in" in md and "examine evaluate" in md and "--quick" in md and "CPUs" in md
-    assert "| deflation |" in md and "| typiclust |" in md and "| knn-shapley |" in md
+    assert "examine evaluate" in md and "CPUs" in md and "linear probe" in md
+    assert "| **clusters** (default) |" in md and "| typiclust |" in md and "| probcover |" in md
+    assert "| knn-shapley |" in md and "pixel-pca-64" in md and "MAE (default CPU recipe)" in md
+    assert any((tmp_path / "cache").iterdir())  # the encoders are cached for the next run
 
 
-def test_evaluate_with_embeddings_and_errors(tmp_path):
-    from examine.cli import CLIError
-
-    rng = np.random.default_rng(3)
-    X = np.vstack([rng.normal(m, 1, (150, 6)) for m in (0, 3)])
-    np.save(tmp_path / "X.npy", X)
-    np.save(tmp_path / "y.npy", np.repeat([0, 1], 150))
-    args = _parse(["evaluate", "--quick", "--embeddings", str(tmp_path / "X.npy"), "--labels", str(tmp_path / "y.npy"),
-                   "--out", str(tmp_path / "o"), "--skip", "quality", "--seeds", "1", "--embedder", "pixel-pca"])
-    args.func(args)
-    assert "X.npy" in (tmp_path / "o" / "RESULTS.md").read_text()
-    with pytest.raises(CLIError, match="go together"):
-        a = _parse(["evaluate", "--embeddings", str(tmp_path / "X.npy")])
-        a.func(a)
-    with pytest.raises(CLIError, match="needs --medmnist"):
-        a = _parse(["evaluate", "--dataset", "medmnist"])
-        a.func(a)
-    with pytest.raises(CLIError, match="--preprocess"):
-        a = _parse(["evaluate", "--preprocess", "whiten"])
+def test_evaluate_argument_errors(capsys):
+    with pytest.raises(SystemExit):
+        _parse(["evaluate", "--datasets", "cifar"])
+    assert "unknown ['cifar']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _parse(["evaluate", "--seeds", "0"])
+    with pytest.raises(SystemExit, match="no such MedMNIST file"):
+        a = _parse(["evaluate", "--datasets", "/nonexistent/x.npz"])
         a.func(a)

@@ -1,0 +1,60 @@
+"""Arguments shared by the sub-commands that build an encoder (rank, embed, pretrain, report)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from examine.encoder import EncoderConfig
+from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config
+
+__all__ = ["CLIError", "add_model_args", "add_pretrain_args", "encoder_config_from_args", "pretrain_config_from_args"]
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def add_model_args(p: argparse.ArgumentParser, *, model_dir: bool = True) -> None:
+    """--model-dir/--weights (optional), --model, --img-size, --patch-size, --pool, --device, --batch-size."""
+    if model_dir:
+        p.add_argument("--model-dir", default="examine-model", help="encoder + embedding store (default ./examine-model)")
+        p.add_argument("--weights", help="local encoder weights (.safetensors or an MAE .pth) instead of the model dir's")
+    p.add_argument("--model", default=None,
+                   help="timm ViT name; with a pretrained tag (vit_base_patch16_224.mae) or an hf-hub: id the "
+                        "pretrained weights are loaded (downloaded once into the Hugging Face cache). "
+                        "Default: the recipe of this device (vit_tiny on a CPU)")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the recipe's)")
+    p.add_argument("--patch-size", type=int, default=None, help="override the model's patch size")
+    p.add_argument("--pool", default=None, help="embedding read-out (default: the recipe's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=0, help="batch size (default: 32 on CPU, 256 on CUDA)")
+
+
+def add_pretrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=0, help="epochs (default: the recipe's, by the number of images)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def encoder_config_from_args(args: argparse.Namespace) -> EncoderConfig | None:
+    """The encoder asked for on the command line, filled in from the device's default recipe; None if nothing was asked."""
+    if args.model is None and args.img_size is None and args.patch_size is None and args.pool is None:
+        return None
+    base, _ = default_pretrain_config(args.device)
+    model = args.model or base.model
+    same = model == base.model
+    return EncoderConfig(
+        model,
+        img_size=args.img_size or (base.img_size if same else EncoderConfig(model).img_size),
+        patch_size=args.patch_size if args.patch_size is not None else (base.patch_size if same else None),
+        pool=args.pool or (base.pool if same else EncoderConfig(model).pool),
+    )
+
+
+def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) -> PretrainConfig | None:
+    """The recipe's pretraining config with --epochs/--seed/--batch-size applied; None when none was given."""
+    if not (args.epochs or args.seed or args.batch_size):
+        return None
+    _, base = default_pretrain_config(args.device)
+    epochs = args.epochs or (auto_epochs(n_images) if n_images else base.epochs)
+    return replace(base, epochs=epochs, seed=args.seed, batch_size=args.batch_size or base.batch_size)

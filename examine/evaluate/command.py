@@ -1,0 +1,194 @@
+"""The ``examine evaluate`` sub-command: every queue on every (data set, embedding), one report."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from examine.evaluate.data import DATASETS, LabeledSet, load_labeled_set
+from examine.evaluate.embedders import EMBEDDERS, Embedder, EmbedFn, mae_embedder, pixel_pca_embedder
+from examine.evaluate.results import Report, SetResult, write_report
+from examine.evaluate.selectors import selectors
+from examine.evaluate.simulation import BUDGETS, probe_accuracy, simulate_annotation, single_thread, standardize
+from examine.evaluate.valuation import plant_corruptions, quality_screening, valuation_curves
+
+__all__ = ["EvalConfig", "run_evaluation", "add_parser"]
+
+
+class EvalConfig(argparse.Namespace):
+    """Parsed options (the defaults are the committed ``benchmarks/RESULTS.md``)."""
+
+    datasets: list[str] = ["fashion-mnist", "medical-tiles"]
+    embedders: list[str] = ["mae", "pixel-pca"]
+    seeds: int = 5
+    budgets: list[int] = list(BUDGETS)
+    n_train: int = 5000
+    n_test: int = 2000
+    pool_size: int = 3000
+    n_value: int = 400
+    n_tiles: int = 400
+    fraction: float = 0.15
+    skip: list[str] = []
+    out: str = "benchmarks"
+    cache: str = "runs/evaluate"
+    model_dir: str | None = None
+    pretrain_epochs: int | None = None
+    quick: bool = False
+    command: str = "examine evaluate"
+
+
+def _embedder(name: str, cfg: EvalConfig) -> Embedder:
+    if name == "mae":
+        return mae_embedder(cfg.cache, model_dir=cfg.model_dir, epochs=cfg.pretrain_epochs, progress=not cfg.quick)
+    return pixel_pca_embedder(64)
+
+
+def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
+    """Run the simulation on every data set and embedding, then valuation and screening; write the report."""
+    t_all = time.perf_counter()
+    report = Report(command=cfg.command, seeds=cfg.seeds)
+    fitted: dict[tuple[str, str], EmbedFn] = {}
+    sets: dict[str, LabeledSet] = {}
+    for ds in cfg.datasets:
+        data = load_labeled_set(ds, cfg.n_train, cfg.n_test)
+        sets[ds] = data
+        for emb_name in cfg.embedders:
+            t0 = time.perf_counter()
+            embedder = _embedder(emb_name, cfg)
+            log(f"{data.name}: embedding {len(data.train)} + {len(data.test)} images with {embedder.name}")
+            X, T, fn = embedder(data)
+            fitted[(ds, emb_name)] = fn
+            report.timings[f"embed {data.name} {emb_name}"] = time.perf_counter() - t0
+            with single_thread():
+                full = probe_accuracy(standardize(X, X), data.y_train, standardize(T, X), data.y_test)
+            log(f"  linear probe with all {len(X)} labels: {full:.3f}")
+            pool = min(cfg.pool_size, len(X))
+            result = SetResult(data.name, embedder.name, len(X), len(T), data.n_classes, pool, full)
+            if "simulation" not in cfg.skip:
+                t0 = time.perf_counter()
+                budgets = [b for b in cfg.budgets if b <= pool // 5 or b == min(cfg.budgets)]
+                with single_thread():
+                    result.simulation = simulate_annotation(
+                        X, data.y_train, T, data.y_test, selectors(data.n_classes), budgets=budgets,
+                        seeds=cfg.seeds, pool_size=pool, log=log)
+                result.seconds = time.perf_counter() - t0
+                report.timings[f"simulate {data.name} {emb_name}"] = result.seconds
+            report.sets.append(result)
+    first = cfg.datasets[0]
+    if "valuation" not in cfg.skip:
+        t0 = time.perf_counter()
+        report.valuation = _valuation(cfg, sets[first], fitted[(first, cfg.embedders[0])], cfg.embedders[0], log)
+        report.timings["valuation"] = time.perf_counter() - t0
+    if "quality" not in cfg.skip:
+        t0 = time.perf_counter()
+        key = "medical-tiles" if "medical-tiles" in cfg.datasets else first
+        rng = np.random.default_rng(3000)
+        tiles = load_labeled_set("medical-tiles", cfg.n_tiles, 1).train
+        imgs, bad, kinds = plant_corruptions(tiles, cfg.fraction, rng)
+        Z = fitted[(key, cfg.embedders[0])](imgs)
+        with single_thread():
+            report.quality = {"n": len(imgs), "n_bad": int(bad.sum()), "auroc": quality_screening(Z, bad, kinds),
+                              "embedder": f"{cfg.embedders[0]} fitted on {sets[key].name}"}
+        report.timings["quality"] = time.perf_counter() - t0
+    report.timings["total"] = time.perf_counter() - t_all
+    path = write_report(report, Path(cfg.out))
+    log(f"wrote {path}")
+    return path
+
+
+def _valuation(cfg: EvalConfig, data: LabeledSet, embed: EmbedFn, emb_name: str, log: Callable[[str], None]) -> dict:
+    n_seeds = max(1, min(cfg.seeds, 3))
+    runs = []
+    T = embed(data.test)
+    for seed in range(n_seeds):
+        rng = np.random.default_rng(2000 + seed)
+        idx = rng.choice(len(data.train), size=min(cfg.n_value, len(data.train)), replace=False)
+        imgs, bad, _ = plant_corruptions(data.train[idx], cfg.fraction, rng)
+        with single_thread():
+            res = valuation_curves(embed(imgs), data.y_train[idx], bad, T, data.y_test, seed=seed,
+                                   preprocess=("none", "center"), step=max(5, len(idx) // 16))
+        log(f"  valuation set {seed}: AUROC(low value = corrupted) "
+            + ", ".join(f"{k} {v:.3f}" for k, v in res["auroc"].items()))
+        runs.append(res)
+    methods = list(runs[0]["curves"])
+    return {"dataset": data.name, "embedder": emb_name, "n": len(idx), "seeds": n_seeds, "fraction": cfg.fraction,
+            "steps": runs[0]["steps"],
+            "curves": {m: {k: np.stack([r["curves"][m][k] for r in runs]) for k in runs[0]["curves"][m]} for m in methods},
+            "auroc": {m: np.array([r["auroc"][m] for r in runs]) for m in methods}}
+
+
+def _csv(kind: Callable[[str], object], allowed: tuple[str, ...] | None = None) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        if allowed is not None:
+            bad = [s for s in items if s not in allowed and not s.endswith(".npz")]
+            if bad:
+                raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(allowed)}")
+        try:
+            return [kind(s) for s in items]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    cfg = EvalConfig(**vars(args))
+    if cfg.quick:  # smoke-test sizes where no explicit value was given
+        quick = dict(seeds=2, n_train=400, n_test=200, pool_size=300, n_value=60, n_tiles=48, budgets=[10, 20, 50],
+                     pretrain_epochs=1)
+        for k, v in quick.items():
+            if getattr(cfg, k) == getattr(EvalConfig, k):
+                setattr(cfg, k, v)
+    for p in cfg.datasets:
+        if p.endswith(".npz") and not Path(p).is_file():
+            sys.exit(f"examine evaluate: {p}: no such MedMNIST file")
+    cfg.command = shlex.join(["examine", "evaluate", *sys.argv[2:]]) if sys.argv[1:2] == ["evaluate"] else cfg.command
+    try:
+        run_evaluation(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        sys.exit(f"examine evaluate: {exc}")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``evaluate`` sub-command."""
+    d = EvalConfig
+    p = subparsers.add_parser(
+        "evaluate", help="the evidence: annotation simulation, valuation curves, quality screening → RESULTS.md",
+        description="Run every queue (examine's policies, random, k-center, TypiClust, ProbCover) on the same "
+                    "embeddings of labeled image sets and write plots and RESULTS.md.")
+    p.add_argument("--datasets", type=_csv(str, DATASETS), default=d.datasets,
+                   help=f"comma-separated: {', '.join(DATASETS)} or MedMNIST .npz paths (default: %(default)s)")
+    p.add_argument("--embedders", type=_csv(str, EMBEDDERS), default=d.embedders,
+                   help="mae (the default CPU MAE recipe, pretrained on each set's training images) and/or pixel-pca")
+    p.add_argument("--model-dir", help="use this encoder (written by `examine pretrain`) instead of pretraining per set")
+    p.add_argument("--seeds", type=_positive, default=d.seeds)
+    p.add_argument("--budgets", type=_csv(int), default=d.budgets,
+                   help="label budgets (default %(default)s; budgets above a fifth of the pool are left out)")
+    p.add_argument("--n-train", type=_positive, default=d.n_train, help="training images per set (the pool is drawn from them)")
+    p.add_argument("--n-test", type=_positive, default=d.n_test)
+    p.add_argument("--pool-size", type=_positive, default=d.pool_size)
+    p.add_argument("--n-value", type=_positive, default=d.n_value, help="images in a valuation set")
+    p.add_argument("--n-tiles", type=_positive, default=d.n_tiles, help="medical tiles for quality screening")
+    p.add_argument("--skip", type=_csv(str, ("simulation", "valuation", "quality")), default=[])
+    p.add_argument("--out", default=d.out, help="folder for RESULTS.md and the plots (default %(default)s)")
+    p.add_argument("--cache", default=d.cache, help="folder for the pretrained encoders (reused by later runs)")
+    p.add_argument("--pretrain-epochs", type=_positive, default=None,
+                   help="MAE epochs instead of the recipe's (the committed results use the recipe)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, 2 seeds, 1 MAE epoch: a smoke test")
+    p.set_defaults(func=_cmd_evaluate)

@@ -1,0 +1,164 @@
+"""The one path from a folder of images to a queue: pretrain if needed → embed → rank.
+
+The command line (``examine rank``), the HTML report and anything else that
+ranks a folder call :func:`rank_folder`; it returns data, never prints.
+
+    result = rank_folder("images/", "examine-model")
+    write_ranking_csv(result, "ranking.csv")
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from examine.embed import EmbedReport, embed_sources, path_sources
+from examine.encoder import Encoder, EncoderConfig
+from examine.images import ImageLoadError, list_images
+from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
+from examine.ranking import DEFAULT_POLICY, rank
+from examine.scoring import marginal_singular_values, scores_from_marginals
+from examine.workspace import Workspace, load_training_images
+
+__all__ = ["FolderRanking", "PipelineError", "prepare_encoder", "embed_folder", "rank_folder", "write_ranking_csv"]
+
+
+class PipelineError(ValueError):
+    """The folder cannot be ranked as asked; the message names the folder or file and what to do."""
+
+
+@dataclass
+class FolderRanking:
+    """The queue of a folder: readable images in queue order, and the unreadable ones with their reasons."""
+
+    paths: list[Path]  # queue order, first = label first
+    keys: list[str]  # sha256 of each image's bytes
+    marginal: np.ndarray  # the paper's σ1 drop of each image (whole folder)
+    score: np.ndarray  # the paper's EXAMINE score exp((m − max m) / mean m)
+    policy: str
+    encoder_version: str
+    errors: list[tuple[Path, str]] = field(default_factory=list)
+    added: int = 0
+    cached: int = 0
+
+
+def list_folder(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), or a :class:`PipelineError` saying why there are none."""
+    try:
+        paths = list_images(folder)
+    except (ValueError, OSError) as exc:
+        raise PipelineError(str(exc)) from exc
+    if not paths:
+        raise PipelineError(f"{folder}: no images found")
+    return paths
+
+
+def prepare_encoder(
+    paths: Sequence[Path],
+    workspace: Workspace,
+    *,
+    encoder_config: EncoderConfig | None = None,
+    weights: str | Path | None = None,
+    pretrain_config: PretrainConfig | None = None,
+    device: str = "auto",
+    pretrain_if_missing: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> Encoder:
+    """The encoder of ``workspace``: local weights, the one already pretrained there, or a new MAE on ``paths``."""
+    if weights is not None or workspace.has_encoder() or not pretrain_if_missing:
+        return workspace.encoder(weights=weights, config=encoder_config)
+    return pretrain_on(paths, workspace.encoder_dir, encoder_config=encoder_config, pretrain_config=pretrain_config,
+                       device=device, log=log)
+
+
+def pretrain_on(
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    encoder_config: EncoderConfig | None = None,
+    pretrain_config: PretrainConfig | None = None,
+    device: str = "auto",
+    log: Callable[[str], None] = lambda s: None,
+) -> Encoder:
+    """MAE-pretrain the default recipe (or the given configs) on the readable images of ``paths``."""
+    default_enc, default_cfg = default_pretrain_config(device)
+    enc_cfg = encoder_config or default_enc
+    images, errors = load_training_images(paths, enc_cfg.img_size)
+    for err in errors:
+        log(f"skipped {err}")
+    if len(images) < 2:
+        raise PipelineError(f"only {len(images)} readable image(s); MAE pretraining needs at least 2")
+    cfg = pretrain_config or replace(default_cfg, epochs=auto_epochs(len(images)))
+    log(f"pretraining {enc_cfg.model} at {enc_cfg.img_size}px on {len(images)} images for {cfg.epochs} epochs")
+    encoder, losses = pretrain(images, out_dir, cfg, encoder_config=enc_cfg, device=device)
+    log(f"MAE loss {losses[0]:.4f} → {losses[-1]:.4f}; encoder {encoder.version} saved in {out_dir}")
+    return encoder
+
+
+def embed_folder(
+    paths: Sequence[Path], encoder: Encoder, workspace: Workspace, *, device: str = "auto", batch_size: int | None = None
+) -> EmbedReport:
+    """Embed every image of ``paths`` not yet in the workspace's store for ``encoder``."""
+    return embed_sources(path_sources(paths), encoder, workspace.store(encoder), device=device, batch_size=batch_size)
+
+
+def rank_folder(
+    folder: str | Path,
+    model_dir: str | Path,
+    *,
+    policy: str = DEFAULT_POLICY,
+    encoder_config: EncoderConfig | None = None,
+    weights: str | Path | None = None,
+    pretrain_config: PretrainConfig | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> FolderRanking:
+    """Pretrain if ``model_dir`` has no encoder, embed what is new, and rank the folder with ``policy``."""
+    paths = list_folder(folder)
+    ws = Workspace(model_dir)
+    encoder = prepare_encoder(paths, ws, encoder_config=encoder_config, weights=weights,
+                              pretrain_config=pretrain_config, device=device, log=log)
+    report = embed_folder(paths, encoder, ws, device=device, batch_size=batch_size)
+    ok = np.flatnonzero(report.ok())
+    errors = [(paths[i], err.reason if isinstance(err, ImageLoadError) else str(err))
+              for i, err in sorted(report.errors.items())]
+    if len(ok) < 2:
+        raise PipelineError(f"{folder}: fewer than 2 readable images; nothing to rank")
+    keys = [report.keys[i] for i in ok]
+    X = ws.store(encoder).get(keys)
+    ranking = rank(X, policy=policy)
+    m = marginal_singular_values(X)
+    s = scores_from_marginals(m)
+    order = ranking.order
+    return FolderRanking(
+        paths=[paths[ok[j]] for j in order], keys=[keys[j] for j in order], marginal=m[order], score=s[order],
+        policy=policy, encoder_version=encoder.version, errors=errors, added=report.added, cached=report.cached,
+    )
+
+
+def write_ranking_csv(result: FolderRanking, path: str | Path) -> Path | None:
+    """Write ``path,sha256,marginal,score,rank`` (queue order) and, if any image failed, ``<name>.errors.csv``.
+
+    Returns the errors file when one was written.
+    """
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "sha256", "marginal", "score", "rank"])
+        for r, (p, key, m, s) in enumerate(zip(result.paths, result.keys, result.marginal, result.score), start=1):
+            w.writerow([str(p), key, repr(float(m)), repr(float(s)), r])
+    err_path = Path(path).with_suffix(".errors.csv")
+    if not result.errors:
+        if err_path.is_file():
+            err_path.unlink()
+        return None
+    with open(err_path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "reason"])
+        for p, reason in result.errors:
+            w.writerow([str(p), reason])
+    return err_path
