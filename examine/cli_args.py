@@ -24,11 +24,25 @@ def add_model_args(p: argparse.ArgumentParser, *, model_dir: bool = True) -> Non
                    help="timm ViT name; with a pretrained tag (vit_base_patch16_224.mae) or an hf-hub: id the "
                         "pretrained weights are loaded (downloaded once into the Hugging Face cache). "
                         "Default: the recipe of this device (vit_tiny on a CPU)")
+    p.add_argument("--model-args", type=_json_object, default=None, metavar="JSON",
+                   help='extra timm.create_model arguments, e.g. \'{"init_values": 1e-5, "dynamic_img_size": true}\'')
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the recipe's)")
     p.add_argument("--patch-size", type=int, default=None, help="override the model's patch size")
     p.add_argument("--pool", default=None, help="embedding read-out (default: the recipe's)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
     p.add_argument("--batch-size", type=int, default=0, help="batch size (default: 32 on CPU, 256 on CUDA)")
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"init_values\": 1e-5}'")
+    return value
 
 
 def add_pretrain_args(p: argparse.ArgumentParser) -> None:
@@ -38,7 +52,8 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
 
 def encoder_config_from_args(args: argparse.Namespace) -> EncoderConfig | None:
     """The encoder asked for on the command line, filled in from the device's default recipe; None if nothing was asked."""
-    if args.model is None and args.img_size is None and args.patch_size is None and args.pool is None:
+    model_args = getattr(args, "model_args", None)
+    if args.model is None and args.img_size is None and args.patch_size is None and args.pool is None and not model_args:
         return None
     base, _ = default_pretrain_config(args.device)
     model = args.model or base.model
@@ -48,6 +63,7 @@ def encoder_config_from_args(args: argparse.Namespace) -> EncoderConfig | None:
         img_size=args.img_size or (base.img_size if same else EncoderConfig(model).img_size),
         patch_size=args.patch_size if args.patch_size is not None else (base.patch_size if same else None),
         pool=args.pool or (base.pool if same else EncoderConfig(model).pool),
+        model_kwargs=tuple(sorted((model_args or {}).items())),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from examine.embed import EmbedReport, embed_sources, path_sources
-from examine.encoder import Encoder, EncoderConfig
+from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name
 from examine.images import ImageLoadError, list_images
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
 from examine.ranking import DEFAULT_POLICY, rank
@@ -68,7 +68,10 @@ def prepare_encoder(
     pretrain_if_missing: bool = True,
     log: Callable[[str], None] = lambda s: None,
 ) -> Encoder:
-    """The encoder of ``workspace``: local weights, the one already pretrained there, or a new MAE on ``paths``."""
+    """The encoder to embed with: a named pretrained model, local weights, the one pretrained into ``workspace``
+    earlier, or a new MAE pretrained on ``paths``."""
+    if weights is None and encoder_config is not None and is_pretrained_name(encoder_config.model):
+        return create_encoder(encoder_config)
     if weights is not None or workspace.has_encoder() or not pretrain_if_missing:
         return workspace.encoder(weights=weights, config=encoder_config)
     return pretrain_on(paths, workspace.encoder_dir, encoder_config=encoder_config, pretrain_config=pretrain_config,

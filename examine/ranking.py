@@ -322,7 +322,7 @@ def rank(
     labels: Sequence[Any] | None = None,
     policy: str = DEFAULT_POLICY,
     seed: int = 0,
-    preprocess: str = DEFAULT_PREPROCESS,
+    preprocess: str | None = None,
     deflation_energy: float = 0.9,
     deflation_greedy: int = 10,
     probe_l2: float = 1e-3,
@@ -348,8 +348,10 @@ def rank(
     seed : int
         Seed of the k-means of ``clusters``; every policy is deterministic given
         ``X``, ``labeled``, ``labels`` and ``seed``.
-    preprocess : str
-        One of :data:`PREPROCESSING`, applied to all rows before scoring.
+    preprocess : str, optional
+        One of :data:`PREPROCESSING`, applied to all rows before scoring; None:
+        ``"none"`` for ``paper`` (the paper's score of the raw embeddings),
+        :data:`DEFAULT_PREPROCESS` for the others.
     deflation_energy : float in (0, 1]
         ``deflation``: fraction of the labeled rows' energy whose directions are removed.
     deflation_greedy : int
@@ -389,6 +391,8 @@ def rank(
             raise TypeError("labels must be a sequence with one entry per row, not a string")
         if len(labels) != n:
             raise ValueError(f"labels has {len(labels)} entries but X has {n} rows")
+    if preprocess is None:
+        preprocess = "none" if policy == "paper" else DEFAULT_PREPROCESS
     Xp = preprocess_embeddings(X, preprocess)
     if int(deflation_greedy) < 1:
         raise ValueError(f"deflation_greedy must be >= 1, got {deflation_greedy}")

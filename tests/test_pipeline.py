@@ -1,0 +1,76 @@
+"""The one pipeline (folder → encoder → store → queue) and `examine rank` on top of it."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from examine.cli import main
+from examine.datasets import write_medical_tiles
+from examine.encoder import EncoderConfig, create_encoder
+from examine.images import list_images
+from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
+from examine.ranking import DEFAULT_POLICY, rank
+from examine.scoring import value_order
+from examine.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    write_medical_tiles(root / "images", 30, size=48, seed=5)
+    (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(root / "model" / "encoder")
+    return root
+
+
+def test_rank_folder_serves_the_default_queue(folder):
+    result = rank_folder(folder / "images", folder / "model", device="cpu")
+    assert result.policy == DEFAULT_POLICY and len(result.paths) == 30 and result.added == 30
+    assert [p.name for p, _ in result.errors] == ["broken.jpg"]
+    ws = Workspace(folder / "model")
+    key = dict(zip(result.paths, result.keys))
+    listed = [p for p in list_images(folder / "images") if p in key]  # the folder's order
+    again = rank(ws.store(ws.encoder()).get([key[p] for p in listed]))
+    assert [listed[i] for i in again.order] == result.paths  # the queue is examine.ranking's default
+    paper = rank_folder(folder / "images", folder / "model", policy="paper", device="cpu")
+    assert paper.cached == 30 and paper.added == 0  # nothing re-embedded
+    assert value_order(paper.marginal).tolist() == list(range(30))  # the paper's order: descending σ1 drop
+
+
+def test_write_ranking_csv_and_errors(folder, tmp_path):
+    result = rank_folder(folder / "images", folder / "model", device="cpu")
+    err = write_ranking_csv(result, tmp_path / "r.csv")
+    with open(tmp_path / "r.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["rank"]) for r in rows] == list(range(1, 31))
+    assert err is not None and "broken.jpg" in err.read_text()
+    result.errors.clear()
+    assert write_ranking_csv(result, tmp_path / "r.csv") is None and not err.exists()
+
+
+def test_cli_rank_policy_and_errors(folder, tmp_path, capsys):
+    out = tmp_path / "q.csv"
+    assert main(["rank", str(folder / "images"), "--model-dir", str(folder / "model"), "-o", str(out),
+                 "--device", "cpu", "--policy", "paper"]) == 0
+    text = capsys.readouterr()
+    assert "policy paper" in text.out and "broken.jpg" in text.err
+    assert main(["rank", str(tmp_path / "nothing"), "--model-dir", str(folder / "model")]) == 2
+    with pytest.raises(PipelineError, match="no images"):
+        (tmp_path / "empty").mkdir()
+        rank_folder(tmp_path / "empty", folder / "model")
+    with pytest.raises(SystemExit):
+        main(["rank", str(folder / "images"), "--policy", "nope"])
+
+
+def test_pretrained_name_skips_mae_pretraining(folder, tmp_path, monkeypatch):
+    """A named pretrained model is built through timm, not pretrained from scratch (no hub here: clear error)."""
+    import huggingface_hub.constants
+
+    from examine.encoder import EncoderError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(EncoderError, match="Hugging Face cache"):
+        rank_folder(folder / "images", tmp_path / "m", encoder_config=EncoderConfig("vit_tiny_patch16_224.augreg_in21k", 32))
+    assert not (tmp_path / "m" / "encoder").exists()
