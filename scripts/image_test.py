@@ -392,24 +392,33 @@ def main() -> int:
                   f"uid {uid}, image USER {user}")
 
         before = status["counts"]
-        logs_before = run([engine.docker, "logs", container], capture=True).stdout
-        n_lines = len((logs_before + run([engine.docker, "logs", container], capture=True).stderr).splitlines())
         t = time.monotonic()
         run([engine.docker, "restart", container], capture=True)
         wait("the backend's /health after restart", backend.healthy, 300)
-        time.sleep(5)  # let the resumed project re-sync
-        after = wait("the backend's project state after restart",
-                     lambda: (lambda s: s if not s.get("pending") else None)(backend("GET", f"/projects/{pid}/status")),
-                     300)
-        res = run([engine.docker, "logs", container], capture=True)
-        new_lines = (res.stdout + res.stderr).splitlines()[n_lines:]
-        embedded = [ln for ln in new_lines if " embedded " in ln or "pretraining" in ln]
-        reembedded = [ln for ln in embedded if "pretraining" in ln or " embedded 0 new" not in ln]
+        healthy_after = time.monotonic() - t
+        # An annotation after the restart: the backend must re-rank from the embeddings on its volume.
+        first = ranked[0][1]
+        ls("POST", f"/api/tasks/{first}/annotations/",
+           {"result": [{"from_name": "c", "to_name": "image", "type": "choices", "value": {"choices": ["a"]}}]})
+
+        def reranked():
+            st = backend("GET", f"/projects/{pid}/status")
+            v = st.get("published_version")
+            return st if v and v != version and not st.get("pending") and st["counts"].get("labeled") == 1 else None
+
+        after = wait("a re-rank after the restart and an annotation", reranked, 300)
+        started = run([engine.docker, "inspect", "--format", "{{.State.StartedAt}}", container], capture=True).stdout
+        res = run([engine.docker, "logs", "--since", started.strip(), container], capture=True)
+        new_lines = (res.stdout + res.stderr).splitlines()
+        work_lines = [ln for ln in new_lines if " embedded " in ln or "pretraining" in ln]
+        reembedded = [ln for ln in work_lines if "pretraining" in ln or " embedded 0 new" not in ln]
+        nxt = ls("GET", f"/api/projects/{pid}/next")
         check("docker restart re-embeds nothing",
               not reembedded and after["counts"].get("embedded") == before.get("embedded")
-              and after.get("encoder_version") == status.get("encoder_version"),
-              f"healthy {time.monotonic() - t:.0f} s after restart; "
-              f"{embedded[-1].split('] ')[-1] if embedded else 'no embedding job ran'}; counts {after['counts']}")
+              and after.get("encoder_version") == status.get("encoder_version") and nxt.get("id") != first,
+              f"healthy {healthy_after:.0f} s after restart; an annotation then re-ranked from stored embeddings "
+              f"({work_lines[-1].split('backend.model: ')[-1] if work_lines else 'no embedding job ran'}; "
+              f"{after['published_version']}); /next -> task {nxt.get('id')}")
 
         leaks = []
         for name, cid in (("backend", container), ("label-studio", ls_container)):
