@@ -8,7 +8,9 @@ ranking, prints where to log in and the first tasks of the label stream, and run
 
 Everything lives in ``.demo/`` (Label Studio's data, the tiles, the backend's model directory,
 the admin's credentials, the logs), so a second run reuses the user, the project and the
-embeddings. ``--once`` sets up, prints and stops (the browser test uses that path).
+embeddings; a moved or reused folder keeps its tasks (the storage follows the new path) and the
+webhook follows the backend's port. ``--once`` sets up, prints and stops (the browser test uses that path).
+Both servers are started by ``scripts/services.py``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ from examine.datasets import write_medical_tiles
 
 if __package__ in (None, ""):  # run as `python scripts/demo.py`: make `scripts.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.services import (  # noqa: E402
-    BackendServer, LabelStudioServer, ServiceError, ensure_port_free)
+from scripts.services import BackendServer, LabelStudioServer, ServiceError, ensure_port_free  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_TITLE = "EXAMINE demo"
@@ -265,6 +266,7 @@ def ensure_webhook(client: LabelStudio, pid: int, cfg: DemoConfig, old_url: str 
 
     hooks = [h for h in client.list_webhooks(pid) if h.get("url")]
     old = [h for h in hooks if stale(h["url"])]
+    n_old = len(old)
     if not any(h["url"] == want for h in hooks):
         if old:  # keep its settings (and the basic-auth header the backend may have added)
             client.update_webhook(old.pop(0)["id"], url=want)
@@ -273,7 +275,7 @@ def ensure_webhook(client: LabelStudio, pid: int, cfg: DemoConfig, old_url: str 
                 json={"project": pid, "url": want, "send_payload": True, "send_for_all_actions": True})
     for hook in old:
         api(client, "DELETE", f"/api/webhooks/{hook['id']}/")
-    return f"webhook {want}" + (f" (replaced {len(old) + 1} on an old address)" if old else "")
+    return f"webhook {want}" + (f", replacing {n_old} on an old address" if n_old else "")
 
 
 # ------------------------------------------------------------------ waiting for the ranking
