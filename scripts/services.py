@@ -263,9 +263,7 @@ class BackendServer(Service):
 
     def status(self, pid: int, auth=None) -> dict:
         """``GET /projects/<pid>/status``."""
-        resp = requests.get(f"{self.url}/projects/{pid}/status", timeout=10, auth=auth)
-        resp.raise_for_status()
-        return resp.json()
+        return requests.get(f"{self.url}/projects/{pid}/status", timeout=10, auth=auth).json()
 
     def wait(self, pid: int, predicate: Callable[[dict], bool], timeout: float = 240.0, auth=None) -> dict:
         """Poll the project's status until ``predicate(status)``; AssertionError (with the log) on timeout."""
