@@ -348,7 +348,8 @@ def main() -> int:
         run([*compose_cmd, "up", "-d", "--no-build", SERVICE], env=env, log=logdir / "compose.log", timeout=900)
         ls, backend = Http(f"http://127.0.0.1:{ls_port}", token), Http(f"http://127.0.0.1:{be_port}")
         wait("the backend's /health", backend.healthy, 300)
-        say(f"both services up and healthy ({time.monotonic() - t_up:.0f} s after `up`)")
+        t_healthy = time.monotonic() - t_up
+        say(f"both services up and healthy ({t_healthy:.0f} s after `up`)")
         container = run([*compose_cmd, "ps", "-q", SERVICE], env=env, capture=True).stdout.strip()
         ls_container = run([*compose_cmd, "ps", "-q", "label-studio"], env=env, capture=True).stdout.strip()
 
@@ -391,6 +392,17 @@ def main() -> int:
             check(f"{name} runs as non-root", uid not in ("", "0") and user not in ("", "root", "0"),
                   f"uid {uid}, image USER {user}")
 
+        def docker_health() -> dict[str, str]:
+            return {name: run([engine.docker, "inspect", "--format", "{{.State.Health.Status}}", cid],
+                              capture=True).stdout.strip() for name, cid in (("backend", container),
+                                                                             ("label-studio", ls_container))}
+
+        deadline = time.monotonic() + 120  # the backend's first probe runs 30 s after its start
+        while set((health := docker_health()).values()) != {"healthy"} and time.monotonic() < deadline:
+            time.sleep(2)
+        check("Docker reports both containers healthy (HEALTHCHECK probes)", set(health.values()) == {"healthy"},
+              ", ".join(f"{k} {v}" for k, v in health.items()))
+
         before = status["counts"]
         t = time.monotonic()
         run([engine.docker, "restart", container], capture=True)
@@ -412,13 +424,15 @@ def main() -> int:
         new_lines = (res.stdout + res.stderr).splitlines()
         work_lines = [ln for ln in new_lines if " embedded " in ln or "pretraining" in ln]
         reembedded = [ln for ln in work_lines if "pretraining" in ln or " embedded 0 new" not in ln]
+        done_lines = [ln for ln in new_lines if " done in " in ln]
         nxt = ls("GET", f"/api/projects/{pid}/next")
         check("docker restart re-embeds nothing",
               not reembedded and after["counts"].get("embedded") == before.get("embedded")
               and after.get("encoder_version") == status.get("encoder_version") and nxt.get("id") != first,
               f"healthy {healthy_after:.0f} s after restart; an annotation then re-ranked from stored embeddings "
               f"({work_lines[-1].split('backend.model: ')[-1] if work_lines else 'no embedding job ran'}; "
-              f"{after['published_version']}); /next -> task {nxt.get('id')}")
+              f"{done_lines[-1].split('backend.model: ')[-1] if done_lines else after['published_version']}); "
+              f"/next -> task {nxt.get('id')}")
 
         leaks = []
         for name, cid in (("backend", container), ("label-studio", ls_container)):
@@ -428,8 +442,9 @@ def main() -> int:
             leaks += [f"{name}: {what}" for what, secret in (("token", token), ("password", password)) if secret in text]
         check("logs hold no token", not leaks, ", ".join(leaks) or "backend and Label Studio logs searched")
 
-        say(f"summary: {BACKEND_IMAGE} {sizes[BACKEND_IMAGE]}, {LS_IMAGE} {sizes[LS_IMAGE]}, "
-            f"{TILES} tiles ranked {t_ranked:.0f} s after `up` ({EPOCHS} MAE epochs)")
+        say(f"summary: {BACKEND_IMAGE} {sizes[BACKEND_IMAGE]}, {LS_IMAGE} {sizes[LS_IMAGE]}; `up` -> healthy "
+            f"{t_healthy:.0f} s, -> {TILES} tiles ranked {t_ranked:.0f} s ({EPOCHS} MAE epochs); "
+            f"restart -> healthy {healthy_after:.0f} s")
     except (Failed, subprocess.TimeoutExpired) as exc:
         failed.append(str(exc))
         say(f"ERROR: {exc}")
