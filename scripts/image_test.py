@@ -175,11 +175,14 @@ def image_exists(engine: Engine, image: str) -> bool:
     return subprocess.run([engine.docker, "image", "inspect", image], capture_output=True).returncode == 0
 
 
-def ensure_base_image(engine: Engine) -> None:
-    """Debian 12 (minbase) + python3, python3-venv, passwd, CA certificates (with the host's extra CAs)."""
+def ensure_base_image(engine: Engine) -> float:
+    """Debian 12 (minbase) + python3, python3-venv, passwd, CA certificates (with the host's extra CAs).
+
+    Returns the seconds it took (0 when cached)."""
     if image_exists(engine, BASE_IMAGE):
         say(f"base image {BASE_IMAGE}: cached")
-        return
+        return 0.0
+    t0 = time.monotonic()
     if not shutil.which("debootstrap"):
         apt_install("debootstrap")
     rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE))
@@ -205,7 +208,24 @@ def ensure_base_image(engine: Engine) -> None:
                        stdin=tar.stdout, check=True, capture_output=True)
         tar.wait()
     finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
+        remove_rootfs(rootfs)
+    return time.monotonic() - t0
+
+
+def remove_rootfs(rootfs: Path) -> None:
+    """Remove a debootstrap tree, after unmounting what a failed debootstrap may have left mounted in it (/proc,
+    /sys, /dev); a tree that still holds a mount is left alone rather than deleted through it."""
+    def mounts() -> list[str]:
+        with open("/proc/mounts") as f:
+            points = [line.split()[1] for line in f]
+        return sorted((m for m in points if m == str(rootfs) or m.startswith(str(rootfs) + "/")), reverse=True)
+
+    for point in mounts():
+        subprocess.run(["umount", "-l", point], capture_output=True)
+    if mounts():
+        say(f"not removing {rootfs}: {mounts()} still mounted")
+        return
+    shutil.rmtree(rootfs, ignore_errors=True)
 
 
 def url_reachable(url: str) -> bool:
@@ -326,8 +346,8 @@ def main() -> int:
                        "-f", str(REPO / "docker-compose.yml"), "-f", str(REPO / "docker" / "compose.image-test.yml")]
         (work / "empty.env").write_text("")
         say(run([*compose_bin, "version"], capture=True).stdout.strip())
-        ensure_base_image(engine)
-        build_times = build_images(engine, logdir)
+        base_time = ensure_base_image(engine)
+        build_times = {BASE_IMAGE: base_time, **build_images(engine, logdir)}
         sizes = {img: image_size(engine, img) for img in (BASE_IMAGE, BACKEND_IMAGE, LS_IMAGE)}
         say("images: " + ", ".join(f"{k} {v} (built in {build_times.get(k, 0):.0f} s)" for k, v in sizes.items()))
 
