@@ -6,7 +6,7 @@ VENV_LS := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup setup-ls system-deps test test-fast bench demo rank clean
+.PHONY: setup setup-ls system-deps test test-fast bench demo rank clean image-test
 
 $(VENV)/.installed: pyproject.toml requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test-fast: setup
 # Options: make demo ARGS="--tiles 100 --port 8081 --once"
 demo: setup setup-ls
 	$(VENV)/bin/python scripts/demo.py $(ARGS)
+
+# Builds backend/Dockerfile (CPU variant) and runs docker-compose.yml for real: Label Studio + the backend on a
+# project of real tiles, then checks ranking, /next, non-root, restart, logs. Needs root; minutes; not in `make test`.
+# Installs and starts a Docker engine if none runs (scripts/image_test.py says how).
+image-test:
+	$(PYTHON) scripts/image_test.py
 
 bench: setup
 	$(VENV)/bin/python benchmarks/bench_scoring.py

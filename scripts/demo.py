@@ -8,7 +8,9 @@ ranking, prints where to log in and the first tasks of the label stream, and run
 
 Everything lives in ``.demo/`` (Label Studio's data, the tiles, the backend's model directory,
 the admin's credentials, the logs), so a second run reuses the user, the project and the
-embeddings. ``--once`` sets up, prints and stops (the browser test uses that path).
+embeddings; a moved or reused folder keeps its tasks (the storage follows the new path) and the
+webhook follows the backend's port. ``--once`` sets up, prints and stops (the browser test uses that path).
+Both servers are started by ``scripts/services.py``.
 """
 
 from __future__ import annotations
@@ -18,11 +20,9 @@ import json
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -35,11 +35,12 @@ from examine.datasets import write_medical_tiles
 
 if __package__ in (None, ""):  # run as `python scripts/demo.py`: make `scripts.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.procs import label_studio_env, stop_process_group  # noqa: E402
+from scripts.services import BackendServer, LabelStudioServer, ServiceError, ensure_port_free  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_TITLE = "EXAMINE demo"
 BACKEND_TITLE = "examine"
+STORAGE_TITLE = "demo tiles"
 ADMIN_EMAIL = "admin@example.com"
 DEFAULT_EPOCHS = 10  # about 1.5-2 min of MAE pretraining on 200 tiles, 2 CPU cores
 LABEL_CONFIG = """<View>
@@ -132,103 +133,32 @@ def load_or_create_credentials(path: Path) -> Credentials:
     return creds
 
 
-# ------------------------------------------------------------------ processes
+# ------------------------------------------------------------------ processes (scripts/services.py)
 
 
-def ensure_port_free(host: str, port: int, what: str, flag: str) -> None:
-    """Raise DemoError when something already listens on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise DemoError(
-                f"port {port} on {host} is already in use; the demo's {what} needs it. "
-                f"Stop whatever runs there (an earlier `make demo`?) or pick another port with {flag}."
-            ) from None
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    """The last lines of a log file (for error messages)."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass
-class Service:
-    """A server process in its own process group, with its log file."""
-
-    name: str
-    cmd: list[str]
-    env: dict[str, str]
-    log_path: Path
-    health_url: str
-    cwd: Path = REPO_ROOT
-    proc: subprocess.Popen | None = field(default=None, repr=False)
-
-    def start(self, timeout: float) -> None:
-        """Start the process and wait until ``health_url`` answers 200."""
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.cmd, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if requests.get(self.health_url, timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise DemoError(f"{self.name} did not answer {self.health_url} within {timeout:.0f} s; "
-                        f"log {self.log_path}:\n{log_tail(self.log_path)}")
-
-    def check_alive(self) -> None:
-        """Raise DemoError (with the log's tail) if the process has exited."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise DemoError(f"{self.name} exited with code {self.proc.returncode}; "
-                            f"log {self.log_path}:\n{log_tail(self.log_path)}")
-
-    def stop(self, timeout: float = 30.0) -> bool:
-        """SIGTERM the process group, SIGKILL what is left after ``timeout``; True if it was running."""
-        proc, self.proc = self.proc, None
-        return stop_process_group(proc, timeout)
-
-
-def label_studio_service(cfg: DemoConfig, creds: Credentials) -> Service:
+def label_studio_server(cfg: DemoConfig, creds: Credentials) -> LabelStudioServer:
     """Label Studio with a scripted admin, legacy tokens, local files served and SSRF checks off (loopback backend)."""
     if not cfg.label_studio_bin.is_file():
         raise DemoError(f"Label Studio not found at {cfg.label_studio_bin}: run `make setup-ls` (or set LABEL_STUDIO_BIN)")
-    env = label_studio_env(cfg.ls_data_dir, cfg.files_root, creds.email, creds.password, creds.token,
-                           task_lock_ttl=cfg.task_lock_ttl)
-    cmd = [str(cfg.label_studio_bin), "start", "--no-browser", "--internal-host", cfg.host,
-           "--port", str(cfg.ls_port), "--host", cfg.ls_url]
-    return Service("Label Studio", cmd, env, cfg.logs_dir / "label-studio.log", cfg.ls_url + "/health",
-                   cwd=cfg.ls_data_dir)
+    return LabelStudioServer(cfg.ls_data_dir, executable=cfg.label_studio_bin, port=cfg.ls_port, host=cfg.host,
+                             files_root=cfg.files_root, log_path=cfg.logs_dir / "label-studio.log",
+                             credentials=(creds.email, creds.password, creds.token), task_lock_ttl=cfg.task_lock_ttl,
+                             startup_timeout=600)
 
 
-def backend_service(cfg: DemoConfig, creds: Credentials) -> Service:
+def backend_server(cfg: DemoConfig, creds: Credentials) -> BackendServer:
     """The examine backend, reading the tiles from disk and talking to the demo's Label Studio."""
-    env = dict(os.environ)
-    env.update({
+    env = {
         "LABEL_STUDIO_URL": cfg.ls_url,
         "LABEL_STUDIO_API_KEY": creds.token,
         "MODEL_DIR": str(cfg.model_dir),
-        "HOST": cfg.host,
-        "PORT": str(cfg.backend_port),
         "EXAMINE_DATA_ROOTS": str(cfg.files_root),
         "EXAMINE_PRETRAIN_EPOCHS": str(cfg.epochs),
         "BASIC_AUTH_USER": cfg.basic_auth[0] if cfg.basic_auth else "",
         "BASIC_AUTH_PASS": cfg.basic_auth[1] if cfg.basic_auth else "",
         "PYTHONUNBUFFERED": "1",
-    })
-    cmd = [sys.executable, "-m", "backend._wsgi"]
-    return Service("backend", cmd, env, cfg.logs_dir / "backend.log", cfg.backend_url + "/health")
+    }
+    return BackendServer(env, cfg.logs_dir / "backend.log", host=cfg.host, port=cfg.backend_port)
 
 
 # ------------------------------------------------------------------ Label Studio content
@@ -264,15 +194,29 @@ def ensure_project(client: LabelStudio) -> tuple[int, bool]:
     return int(client.create_project(PROJECT_TITLE, LABEL_CONFIG, description=description)["id"]), True
 
 
-def ensure_storage(client: LabelStudio, pid: int, folder: Path) -> None:
-    """Connect a Local Files storage at ``folder`` (once) and sync it: new files become tasks."""
-    storages = api(client, "GET", "/api/storages/localfiles/", params={"project": pid})
+def ensure_storage(client: LabelStudio, pid: int, folder: Path, n_files: int) -> str:
+    """Point the project's Local Files storage at ``folder`` and import new files; says what it did.
+
+    Label Studio links every imported file by its absolute path, so after a move (a moved, copied or reused
+    demo folder) syncing the old storage at its new path would import every tile a second time. The storage
+    found by its title is pointed at ``folder`` (Label Studio serves only files under a storage's path), and
+    synced only while the project holds fewer tasks than there are files: the tasks' URLs are relative to the
+    local-files root (``?d=tiles/...``), so existing tasks keep working after the move.
+    """
+    storages = api(client, "GET", "/api/storages/localfiles/", params={"project": pid}) or []
     ours = next((s for s in storages if Path(s.get("path", "")) == folder), None)
+    note = ""
     if ours is None:
-        client.add_local_storage(pid, str(folder), sync=True, title="demo tiles",
-                                 regex_filter=r".*\.png$")
-    else:
+        ours = next((s for s in storages if s.get("title") == STORAGE_TITLE), None)
+        if ours is None:
+            client.add_local_storage(pid, str(folder), sync=True, title=STORAGE_TITLE, regex_filter=r".*\.png$")
+            return "connected"
+        api(client, "PATCH", f"/api/storages/localfiles/{ours['id']}", json={"project": pid, "path": str(folder)})
+        note = f"moved from {ours.get('path')}; "
+    if int(client.get_project(pid).get("task_number") or 0) < n_files:
         api(client, "POST", f"/api/storages/localfiles/{ours['id']}/sync")
+        return note + "synced"
+    return note + "up to date, not re-synced"
 
 
 def wait_for_tasks(client: LabelStudio, pid: int, n: int, timeout: float = 120.0) -> int:
@@ -287,8 +231,8 @@ def wait_for_tasks(client: LabelStudio, pid: int, n: int, timeout: float = 120.0
     raise DemoError(f"project {pid} has {count} tasks after {timeout:.0f} s, expected {n} (storage sync)")
 
 
-def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> dict:
-    """Connect the backend to the project, or update the existing connection (URL, auth).
+def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> str:
+    """Connect the backend to the project, or update the existing connection (URL, auth) and its webhook.
 
     Label Studio calls the backend's ``/setup`` either way, so a backend whose model folder was
     removed learns the project again; for a backend that knows it already, that is a no-op.
@@ -300,8 +244,38 @@ def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> dict:
     for ml in client.list_ml_backends(pid):
         if ml.get("title") == BACKEND_TITLE:
             body = {"project": pid, "url": cfg.backend_url, "title": BACKEND_TITLE, **auth}
-            return api(client, "PATCH", f"/api/ml/{ml['id']}", json=body)
-    return client.add_ml_backend(pid, cfg.backend_url, BACKEND_TITLE, **auth)
+            api(client, "PATCH", f"/api/ml/{ml['id']}", json=body)
+            return ensure_webhook(client, pid, cfg, old_url=str(ml.get("url") or ""))
+    client.add_ml_backend(pid, cfg.backend_url, BACKEND_TITLE, **auth)
+    return ensure_webhook(client, pid, cfg)
+
+
+def ensure_webhook(client: LabelStudio, pid: int, cfg: DemoConfig, old_url: str = "") -> str:
+    """Exactly one webhook to ``<backend>/webhook``; webhooks to an earlier demo backend are moved or removed.
+
+    Label Studio creates the backend's webhook only when the backend is first added: changing the ML backend's
+    URL (another ``--backend-port`` on a reused demo folder) keeps sending events to the old address. Stale
+    webhooks are the old backend URL's and any other ``http://<host>:<port>/webhook`` on the demo's host.
+    """
+    want = cfg.backend_url.rstrip("/") + "/webhook"
+
+    def stale(url: str) -> bool:
+        parts = urlsplit(url)
+        return url != want and (url == old_url.rstrip("/") + "/webhook"
+                                or (parts.hostname == cfg.host and parts.path.rstrip("/") == "/webhook"))
+
+    hooks = [h for h in client.list_webhooks(pid) if h.get("url")]
+    old = [h for h in hooks if stale(h["url"])]
+    n_old = len(old)
+    if not any(h["url"] == want for h in hooks):
+        if old:  # keep its settings (and the basic-auth header the backend may have added)
+            client.update_webhook(old.pop(0)["id"], url=want)
+        else:
+            api(client, "POST", "/api/webhooks/",
+                json={"project": pid, "url": want, "send_payload": True, "send_for_all_actions": True})
+    for hook in old:
+        api(client, "DELETE", f"/api/webhooks/{hook['id']}/")
+    return f"webhook {want}" + (f", replacing {n_old} on an old address" if n_old else "")
 
 
 # ------------------------------------------------------------------ waiting for the ranking
@@ -428,8 +402,8 @@ class Demo:
         self._t0 = time.monotonic()
         self.say = say or self._say
         self.creds = load_or_create_credentials(cfg.credentials_path)
-        self.label_studio: Service | None = None
-        self.backend: Service | None = None
+        self.label_studio: LabelStudioServer | None = None
+        self.backend: BackendServer | None = None
         self.client: LabelStudio | None = None
 
     def elapsed(self) -> float:
@@ -454,18 +428,17 @@ class Demo:
     def start_servers(self) -> None:
         """Start Label Studio, check the stored token works, then start the backend."""
         cfg = self.cfg
-        ensure_port_free(cfg.host, cfg.ls_port, "Label Studio", "--port")
-        ensure_port_free(cfg.host, cfg.backend_port, "backend", "--backend-port")
-        cfg.ls_data_dir.mkdir(parents=True, exist_ok=True)
-        cfg.files_root.mkdir(parents=True, exist_ok=True)
-        first = not (cfg.ls_data_dir / "label_studio.sqlite3").exists()
+        hint = "Stop whatever runs there (an earlier `make demo`?) or pick another port with {}."
+        ensure_port_free(cfg.host, cfg.ls_port, "the demo's Label Studio", hint.format("--port"))
+        ensure_port_free(cfg.host, cfg.backend_port, "the demo's backend", hint.format("--backend-port"))
+        self.label_studio = label_studio_server(cfg, self.creds)
+        first = self.label_studio.first_start()
         self.say(f"starting Label Studio on {cfg.ls_url}" + (" (first start: database migrations, ~1 min)" if first else ""))
-        self.label_studio = label_studio_service(cfg, self.creds)
-        self.label_studio.start(timeout=600)
+        self.label_studio.start()
         self.client = LabelStudio(cfg.ls_url, self.creds.token)
         self._check_token()
         self.say(f"starting the backend on {cfg.backend_url}")
-        self.backend = backend_service(cfg, self.creds)
+        self.backend = backend_server(cfg, self.creds)
         self.backend.start(timeout=300)
 
     def _check_token(self) -> None:
@@ -490,11 +463,11 @@ class Demo:
             self.say(f"reusing {len(tiles)} tiles in {cfg.tiles_dir}{note}")
         pid, created = ensure_project(self.client)
         self.say(f"{'created' if created else 'reusing'} project {PROJECT_TITLE!r} (id {pid})")
-        ensure_storage(self.client, pid, cfg.tiles_dir.resolve())
+        done = ensure_storage(self.client, pid, cfg.tiles_dir.resolve(), len(tiles))
         n = wait_for_tasks(self.client, pid, len(tiles))
-        self.say(f"Local Files storage synced: {n} tasks")
-        ensure_ml_backend(self.client, pid, cfg)
-        self.say("backend connected to the project")
+        self.say(f"Local Files storage {done}: {n} tasks")
+        hook = ensure_ml_backend(self.client, pid, cfg)
+        self.say(f"backend connected to the project ({hook})")
         return pid, len(tiles)
 
     def setup(self) -> DemoInfo:
@@ -610,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             serve_forever(demo)
     except KeyboardInterrupt as exc:
         print(f"\n{'Ctrl-C' if str(exc) in ('', 'SIGINT') else exc}: stopping both servers...", flush=True)
-    except (DemoError, LabelStudioError, requests.RequestException) as exc:
+    except (DemoError, ServiceError, LabelStudioError, requests.RequestException) as exc:
         print(f"\ndemo failed: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
