@@ -42,7 +42,7 @@ def cluster_pool(X: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     if k == 1:
         return np.zeros(n, dtype=np.int64)
     if n > MINIBATCH_ROWS or k > MINIBATCH_CLUSTERS:
-        km = MiniBatchKMeans(n_clusters=k, n_init=3, random_state=seed, batch_size=max(1024, 3 * k))
+        km = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=seed, batch_size=max(1024, 3 * k))
     else:
         km = KMeans(n_clusters=k, n_init=1, random_state=seed)
     return km.fit_predict(np.asarray(X, dtype=np.float64)).astype(np.int64)
