@@ -62,19 +62,25 @@ def _skactiveml(name: str, n_classes: int) -> Selector:
     return select
 
 
-def selectors(n_classes: int, *, extra_policies: bool = True) -> dict[str, Selector]:
+#: Policies simulated besides the default: the paper's static order, and the probe's predicted classes as
+#: clusters (``class-aware``).  ``pool`` and ``deflation`` (measured below random before) can be added with
+#: ``policies=``; ``deflation`` costs seconds per batch on 768-d embeddings.
+SIMULATED_POLICIES: tuple[str, ...] = ("paper", "class-aware")
+
+
+def selectors(n_classes: int, *, policies: tuple[str, ...] = SIMULATED_POLICIES) -> dict[str, Selector]:
     """Every method of the simulation, the default policy first after random.
 
     ``n_classes`` is given to ProbCover, which sets its ball radius from a
     clustering into that many groups (it is the only method told the number of classes).
     """
     out: dict[str, Selector] = {"random": _random, DEFAULT_POLICY: _policy(DEFAULT_POLICY)}
-    if extra_policies:
-        # The Label Studio variant: fixed clusters, served by LS's own per-cluster round robin.
-        out[f"{DEFAULT_POLICY}[fixed k=20]"] = _policy(DEFAULT_POLICY, clusters=20)
-        for policy in POLICIES:
-            if policy not in out:
-                out[policy] = _policy(policy, "none" if policy == "paper" else DEFAULT_PREPROCESS)
+    # What Label Studio serves by itself from predictions that carry a fixed cluster (its per-cluster round robin).
+    out[f"{DEFAULT_POLICY}[fixed k=20]"] = _policy(DEFAULT_POLICY, clusters=20)
+    for policy in policies:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; choose from {sorted(POLICIES)}")
+        out.setdefault(policy, _policy(policy, "none" if policy == "paper" else DEFAULT_PREPROCESS))
     out["kcenter"] = _skactiveml("kcenter", n_classes)
     out["typiclust"] = _skactiveml("typiclust", n_classes)
     out["probcover"] = _skactiveml("probcover", n_classes)
