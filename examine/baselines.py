@@ -13,6 +13,8 @@ from typing import Callable
 
 import numpy as np
 
+from examine.validation import as_labels, as_matrix
+
 __all__ = ["knn_shapley", "leave_one_out"]
 
 
@@ -25,14 +27,12 @@ def knn_shapley(
     values are averaged over the test points.  Distances are Euclidean; ties are
     broken by index.
     """
-    X_train = np.asarray(X_train, dtype=np.float64)
-    X_test = np.asarray(X_test, dtype=np.float64)
-    y_train = np.asarray(y_train)
-    y_test = np.asarray(y_test)
-    if X_train.ndim != 2 or X_test.ndim != 2 or X_train.shape[1] != X_test.shape[1]:
-        raise ValueError(f"X_train and X_test must be 2-D with equal columns, got {X_train.shape}, {X_test.shape}")
-    if y_train.shape != (len(X_train),) or y_test.shape != (len(X_test),):
-        raise ValueError("y_train / y_test must have one label per row")
+    X_train = as_matrix(X_train).astype(np.float64, copy=False)
+    X_test = as_matrix(X_test).astype(np.float64, copy=False)
+    if X_train.shape[1] != X_test.shape[1]:
+        raise ValueError(f"X_train and X_test must have equal columns, got {X_train.shape}, {X_test.shape}")
+    y_train = np.asarray(as_labels(y_train, len(X_train)))
+    y_test = np.asarray(as_labels(y_test, len(X_test)))
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     n = len(X_train)
@@ -60,10 +60,8 @@ def leave_one_out(
     utility: Callable[[np.ndarray, np.ndarray], float],
 ) -> np.ndarray:
     """Leave-one-out values ``U(all) − U(all without i)`` for a utility of a training set."""
-    X = np.asarray(X)
-    y = np.asarray(y)
-    if len(X) != len(y):
-        raise ValueError(f"X has {len(X)} rows but y has {len(y)} labels")
+    X = as_matrix(X)
+    y = np.asarray(as_labels(y, len(X)))
     full = utility(X, y)
     keep = np.ones(len(X), dtype=bool)
     out = np.empty(len(X))

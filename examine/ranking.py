@@ -42,6 +42,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from examine.coverage import cluster_pool, coverage_order
+from examine.validation import as_labels, as_mask, as_matrix
 from examine.scoring import examine_scores, value_order
 
 __all__ = [
@@ -383,14 +384,10 @@ def rank(
         raise ValueError(f"unknown policy {policy!r}; choose one of {sorted(POLICIES)}")
     if not (0.0 < deflation_energy <= 1.0):
         raise ValueError(f"deflation_energy must be in (0, 1], got {deflation_energy}")
-    X = _as_matrix(X)
+    X = as_matrix(X)
     n = X.shape[0]
-    mask = _as_mask(labeled, n)
-    if labels is not None:
-        if isinstance(labels, (str, bytes)):
-            raise TypeError("labels must be a sequence with one entry per row, not a string")
-        if len(labels) != n:
-            raise ValueError(f"labels has {len(labels)} entries but X has {n} rows")
+    mask = as_mask(labeled, n)
+    as_labels(labels, n)
     if preprocess is None:
         preprocess = "none" if policy == "paper" else DEFAULT_PREPROCESS
     Xp = preprocess_embeddings(X, preprocess)
@@ -406,33 +403,3 @@ def rank(
     value = np.asarray(value, dtype=np.float64)
     value[mask] = np.nan
     return Ranking(order=np.asarray(order, dtype=np.int64), value=value, policy=policy)
-
-
-def _as_matrix(X: Any) -> np.ndarray:
-    if type(X).__module__.startswith("torch"):
-        X = X.detach().cpu().numpy()
-    try:
-        arr = np.asarray(X)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"X must be a 2-D numeric array: {exc}") from exc
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"X must hold real numbers, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"X must be 2-D (one row per image), got shape {arr.shape}")
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"X must have at least one row and one column, got shape {arr.shape}")
-    bad = ~np.isfinite(arr).all(axis=1) if arr.dtype.kind == "f" else None
-    if bad is not None and bad.any():
-        raise ValueError(f"X holds NaN or inf in rows {np.flatnonzero(bad)[:5].tolist()} (first shown)")
-    return arr
-
-
-def _as_mask(labeled: Any, n: int) -> np.ndarray:
-    if labeled is None:
-        return np.zeros(n, dtype=bool)
-    mask = np.asarray(labeled)
-    if mask.dtype != bool:
-        raise TypeError(f"labeled must be a boolean mask of shape ({n},), got dtype {mask.dtype}")
-    if mask.shape != (n,):
-        raise ValueError(f"labeled has shape {mask.shape} but X has {n} rows")
-    return mask
