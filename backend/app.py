@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend import metrics
 from backend.labelstudio import LabelStudioError
-from backend.payload import BadRequest, parse_id, parse_json_object, project_id
+from backend.payload import BadRequest, parse_id, parse_json_object, project_id, task_ref
 from backend.protocol import ProjectProtocol
 from backend.runtime import Backend, Refused, Unavailable
 from backend.settings import Settings
@@ -93,10 +93,11 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
     def setup():
         body = _json_body()
         pid = project_id(body.get("project"))
-        for name in ("hostname", "access_token"):
+        for name in ("hostname", "access_token", "schema", "label_config"):
             if body.get(name) is not None and not isinstance(body.get(name), str):
-                raise BadRequest(f"'{name}' must be a string")
-        _verify(backend, pid, body.get("hostname"), body.get("access_token"))
+                raise BadRequest(f"'{name}' must be a string, got {type(body[name]).__name__}")
+        if backend.needs_verification(pid, body.get("hostname"), body.get("access_token")):
+            _verify(backend, pid, body.get("hostname"), body.get("access_token"))
         return jsonify(model_version=ProjectProtocol(backend, pid).setup(body))
 
     @app.post("/predict")
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
         if not tasks:
             return jsonify(results=[])
         pid = project_id(body["project"] if body.get("project") is not None else tasks[0].get("project"))
+        for t in tasks:
+            task_ref(t, "task id")
         if not backend.states.exists(pid):
             _verify(backend, pid, None, None)
         t0 = time.perf_counter()
@@ -131,6 +134,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
             log.info("webhook %s for project %s, which this backend was not set up for: ignored", action, pid)
             return jsonify(status="ignored", reason="unknown project"), 200
         status = ProjectProtocol(backend, pid).fit(action, body)
+        log.info("project %s: event %s %s", pid, action, status)
         return jsonify(status=status), 201 if status == "ok" else 200
 
     @app.get("/versions")
@@ -157,7 +161,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 encoder_version=state.encoder_version,
                 synced=state.synced,
                 counts=state.counts(),
-                pending=sorted(backend.jobs.pending(pid_)),
+                pending=sorted(backend.jobs.pending(pid_) | ({"full"} if state.full_due else set())),
                 retrying=backend.jobs.last_error.get(pid_),
                 last_publish=state.last_publish,
                 last_publish_s=state.last_publish_s,

@@ -11,6 +11,7 @@ queues a reconciliation, which reads Label Studio itself).
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from backend.jobs import KINDS
@@ -38,12 +39,19 @@ class ProjectProtocol:
         """``/setup`` (already verified with Label Studio): remember credentials, reconcile; answer a model_version."""
         schema = payload.get("schema", payload.get("label_config"))
         key = image_key_from_config(schema)
-        self.backend.remember_setup(self.pid, payload.get("hostname"), payload.get("access_token"))
+        new_creds = self.backend.remember_setup(self.pid, payload.get("hostname"), payload.get("access_token"))
         with self.state.lock:
+            changed = schema is not None and key != self.state.image_key
             if schema is not None:
                 self.state.image_key = key
-        # Always reconcile: events may have been missed, auth or the webhook may have changed.
-        self.backend.submit(self.pid, [k for k in KINDS if k in {*SETUP_JOBS, *self.state.pending}])
+        # Reconcile: events may have been missed, auth or the webhook may have changed. Label Studio
+        # calls /setup whenever its ML backends are listed (our own reconciliation lists them), so a
+        # project reconciled in the last EXAMINE_SETUP_RECONCILE_S with nothing new is left alone.
+        last = self.backend.last_reconcile.get(self.pid)
+        recent = last is not None and time.monotonic() - last < self.backend.settings.setup_reconcile_s
+        if changed or new_creds or not self.state.synced or not recent or self.state.pending:
+            log.info("project %s: /setup, reconciling with Label Studio", self.pid)
+            self.backend.submit(self.pid, [k for k in KINDS if k in {*SETUP_JOBS, *self.state.pending}], event=False)
         return self.state.published_version or PENDING_VERSION
 
     def predict(self, tasks: list[dict]) -> list[dict]:

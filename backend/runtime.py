@@ -150,13 +150,27 @@ class Backend:
 
     # -------------------------------------------------------------- Label Studio
 
-    def remember_setup(self, pid: int, hostname: str | None, token: str | None) -> None:
-        """Keep the credentials a verified /setup sent (memory only: tokens are never written to disk)."""
-        if hostname and token:
-            with self._lock:
-                if self._setup_creds.get(pid) != (hostname, token):
-                    self._setup_creds[pid] = (hostname, token)
-                    self._clients = {k: v for k, v in self._clients.items() if k[0] != pid}
+    def remember_setup(self, pid: int, hostname: str | None, token: str | None) -> bool:
+        """Keep the credentials a verified /setup sent (memory only: tokens are never written to disk).
+
+        Returns True when they are new (they matter only without LABEL_STUDIO_URL/API_KEY)."""
+        if not (hostname and token) or self.settings.label_studio_configured:
+            return False
+        with self._lock:
+            if self._setup_creds.get(pid) == (hostname, token):
+                return False
+            self._setup_creds[pid] = (hostname, token)
+            self._clients = {k: v for k, v in self._clients.items() if k[0] != pid}
+            return True
+
+    def needs_verification(self, pid: int, hostname: str | None, token: str | None) -> bool:
+        """A project not served yet, or a /setup bringing other credentials, is verified with Label Studio."""
+        if not self.states.exists(pid):
+            return True
+        if self.settings.label_studio_configured or not (hostname and token):
+            return False
+        with self._lock:
+            return self._setup_creds.get(pid) != (hostname, token)
 
     def has_credentials(self, pid: int) -> bool:
         """True when the project's Label Studio can be called."""

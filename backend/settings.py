@@ -45,6 +45,7 @@ class Settings:
     view_title: str = field(default="EXAMINE priority", metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab ordered most valuable first"})
     max_wait_s: float = field(default=2.0, metadata={"env": "EXAMINE_MAX_WAIT_S", "doc": "a continuous stream of events still gets a re-rank at least this often"})
     reconcile_s: float = field(default=300.0, metadata={"env": "EXAMINE_RECONCILE_S", "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)"})
+    setup_reconcile_s: float = field(default=30.0, metadata={"env": "EXAMINE_SETUP_RECONCILE_S", "doc": "a /setup reconciles the project unless it was reconciled this recently and nothing changed (Label Studio calls /setup whenever it lists its ML backends)"})
     retry_base_s: float = field(default=1.0, metadata={"env": "EXAMINE_RETRY_BASE_S", "doc": "first retry delay of a failed job (doubles each time)"})
     retry_max_s: float = field(default=60.0, metadata={"env": "EXAMINE_RETRY_MAX_S", "doc": "longest delay between retries of a failed job"})
     image_connect_timeout_s: float = field(default=3.0, metadata={"env": "EXAMINE_IMAGE_CONNECT_TIMEOUT_S", "doc": "connect timeout of an image download"})

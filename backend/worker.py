@@ -75,6 +75,7 @@ class ProjectWorker:
     def reconcile(self) -> list[str]:
         """Compare Label Studio with the state and repair; returns the follow-up job kinds."""
         client = self.backend.client(self.pid)
+        self.backend.last_reconcile[self.pid] = time.monotonic()  # /setup calls it causes are not re-reconciled
         try:
             project = client.get_project(self.pid)
         except LabelStudioError as exc:
@@ -110,7 +111,7 @@ class ProjectWorker:
                 if info.key and store is not None and info.key not in store:
                     info.key = None
                 if info.uri and not info.key and not info.error:
-                    follow |= {"pretrain", "embed", "rank"}
+                    follow |= {"pretrain", "embed"}  # embed asks for a re-rank if it embedded any
             for tid in set(self.state.tasks) - seen:
                 del self.state.tasks[tid]
                 follow.add("rank")
@@ -236,11 +237,11 @@ class ProjectWorker:
         pretrain(images, self.backend.workspace.encoder_dir, cfg, encoder_config=enc_cfg,
                  device=self.settings.device, progress=False)
 
-    def embed(self) -> None:
-        """Embed every task whose image has no vector in the store for the current encoder."""
+    def embed(self) -> list[str]:
+        """Embed every task whose image has no vector in the store; asks for a re-rank when any got one."""
         encoder = self.backend.encoder(self.pid)
         if encoder is None:
-            return
+            return []
         store = self._store(encoder)
         with self.state.lock:
             if self.state.encoder_version != encoder.version:
@@ -257,6 +258,8 @@ class ProjectWorker:
             self.save()
         if transient and transient == len(todo) and not self.backend.client(self.pid).health():
             raise LabelStudioError(f"project {self.pid}: Label Studio is unreachable; {transient} images wait")
+        with self.state.lock:
+            return ["rank"] if any(self.state.tasks[t].key for t in todo if t in self.state.tasks) else []
 
     def _embed(self, task_ids: list[int], encoder: Encoder) -> int:
         """Embed some tasks; returns how many failed for passing reasons (retried by the next reconcile)."""
