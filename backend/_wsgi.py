@@ -11,7 +11,7 @@ from backend.settings import Settings
 
 def _logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("urllib3").setLevel(logging.WARNING)  # its retry lines would show request URLs
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry lines show request URLs (signed queries)
 
 
 def main() -> int:

@@ -314,15 +314,8 @@ class LabelStudio:
 
     # ------------------------------------------------------------------ tasks
 
-    def iter_tasks(
-        self,
-        pid: int,
-        *,
-        page_size: int = 1000,
-        fields: str = "task_only",
-        view: int | None = None,
-        query: Mapping[str, Any] | None = None,
-    ) -> Iterator[dict]:
+    def iter_tasks(self, pid: int, *, page_size: int = 1000, fields: str = "task_only", view: int | None = None,
+                   query: Mapping[str, Any] | None = None) -> Iterator[dict]:
         """Yield the project's tasks page by page (``GET /api/tasks/``).
 
         ``fields`` is ``"task_only"`` (fast) or ``"all"`` (with predictions, annotations and Data
@@ -401,11 +394,7 @@ class LabelStudio:
         return created
 
     def create_prediction(self, prediction: dict) -> dict:
-        """Create one prediction (``POST /api/predictions/``).
-
-        Measured on Label Studio 1.23.2 with 20,000 tasks: 0.07 s, while a bulk import costs
-        about 13 s per request whatever its size; small heads go through here.
-        """
+        """Create one prediction (``POST /api/predictions/``; 0.07 s on 20,000 tasks, a bulk import ~13 s)."""
         score = prediction.get("score")
         if score is not None and not 0.0 <= float(score) <= 1.0:
             raise ValueError(f"prediction score must be within [0, 1]: task {prediction.get('task')} has {score}")
@@ -435,9 +424,7 @@ class LabelStudio:
         """Data Manager tabs of the project (``GET /api/dm/views/``)."""
         return self._json("GET", "/api/dm/views/", params={"project": pid})
 
-    def ensure_view(
-        self, pid: int, title: str, *, ordering: list[str], filters: dict | None = None
-    ) -> dict:
+    def ensure_view(self, pid: int, title: str, *, ordering: list[str], filters: dict | None = None) -> dict:
         """Create the Data Manager tab ``title``, or update its ordering and filters if it exists."""
         filters = filters or {"conjunction": "and", "items": []}
         for view in self.list_views(pid):
