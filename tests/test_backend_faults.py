@@ -342,8 +342,10 @@ def test_a_slow_image_host_cannot_delay_webhooks(setup_factory):
         s.connect()
         hook = {"action": "ANNOTATION_UPDATED", "project": {"id": s.pid},
                 "annotation": {"id": 999999, "task": good[0], "result": []}}
+        # Measure once the worker is stuck on the slow host.
+        s.backend.wait(s.pid, lambda st: st["counts"]["embedded"] >= 3 and "running" in st["pending"], timeout=60)
         stop = time.monotonic() + 8
-        worst = 0.0
+        worst, times = 0.0, []
         with requests.Session() as sess:
             pred = threading.Thread(target=lambda: [requests.post(
                 s.backend.url + "/predict", json={"project": s.pid, "tasks": [{"id": t} for t in slow]}, timeout=30)
@@ -352,11 +354,13 @@ def test_a_slow_image_host_cannot_delay_webhooks(setup_factory):
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
                 r = sess.post(s.backend.url + "/webhook", json=hook, timeout=5)
-                worst = max(worst, time.perf_counter() - t0)
+                times.append(time.perf_counter() - t0)
+                worst = max(worst, times[-1])
                 assert r.status_code in (200, 201)
                 time.sleep(0.05)
             pred.join(60)
-        print(f"slowest webhook answer while images hang: {worst * 1000:.1f} ms")
+        print(f"{len(times)} webhook answers while images hang: median {np.median(times) * 1000:.1f} ms, "
+              f"slowest {worst * 1000:.1f} ms")
         assert worst < 0.1
         st = s.backend.wait(s.pid, lambda st: len(st["errors"]) == len(slow), timeout=120)
         for err in st["errors"].values():
