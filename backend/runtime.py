@@ -23,7 +23,7 @@ from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings
 from backend.state import StateStore
 from backend.worker import ProjectWorker
-from examine.encoder import Encoder, EncoderConfig, EncoderError, create_encoder
+from examine.encoder import Encoder, EncoderConfig, create_encoder
 from examine.ranking import POLICIES
 from examine.workspace import Workspace
 
@@ -281,7 +281,7 @@ class Backend:
     def _load_dir(self, folder: Path, name: str) -> Encoder | None:
         try:
             return self._cached_encoder(folder)
-        except (EncoderError, OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # EncoderError, OSError, safetensors' own error on truncated weights, ...
             aside = folder.with_name(folder.name + ".damaged")
             if aside.exists():
                 import shutil

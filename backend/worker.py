@@ -226,6 +226,10 @@ class ProjectWorker:
             return
         from examine.mae import auto_epochs, default_pretrain_config, pretrain
 
+        if self.state.encoder_version is not None:
+            self._problem(f"the encoder {self.state.encoder_version} is missing from MODEL_DIR; a new one is "
+                          "pretrained and every image embedded again", backend_wide=True)
+
         images = self._decoded_images()
         if len(images) < 2:
             log.warning("project %s: %d readable images; MAE pretraining waits for more", self.pid, len(images))

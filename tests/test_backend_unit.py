@@ -272,3 +272,78 @@ def test_versions_and_health_show_no_paths(tmp_path):
     c = app.test_client()
     assert str(tmp_path) not in c.get("/versions").get_data(as_text=True)
     assert c.get("/health").get_json() == {"status": "UP"}
+
+
+def test_damaged_encoder_is_set_aside_and_reported(tmp_path):
+    from examine.encoder import EncoderConfig, create_encoder
+
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
+    weights = tmp_path / "encoder" / "encoder.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    _, backend = make_app(tmp_path)
+    assert backend.encoder(1) is None  # → a new one is pretrained by the next job
+    assert (tmp_path / "encoder.damaged").is_dir() and not (tmp_path / "encoder").exists()
+    assert "MODEL_DIR/encoder could not be loaded" in backend.problems[0] and str(tmp_path) not in backend.problems[0]
+
+
+class _FakeLabelStudio:
+    """A stand-in for the REST client (unit level only; the e2e tests use a real Label Studio)."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+        self.imported: list[list[dict]] = []
+        self.project = {"id": 1, "label_config": CONFIG, "model_version": ""}
+
+    def get_project(self, pid):
+        return self.project
+
+    def iter_tasks(self, pid, page_size=1000):
+        return [{"id": t, "data": {"picture": f"/data/upload/1/{t}.png"}, "total_annotations": 0} for t in self.tasks]
+
+    def list_ml_backends(self, pid):
+        return []
+
+    def list_webhooks(self, pid):
+        return []
+
+    def list_model_versions(self, pid):
+        return {}
+
+    def import_predictions(self, pid, preds, batch_size=0):
+        from backend.labelstudio import LabelStudioError
+
+        if any(p["task"] not in self.tasks for p in preds):
+            raise LabelStudioError("POST /api/projects/1/import/predictions -> 400: task does not exist", status=400)
+        self.imported.append(preds)
+        return len(preds)
+
+    def update_project(self, pid, **fields):
+        self.project.update(fields)
+
+    def list_views(self, pid):
+        return [{"data": {"title": "EXAMINE priority"}}]
+
+
+def test_a_full_publish_that_hits_a_deleted_task_reconciles_and_recovers(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from examine.encoder import EncoderConfig, create_encoder
+
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
+    _, backend = make_app(tmp_path)
+    enc = backend.encoder(1)
+    store = backend.workspace.store(enc)
+    state = known(backend, 1, *range(1, 7))
+    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, 7)]
+    store.add(keys, np.random.default_rng(0).normal(size=(6, enc.dim)))
+    for t, k in zip(range(1, 7), keys):
+        state.tasks[t].key = k
+    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
+    fake = _FakeLabelStudio(tasks=[1, 2, 3, 4, 5])  # task 6 was deleted while events were missed
+    backend._clients[(1, "api")] = fake
+    ProjectWorker(backend, 1).publish_full()
+    assert [sorted(p["task"] for p in batch) for batch in fake.imported] == [[1, 2, 3, 4, 5]]
+    assert 6 not in state.tasks and state.complete_version == fake.project["model_version"]
+    assert len(state.stale_versions) == 1  # the aborted version, for the janitor to clean up
