@@ -335,7 +335,7 @@ def test_a_slow_image_host_cannot_delay_webhooks(setup_factory):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        s = setup_factory(extra={"ALLOWED_HOSTS": f"127.0.0.1:{port}"})
+        s = setup_factory(extra={"ALLOWED_HOSTS": f"127.0.0.1:{port}", "EXAMINE_RECONCILE_S": "300"})
         good = s.import_tiles(3)
         slow = s.client.import_tasks(s.pid, [{"image": f"http://127.0.0.1:{port}/img{i}.png?X-Amz-Signature=s3cr3t"}
                                             for i in range(6)])
