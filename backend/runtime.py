@@ -192,7 +192,7 @@ class Backend:
         return self._client(pid, "api")
 
     def image_client(self, pid: int) -> LabelStudio:
-        """A client for image downloads: short connect timeout, overall deadline, one retry, size cap."""
+        """A client for image downloads: short connect timeout, overall deadline, no retry (reconcile retries), size cap."""
         return self._client(pid, "images")
 
     def _client(self, pid: int, kind: str) -> LabelStudio:
@@ -201,7 +201,7 @@ class Backend:
                 url, key = self._credentials(pid)
                 s = self.settings
                 if kind == "images":
-                    client = LabelStudio(url, key, allowed_hosts=s.allowed_hosts, retries=1,
+                    client = LabelStudio(url, key, allowed_hosts=s.allowed_hosts, retries=0,
                                          timeout=s.image_deadline_s, connect_timeout=s.image_connect_timeout_s,
                                          download_deadline=s.image_deadline_s, max_image_bytes=s.max_image_mb * 2**20)
                 else:

@@ -16,6 +16,8 @@ class Settings:
 
     Each field's ``metadata["env"]`` names its variable and ``metadata["doc"]``
     says what it does (the README's configuration table lists the same).
+    ``metadata["compose"] = False`` marks operational tunables that docker-compose.yml does not
+    pass through yet (their defaults suit production; tests shorten them).
     """
 
     label_studio_url: str = field(default="", metadata={"env": "LABEL_STUDIO_URL", "doc": "Label Studio base URL as the backend reaches it; empty: the hostname Label Studio sends in /setup"})
@@ -43,16 +45,16 @@ class Settings:
     cleanup_idle_s: float = field(default=300.0, metadata={"env": "EXAMINE_CLEANUP_IDLE_S", "doc": "superseded prediction versions are deleted once the project has been quiet this long (deleting locks Label Studio's SQLite database)"})
     debounce_s: float = field(default=0.2, metadata={"env": "EXAMINE_DEBOUNCE_S", "doc": "events arriving within this many seconds are coalesced into one re-rank"})
     view_title: str = field(default="EXAMINE priority", metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab ordered most valuable first"})
-    max_wait_s: float = field(default=2.0, metadata={"env": "EXAMINE_MAX_WAIT_S", "doc": "a continuous stream of events still gets a re-rank at least this often"})
-    reconcile_s: float = field(default=300.0, metadata={"env": "EXAMINE_RECONCILE_S", "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)"})
-    setup_reconcile_s: float = field(default=30.0, metadata={"env": "EXAMINE_SETUP_RECONCILE_S", "doc": "a /setup reconciles the project unless it was reconciled this recently and nothing changed (Label Studio calls /setup whenever it lists its ML backends)"})
-    retry_base_s: float = field(default=1.0, metadata={"env": "EXAMINE_RETRY_BASE_S", "doc": "first retry delay of a failed job (doubles each time)"})
-    retry_max_s: float = field(default=60.0, metadata={"env": "EXAMINE_RETRY_MAX_S", "doc": "longest delay between retries of a failed job"})
-    image_connect_timeout_s: float = field(default=3.0, metadata={"env": "EXAMINE_IMAGE_CONNECT_TIMEOUT_S", "doc": "connect timeout of an image download"})
-    image_deadline_s: float = field(default=20.0, metadata={"env": "EXAMINE_IMAGE_DEADLINE_S", "doc": "an image download (all hops and bytes) must finish within this"})
-    max_image_mb: int = field(default=64, metadata={"env": "EXAMINE_MAX_IMAGE_MB", "doc": "largest image file downloaded"})
-    max_decode_mb: int = field(default=256, metadata={"env": "EXAMINE_MAX_DECODE_MB", "doc": "largest decoded image (pixels x bytes per pixel) accepted"})
-    max_request_mb: int = field(default=100, metadata={"env": "EXAMINE_MAX_REQUEST_MB", "doc": "largest request body (413 above)"})
+    max_wait_s: float = field(default=2.0, metadata={"env": "EXAMINE_MAX_WAIT_S", "compose": False, "doc": "a continuous stream of events still gets a re-rank at least this often"})
+    reconcile_s: float = field(default=300.0, metadata={"env": "EXAMINE_RECONCILE_S", "compose": False, "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)"})
+    setup_reconcile_s: float = field(default=30.0, metadata={"env": "EXAMINE_SETUP_RECONCILE_S", "compose": False, "doc": "a /setup reconciles the project unless it was reconciled this recently and nothing changed (Label Studio calls /setup whenever it lists its ML backends)"})
+    retry_base_s: float = field(default=1.0, metadata={"env": "EXAMINE_RETRY_BASE_S", "compose": False, "doc": "first retry delay of a failed job (doubles each time)"})
+    retry_max_s: float = field(default=60.0, metadata={"env": "EXAMINE_RETRY_MAX_S", "compose": False, "doc": "longest delay between retries of a failed job"})
+    image_connect_timeout_s: float = field(default=3.0, metadata={"env": "EXAMINE_IMAGE_CONNECT_TIMEOUT_S", "compose": False, "doc": "connect timeout of an image download"})
+    image_deadline_s: float = field(default=20.0, metadata={"env": "EXAMINE_IMAGE_DEADLINE_S", "compose": False, "doc": "an image download (all hops and bytes) must finish within this"})
+    max_image_mb: int = field(default=64, metadata={"env": "EXAMINE_MAX_IMAGE_MB", "compose": False, "doc": "largest image file downloaded"})
+    max_decode_mb: int = field(default=256, metadata={"env": "EXAMINE_MAX_DECODE_MB", "compose": False, "doc": "largest decoded image (pixels x bytes per pixel) accepted"})
+    max_request_mb: int = field(default=100, metadata={"env": "EXAMINE_MAX_REQUEST_MB", "compose": False, "doc": "largest request body (413 above)"})
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING_MODES:
