@@ -49,7 +49,7 @@ class ProjectProtocol:
         # project reconciled in the last EXAMINE_SETUP_RECONCILE_S with nothing new is left alone.
         last = self.backend.last_reconcile.get(self.pid)
         recent = last is not None and time.monotonic() - last < self.backend.settings.setup_reconcile_s
-        if changed or new_creds or not self.state.synced or not recent or self.state.pending:
+        if changed or new_creds or not self.state.synced or not recent:
             log.info("project %s: /setup, reconciling with Label Studio", self.pid)
             self.backend.submit(self.pid, [k for k in KINDS if k in {*SETUP_JOBS, *self.state.pending}], event=False)
         return self.state.published_version or PENDING_VERSION
