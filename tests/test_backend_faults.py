@@ -207,9 +207,12 @@ def test_backend_killed_while_tasks_are_deleted_and_imported(setup_factory):
 
 def test_basic_auth_turned_on_for_a_connected_project(setup_factory):
     s = setup_factory()
-    s.import_tiles(N_TILES)
+    ids = s.import_tiles(N_TILES)
     ml = s.connect()
     s.converged()
+    s.annotate(ids[2])
+    s.converged()
+    before = s.annotations()
     s.backend.stop()
     s.backend.env.update(BASIC_AUTH_USER=AUTH[0], BASIC_AUTH_PASS=AUTH[1])
     s.auth = AUTH
@@ -226,27 +229,31 @@ def test_basic_auth_turned_on_for_a_connected_project(setup_factory):
     new = s.import_tiles(1)
     took = s.converged(must_rank=tuple(new))
     assert "event TASKS_CREATED ok" in s.backend.log_path.read_text()[mark:]
+    assert s.annotations() == before
     print(f"new task ranked {time.monotonic() - t0:.1f} s after import ({took:.1f})")
 
 
 def test_truncated_state_json_is_rebuilt_from_label_studio(setup_factory):
     s = setup_factory()
-    s.import_tiles(N_TILES)
+    ids = s.import_tiles(N_TILES)
     s.connect()
+    s.converged()
+    s.annotate(ids[0])
     s.converged()
     before = s.annotations()
     old = s.status()["published_version"]
     s.backend.stop()
     path = s.model_dir / "projects" / str(s.pid) / "state.json"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    new = s.import_tiles(1)  # imported while the backend is down: its event is lost
     mark = s.backend.log_path.stat().st_size
     s.backend.start()
-    took = s.converged()
+    took = s.converged(must_rank=tuple(new))
     st = s.status()
     assert any("state.json" in p and "rebuilt" in p for p in st["problems"]), st["problems"]
-    assert st["published_version"] != old and st["counts"]["embedded"] == N_TILES
+    assert st["published_version"] != old and st["counts"]["embedded"] == N_TILES + 1
     log = s.backend.log_path.read_text()[mark:]
-    assert "embedded 0 new" in log and f"embedded {N_TILES} new" not in log  # cached embeddings reused
+    assert "embedded 1 new" in log and f"embedded {N_TILES + 1} new" not in log  # cached embeddings reused
     assert s.annotations() == before
     print(f"state rebuilt and converged in {took:.1f} s")
 
@@ -261,11 +268,12 @@ def test_truncated_store_file_is_repaired_and_reembedded(setup_factory):
         fh.truncate(vectors.stat().st_size // 2 + 3)
     t0 = time.monotonic()
     s.annotate(ids[1])  # any event; the periodic reconciliation would find it too
+    new = s.import_tiles(1)
     before = s.annotations()
-    took = s.converged()
+    took = s.converged(must_rank=tuple(new))
     st = s.status()
     assert any("dropped" in p or "missing from the store" in p for p in st["problems"]), st["problems"]
-    assert st["counts"]["embedded"] == N_TILES and vectors.stat().st_size == N_TILES * 192 * 4
+    assert st["counts"]["embedded"] == N_TILES + 1 and vectors.stat().st_size == (N_TILES + 1) * 192 * 4
     assert s.annotations() == before
     print(f"store repaired and converged in {time.monotonic() - t0:.1f} s ({took:.1f})")
 
