@@ -72,8 +72,10 @@ class Janitor(threading.Thread):
             n = backend.client(pid).delete_model_version(pid, version)
             log.info("project %s: deleted %d predictions of superseded version %s", pid, n, version)
         except LabelStudioError as exc:
-            log.warning("project %s: could not delete version %s yet (%s); will retry", pid, version, exc)
-            return
+            if exc.status != 404:
+                log.warning("project %s: could not delete version %s yet (%s); will retry", pid, version, exc)
+                return
+            log.info("project %s: version %s has no predictions in Label Studio", pid, version)
         with state.lock:
             state.stale_versions = [v for v in state.stale_versions if v != version]
         backend.states.save(state)

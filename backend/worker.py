@@ -138,6 +138,8 @@ class ProjectWorker:
         follow: set[str] = set()
         with self.state.lock:
             keep = {self.state.published_version, self.state.complete_version}
+            # Versions Label Studio no longer lists (an aborted publish that created nothing) need no cleanup.
+            self.state.stale_versions = [v for v in self.state.stale_versions if v in versions]
             for v in sorted(versions):
                 if v.startswith(VERSION_PREFIX) and v not in keep and v not in self.state.stale_versions:
                     self.state.stale_versions.append(v)  # an aborted publish, or one a lost state knew

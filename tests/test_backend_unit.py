@@ -292,6 +292,7 @@ class _FakeLabelStudio:
     def __init__(self, tasks):
         self.tasks = tasks
         self.imported: list[list[dict]] = []
+        self.versions: set[str] = set()
         self.project = {"id": 1, "label_config": CONFIG, "model_version": ""}
 
     def get_project(self, pid):
@@ -307,11 +308,12 @@ class _FakeLabelStudio:
         return []
 
     def list_model_versions(self, pid):
-        return {}
+        return {v: 1 for v in self.versions}
 
     def import_predictions(self, pid, preds, batch_size=0):
         from backend.labelstudio import LabelStudioError
 
+        self.versions.add(preds[0]["model_version"])  # as if part of it had been stored
         if any(p["task"] not in self.tasks for p in preds):
             raise LabelStudioError("POST /api/projects/1/import/predictions -> 400: task does not exist", status=400)
         self.imported.append(preds)
