@@ -43,7 +43,8 @@ enc = create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_si
 store = EmbeddingStore(root / "store", enc.version, enc.dim)
 fetcher = ImageFetcher(Settings(model_dir=root / "m", data_roots=(files,)), None)
 warm = embed_sources([("warm", lambda: (files / "bomb.png").read_bytes()[:0] or b"x")], enc, store, device="cpu", progress=False)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# Current RSS (not the earlier peak) as the baseline: the extra is counted from where the process stands.
+before = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:"))
 report = embed_sources([fetcher.source(1, "/data/local-files/?d=bomb.png")], enc, store, device="cpu", progress=False)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"extra_mb": (after - before) / 1024, "added": report.added, "errors": [str(e) for e in report.errors.values()]}))
