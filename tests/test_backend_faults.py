@@ -182,6 +182,15 @@ def test_label_studio_stopped_while_a_publish_is_due(setup_factory, label_studio
     assert s.metric("examine_job_retries_total") >= 1 and s.metric("examine_publish_failures_total") >= 1
     assert s.annotations() == before
     print(f"converged {took:.1f} s after Label Studio came back")
+    # The aborted publish and the superseded versions are cleaned up; only the current one stays.
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        current = s.client.get_project(s.pid)["model_version"]
+        versions = set(s.client.list_model_versions(s.pid))
+        if versions == {current}:
+            break
+        time.sleep(1)
+    assert versions == {current}, (versions, current)
 
 
 def test_backend_killed_while_tasks_are_deleted_and_imported(setup_factory):
