@@ -81,10 +81,13 @@ class Backend:
         self.jobs.start()
         self.janitor.start()
         for pid in self.states.known_projects():
-            state = self.states.get(pid)
-            log.info("project %s: reconciling with Label Studio after start%s", pid,
-                     f" (resuming {'+'.join(state.pending)})" if state.pending else "")
-            self.submit(pid, ["sync", *[k for k in state.pending if k in KINDS]], event=False)
+            try:  # one project's trouble must not keep the others from starting
+                state = self.states.get(pid)
+                log.info("project %s: reconciling with Label Studio after start%s", pid,
+                         f" (resuming {'+'.join(state.pending)})" if state.pending else "")
+                self.submit(pid, ["sync", *[k for k in state.pending if k in KINDS]], event=False)
+            except Exception:
+                log.exception("project %s: cannot resume it; the other projects go on", pid)
 
     def stop(self) -> None:
         """Stop the worker and the janitor (pending work stays on disk)."""

@@ -154,8 +154,10 @@ class StateStore:
                 if state.pid != pid:
                     raise ValueError(f"it belongs to project {state.pid}")
             except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
-                aside = path.with_name("state.json.damaged")
-                os.replace(path, aside)
+                try:
+                    os.replace(path, path.with_name("state.json.damaged"))
+                except OSError as move:
+                    log.error("project %s: cannot move the damaged state.json aside: %s", pid, move)
                 state = ProjectState(pid)
                 problems.append(
                     f"projects/{pid}/state.json was unreadable ({type(exc).__name__}: {str(exc)[:120]}); "
