@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from backend.app import create_app
 from backend.settings import Settings
 
 
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry lines show request URLs (signed queries)
+
+
 def main() -> int:
+    """Run gunicorn with one worker (the job queue is in-process) and THREADS threads."""
     from gunicorn.app.base import BaseApplication
 
     settings = Settings.from_env()
+    _logging(settings)
 
     class _Server(BaseApplication):
         def load_config(self) -> None:
@@ -20,6 +28,7 @@ def main() -> int:
             self.cfg.set("threads", settings.threads)
             self.cfg.set("timeout", 300)
             self.cfg.set("loglevel", settings.log_level.lower())
+            self.cfg.set("limit_request_line", 8190)
 
         def load(self):
             return create_app(settings)
@@ -31,4 +40,6 @@ def main() -> int:
 if __name__ == "__main__":
     sys.exit(main())
 else:
-    app = create_app()
+    _settings = Settings.from_env()
+    _logging(_settings)
+    app = create_app(_settings)

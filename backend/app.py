@@ -1,7 +1,10 @@
-"""The HTTP side: Label Studio's ML backend protocol, auth and request validation.
+"""The HTTP side: Label Studio's ML backend protocol, auth, request validation.
 
 Routes: ``GET /health``, ``POST /setup``, ``POST /predict``, ``POST /webhook``,
-``GET /versions``, plus ``GET /projects/<id>/status`` (counts and per-task errors).
+``GET /versions``, ``GET /metrics`` (Prometheus) and ``GET /projects/<id>/status``
+(counts, per-task errors, problems, job state). A malformed request is answered
+400 saying what is wrong; a body over ``EXAMINE_MAX_REQUEST_MB`` 413; a project
+Label Studio does not have 403; no route answers a traceback.
 """
 
 from __future__ import annotations
@@ -12,30 +15,30 @@ import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
+from backend import metrics
 from backend.labelstudio import LabelStudioError
-from backend.model import Backend, ProjectModel, project_id
+from backend.payload import BadRequest, parse_id, parse_json_object, project_id, task_ref
+from backend.protocol import ProjectProtocol
+from backend.runtime import Backend, Refused, Unavailable
 from backend.settings import Settings
 from examine.encoder import EncoderError
 
 log = logging.getLogger(__name__)
 
-_OPEN_ROUTES = {"/health"}
-
-
-class BadRequest(ValueError):
-    """The request body is not what Label Studio sends; answered with 400 and the reason."""
+_OPEN_ROUTES = {"/health", "/"}
 
 
 def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask:
     """Build the Flask app (and its background backend); gunicorn serves ``backend._wsgi:app``."""
     settings = settings or Settings.from_env()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     backend = Backend(settings)
     if start:
         backend.start()
     app = Flask("examine-backend")
     app.config["EXAMINE_BACKEND"] = backend
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_request_mb * 2**20
 
     @app.before_request
     def _auth() -> Response | None:
@@ -56,89 +59,134 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
     def _bad(exc: BadRequest):
         return jsonify(error=str(exc)), 400
 
+    @app.errorhandler(Refused)
+    def _refused(exc: Refused):
+        log.warning("refused: %s", exc)
+        return jsonify(error=str(exc)), 403
+
+    @app.errorhandler(Unavailable)
     @app.errorhandler(LabelStudioError)
-    def _ls(exc: LabelStudioError):
+    def _ls(exc: Exception):
         log.warning("Label Studio error: %s", exc)
         return jsonify(error=str(exc)), 502
 
     @app.errorhandler(EncoderError)
     def _enc(exc: EncoderError):
         log.error("encoder error: %s", exc)
-        return jsonify(error=str(exc)), 500
+        return jsonify(error=str(exc)), 503
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return jsonify(error=exc.description or exc.name), exc.code or 500
+
+    @app.errorhandler(Exception)
+    def _any(exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return jsonify(error=f"internal error ({type(exc).__name__}); see the backend log"), 500
 
     @app.get("/health")
     @app.get("/")
     def health():
-        return jsonify(status="UP", model_class="ExamineModel")
+        return jsonify(status="UP")
 
     @app.post("/setup")
     def setup():
         body = _json_body()
-        pid = _pid(body.get("project"))
-        version = ProjectModel(backend, pid).setup(body)
-        return jsonify(model_version=version)
+        pid = project_id(body.get("project"))
+        for name in ("hostname", "access_token", "schema", "label_config"):
+            if body.get(name) is not None and not isinstance(body.get(name), str):
+                raise BadRequest(f"'{name}' must be a string, got {type(body[name]).__name__}")
+        if backend.needs_verification(pid, body.get("hostname"), body.get("access_token")):
+            _verify(backend, pid, body.get("hostname"), body.get("access_token"))
+        return jsonify(model_version=ProjectProtocol(backend, pid).setup(body))
 
     @app.post("/predict")
     def predict():
         body = _json_body()
         tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not all(isinstance(t, dict) and "id" in t for t in tasks):
-            raise BadRequest("'tasks' must be a list of task objects with an 'id'")
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+            raise BadRequest("'tasks' must be a list of task objects")
         if not tasks:
             return jsonify(results=[])
-        pid = _pid(body.get("project") or tasks[0].get("project"))
+        pid = project_id(body["project"] if body.get("project") is not None else tasks[0].get("project"))
+        for t in tasks:
+            task_ref(t, "task id")
+        if not backend.states.exists(pid):
+            _verify(backend, pid, None, None)
         t0 = time.perf_counter()
-        results = ProjectModel(backend, pid).predict(tasks, context=body.get("context"))
-        log.info("project %s: predicted %d tasks in %.2f s", pid, len(tasks), time.perf_counter() - t0)
+        results = ProjectProtocol(backend, pid).predict(tasks)
+        log.info("project %s: predicted %d tasks in %.3f s", pid, len(tasks), time.perf_counter() - t0)
         return jsonify(results=results)
 
     @app.post("/webhook")
     def webhook():
         body = _json_body()
         action = body.get("action")
-        if not isinstance(action, str):
-            raise BadRequest("webhook payload has no 'action'")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("webhook payload has no 'action' string")
         project = body.get("project")
+        if project is None and isinstance(body.get("task"), dict):
+            project = body["task"].get("project")
         if project is None:
-            task = body.get("task") or {}
-            project = task.get("project") if isinstance(task, dict) else None
-        if project is None:
-            log.info("webhook %s without a project: ignored", action)
-            return jsonify(status="ignored"), 200
-        pid = _pid(project)
-        ProjectModel(backend, pid).fit(action, body)
-        return jsonify(status="ok"), 201
+            return jsonify(status="ignored", reason="no project"), 200
+        pid = project_id(project)
+        if not backend.states.exists(pid):
+            log.info("webhook %s for project %s, which this backend was not set up for: ignored", action, pid)
+            return jsonify(status="ignored", reason="unknown project"), 200
+        status = ProjectProtocol(backend, pid).fit(action, body)
+        log.info("project %s: event %s %s", pid, action, status)
+        return jsonify(status=status), 201 if status == "ok" else 200
 
     @app.get("/versions")
     def versions():
         versions = sorted({s.published_version for s in map(backend.states.get, backend.states.known_projects())
                            if s.published_version})
-        return jsonify(versions=versions, model_dir=str(settings.model_dir))
+        return jsonify(versions=versions)
 
-    @app.get("/projects/<int:pid>/status")
-    def status(pid: int):
-        state = backend.states.get(pid)
-        return jsonify(
-            project=pid,
-            published_version=state.published_version,
-            encoder_version=state.encoder_version,
-            counts=state.counts(),
-            pending=sorted(backend.jobs.pending(pid)),
-            errors={str(k): v for k, v in state.errors().items()},
-        )
+    @app.get("/metrics")
+    def prometheus():
+        return Response(metrics.render(backend), 200, {"Content-Type": metrics.CONTENT_TYPE})
+
+    @app.get("/projects/<pid>/status")
+    def status(pid: str):
+        pid_ = parse_id(pid, "project")
+        if not backend.states.exists(pid_):
+            return jsonify(error=f"project {pid_} is not set up on this backend"), 404
+        state = backend.states.get(pid_)
+        with state.lock:
+            out: dict[str, Any] = dict(
+                project=pid_,
+                published_version=state.published_version,
+                complete_version=state.complete_version,
+                encoder_version=state.encoder_version,
+                synced=state.synced,
+                counts=state.counts(),
+                pending=sorted(backend.jobs.pending(pid_) | ({"full"} if state.full_due else set())),
+                retrying=backend.jobs.last_error.get(pid_),
+                last_publish=state.last_publish,
+                last_publish_s=state.last_publish_s,
+                stale_versions=len(state.stale_versions),
+                problems=list(state.problems) + list(backend.problems),
+                errors={str(k): v for k, v in state.errors().items()},
+            )
+        return jsonify(out)
 
     return app
 
 
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("expected a JSON object body")
-    return body
+    if request.content_length is not None and request.content_length > (request.max_content_length or 0) > 0:
+        from werkzeug.exceptions import RequestEntityTooLarge
+
+        raise RequestEntityTooLarge()
+    return parse_json_object(request.get_data(cache=False))
 
 
-def _pid(value: Any) -> int:
+def _verify(backend: Backend, pid: int, hostname: str | None, token: str | None) -> None:
+    """Serve only projects the configured Label Studio has; a known project survives an outage."""
     try:
-        return project_id(value)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+        backend.verify_project(pid, hostname, token)
+    except Unavailable:
+        if not backend.states.exists(pid):
+            raise
+        log.warning("project %s: Label Studio unreachable while verifying; serving the known project", pid)

@@ -16,6 +16,8 @@ class Settings:
 
     Each field's ``metadata["env"]`` names its variable and ``metadata["doc"]``
     says what it does (the README's configuration table lists the same).
+    ``metadata["compose"] = False`` marks operational tunables that docker-compose.yml does not
+    pass through yet (their defaults suit production; tests shorten them).
     """
 
     label_studio_url: str = field(default="", metadata={"env": "LABEL_STUDIO_URL", "doc": "Label Studio base URL as the backend reaches it; empty: the hostname Label Studio sends in /setup"})
@@ -43,6 +45,16 @@ class Settings:
     cleanup_idle_s: float = field(default=300.0, metadata={"env": "EXAMINE_CLEANUP_IDLE_S", "doc": "superseded prediction versions are deleted once the project has been quiet this long (deleting locks Label Studio's SQLite database)"})
     debounce_s: float = field(default=0.2, metadata={"env": "EXAMINE_DEBOUNCE_S", "doc": "events arriving within this many seconds are coalesced into one re-rank"})
     view_title: str = field(default="EXAMINE priority", metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab ordered most valuable first"})
+    max_wait_s: float = field(default=2.0, metadata={"env": "EXAMINE_MAX_WAIT_S", "compose": False, "doc": "a continuous stream of events still gets a re-rank at least this often"})
+    reconcile_s: float = field(default=300.0, metadata={"env": "EXAMINE_RECONCILE_S", "compose": False, "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)"})
+    setup_reconcile_s: float = field(default=30.0, metadata={"env": "EXAMINE_SETUP_RECONCILE_S", "compose": False, "doc": "a /setup reconciles the project unless it was reconciled this recently and nothing changed (Label Studio calls /setup whenever it lists its ML backends)"})
+    retry_base_s: float = field(default=1.0, metadata={"env": "EXAMINE_RETRY_BASE_S", "compose": False, "doc": "first retry delay of a failed job (doubles each time)"})
+    retry_max_s: float = field(default=60.0, metadata={"env": "EXAMINE_RETRY_MAX_S", "compose": False, "doc": "longest delay between retries of a failed job"})
+    image_connect_timeout_s: float = field(default=3.0, metadata={"env": "EXAMINE_IMAGE_CONNECT_TIMEOUT_S", "compose": False, "doc": "connect timeout of an image download"})
+    image_deadline_s: float = field(default=20.0, metadata={"env": "EXAMINE_IMAGE_DEADLINE_S", "compose": False, "doc": "an image download (all hops and bytes) must finish within this"})
+    max_image_mb: int = field(default=64, metadata={"env": "EXAMINE_MAX_IMAGE_MB", "compose": False, "doc": "largest image file downloaded"})
+    max_decode_mb: int = field(default=256, metadata={"env": "EXAMINE_MAX_DECODE_MB", "compose": False, "doc": "largest decoded image (pixels x bytes per pixel) accepted"})
+    max_request_mb: int = field(default=100, metadata={"env": "EXAMINE_MAX_REQUEST_MB", "compose": False, "doc": "largest request body (413 above)"})
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING_MODES:
@@ -53,6 +65,9 @@ class Settings:
             raise ValueError("WORKERS must be 1: the job queue and per-project state live in one process")
         if self.head_size < 1:
             raise ValueError("EXAMINE_HEAD_SIZE must be at least 1")
+        for name in ("max_image_mb", "max_decode_mb", "max_request_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.upper()} must be at least 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -71,7 +86,13 @@ class Settings:
 
     @property
     def auth_required(self) -> bool:
+        """True when BASIC_AUTH_USER is set."""
         return bool(self.basic_auth_user)
+
+    @property
+    def label_studio_configured(self) -> bool:
+        """True when LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY are both set."""
+        return bool(self.label_studio_url and self.label_studio_api_key)
 
 
 def _convert(kind: object, raw: str) -> object:
@@ -87,12 +108,3 @@ def _convert(kind: object, raw: str) -> object:
     if kind == "tuple[Path, ...]":
         return tuple(Path(p.strip()) for p in raw.split(",") if p.strip())
     return raw.strip()
-
-
-def describe() -> list[tuple[str, str, str]]:
-    """(variable, default, doc) for every setting: the README's configuration table."""
-    out = []
-    for f in fields(Settings):
-        default = f.default if f.default is not None else ""
-        out.append((f.metadata["env"], str(default) if default not in ((), "") else "", f.metadata["doc"]))
-    return out

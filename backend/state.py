@@ -1,17 +1,25 @@
 """Per-project state on disk: which task shows which image, what is labeled, what was pushed.
 
-Written atomically (temporary file + rename) so a crash never leaves half a file;
-it lives in ``MODEL_DIR/projects/<id>/state.json`` and survives restarts.
+Written atomically (temporary file + fsync + rename) so a crash never leaves half a
+file; it lives in ``MODEL_DIR/projects/<id>/state.json`` (the pending work in
+``pending.json``) and survives restarts. A damaged file affects its project only:
+it is moved aside (``state.json.damaged``), the problem is reported at
+``/projects/<id>/status`` naming the file, and the state is rebuilt from Label
+Studio by the next reconciliation; nothing is published before that.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,34 +42,44 @@ class ProjectState:
     tasks: dict[int, TaskInfo] = field(default_factory=dict)
     annotation_task: dict[int, int] = field(default_factory=dict)  # annotation id → task id
     encoder_version: str | None = None
-    published_version: str | None = None
-    stale_versions: list[str] = field(default_factory=list)  # pushed, to delete in the background
-    synced: bool = False
+    published_version: str | None = None  # the version the project was last switched to
+    complete_version: str | None = None  # the last version pushed for the whole pool
+    queue: list[int] = field(default_factory=list)  # task ids of published_version, best first
+    stale_versions: list[str] = field(default_factory=list)  # pushed or aborted, to delete in the background
+    synced: bool = False  # reconciled with Label Studio since this state was created
     full_due: bool = False  # only the head of the current ranking is in Label Studio
-    pending: list[str] = field(default_factory=list)  # job kinds not yet done (survive restarts)
+    last_publish: float | None = None  # unix time of the last successful publish
+    last_publish_s: float | None = None  # its duration
+    pending: list[str] = field(default_factory=list)  # job kinds not yet done (pending.json)
+    problems: list[str] = field(default_factory=list)  # damaged files etc. (not saved; shown at /status)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
-    # ------------------------------------------------------------ queries
-
-    def unlabeled_ready(self) -> list[int]:
-        """Unlabeled tasks that have an embedding, in task id order."""
-        return sorted(t for t, info in self.tasks.items() if info.key and not info.labeled)
-
     def counts(self) -> dict[str, int]:
-        infos = self.tasks.values()
+        """How many tasks, embedded, labeled and failed."""
+        with self.lock:
+            infos = list(self.tasks.values())
         return {
-            "tasks": len(self.tasks),
+            "tasks": len(infos),
             "embedded": sum(1 for i in infos if i.key),
             "labeled": sum(1 for i in infos if i.labeled),
             "failed": sum(1 for i in infos if i.error),
         }
 
     def errors(self) -> dict[int, str]:
-        return {t: i.error for t, i in sorted(self.tasks.items()) if i.error}
+        """Per-task errors, by task id."""
+        with self.lock:
+            return {t: i.error for t, i in sorted(self.tasks.items()) if i.error}
+
+    def scores(self) -> dict[int, float]:
+        """Each queued task's published score (position / pool size; lowest = most valuable)."""
+        with self.lock:
+            n = len(self.queue)
+            return {tid: (pos + 1) / n for pos, tid in enumerate(self.queue)}
 
     # ------------------------------------------------------------ storage
 
     def to_json(self) -> dict[str, Any]:
+        """The saved form (no pending work, no problems, no lock)."""
         return {
             "pid": self.pid,
             "image_key": self.image_key,
@@ -69,13 +87,18 @@ class ProjectState:
             "annotation_task": {str(a): t for a, t in self.annotation_task.items()},
             "encoder_version": self.encoder_version,
             "published_version": self.published_version,
+            "complete_version": self.complete_version,
+            "queue": self.queue,
             "stale_versions": self.stale_versions,
             "synced": self.synced,
             "full_due": self.full_due,
+            "last_publish": self.last_publish,
+            "last_publish_s": self.last_publish_s,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "ProjectState":
+        """Inverse of :meth:`to_json`; raises ValueError/TypeError/KeyError on a malformed dict."""
         return cls(
             pid=int(raw["pid"]),
             image_key=raw.get("image_key"),
@@ -83,9 +106,13 @@ class ProjectState:
             annotation_task={int(a): int(t) for a, t in raw.get("annotation_task", {}).items()},
             encoder_version=raw.get("encoder_version"),
             published_version=raw.get("published_version"),
+            complete_version=raw.get("complete_version"),
+            queue=[int(t) for t in raw.get("queue", [])],
             stale_versions=list(raw.get("stale_versions", [])),
             synced=bool(raw.get("synced", False)),
             full_due=bool(raw.get("full_due", False)),
+            last_publish=raw.get("last_publish"),
+            last_publish_s=raw.get("last_publish_s"),
         )
 
 
@@ -99,24 +126,71 @@ class StateStore:
         self._lock = threading.Lock()
 
     def folder(self, pid: int) -> Path:
+        """``MODEL_DIR/projects/<pid>``."""
         return self.root / str(int(pid))
 
+    def exists(self, pid: int) -> bool:
+        """True for a project this backend was set up for (its state is on disk or in memory)."""
+        with self._lock:
+            if pid in self._cache:
+                return True
+        folder = self.folder(pid)
+        return any((folder / n).exists() for n in ("state.json", "pending.json", "state.json.damaged"))
+
     def get(self, pid: int) -> ProjectState:
+        """The project's state: loaded once, then shared; a damaged file is set aside and reported."""
         with self._lock:
             if pid not in self._cache:
-                path = self.folder(pid) / "state.json"
-                state = ProjectState.from_json(json.loads(path.read_text())) if path.is_file() else ProjectState(pid)
-                pending = self.folder(pid) / "pending.json"
-                if pending.is_file():
-                    state.pending = list(json.loads(pending.read_text()))
-                self._cache[pid] = state
+                self._cache[pid] = self._load(pid)
             return self._cache[pid]
 
+    def _load(self, pid: int) -> ProjectState:
+        folder = self.folder(pid)
+        path, problems = folder / "state.json", []
+        state = ProjectState(pid)
+        if path.is_file():
+            try:
+                state = ProjectState.from_json(json.loads(path.read_text()))
+                if state.pid != pid:
+                    raise ValueError(f"it belongs to project {state.pid}")
+            except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
+                try:
+                    os.replace(path, path.with_name("state.json.damaged"))
+                except OSError as move:
+                    log.error("project %s: cannot move the damaged state.json aside: %s", pid, move)
+                state = ProjectState(pid)
+                problems.append(
+                    f"projects/{pid}/state.json was unreadable ({type(exc).__name__}: {str(exc)[:120]}); "
+                    f"it was moved to projects/{pid}/state.json.damaged and the state is being rebuilt from "
+                    "Label Studio (cached embeddings are reused); delete the .damaged file once the project is healthy"
+                )
+        elif (folder / "state.json.damaged").exists():
+            problems.append(f"projects/{pid}/state.json.damaged is an earlier damaged state; the state was rebuilt")
+        pending = folder / "pending.json"
+        if pending.is_file():
+            try:
+                raw = json.loads(pending.read_text())
+                if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
+                    raise ValueError("not a list of job names")
+                state.pending = list(raw)
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                state.pending = ["sync"]
+                problems.append(
+                    f"projects/{pid}/pending.json was unreadable ({str(exc)[:80]}); ignored: a full "
+                    "reconciliation with Label Studio replaces it"
+                )
+        for p in problems:
+            log.error("project %s: %s", pid, p)
+        state.problems = problems
+        if problems:
+            state.synced = False
+        return state
+
     def known_projects(self) -> list[int]:
-        return sorted(
-            int(p.name) for p in self.root.iterdir()
-            if p.name.isdigit() and ((p / "state.json").is_file() or (p / "pending.json").is_file())
-        )
+        """Projects with a state on disk or in memory, in id order."""
+        on_disk = {int(p.name) for p in self.root.iterdir() if p.name.isdigit() and self.exists(int(p.name))}
+        with self._lock:
+            return sorted(on_disk | set(self._cache))
 
     def save(self, state: ProjectState) -> None:
         """Write the whole state (tasks included: done by the background jobs)."""
@@ -126,17 +200,22 @@ class StateStore:
         self.save_pending(state)
 
     def save_pending(self, state: ProjectState) -> None:
-        """Write only the pending job kinds: small and fast, fit for the webhook path."""
+        """Write only the pending job kinds: small and fast, fit for the webhook path.
+
+        Not fsynced (an fsync took up to 200 ms on a busy disk, inside Label Studio's 1 s webhook call):
+        it survives the process being killed; work lost to an OS crash is found by the reconciliation.
+        """
         with state.lock:
             data = json.dumps(state.pending)
-        self._write(state.pid, "pending.json", data)
+        self._write(state.pid, "pending.json", data, sync=False)
 
-    def _write(self, pid: int, name: str, data: str) -> None:
+    def _write(self, pid: int, name: str, data: str, *, sync: bool = True) -> None:
         folder = self.folder(pid)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"{name}.{threading.get_ident()}.tmp"
+        tmp = folder / f"{name}.{threading.get_ident()}.{time.monotonic_ns()}.tmp"
         with open(tmp, "w") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         tmp.replace(folder / name)

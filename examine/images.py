@@ -336,6 +336,8 @@ def _pillow_to_rgb(
         im.draft(None, (2 * w, 2 * h))
     im.load()
     ImageOps.exif_transpose(im, in_place=True)
+    if max_side is not None:
+        im = _reduce_in_bands(im, max_side)
     if im.mode in _HIGH_DEPTH_MODES:
         return _array_to_rgb(np.asarray(im), label, window)
     if im.mode in _ALPHA_MODES or "transparency" in im.info:
@@ -345,6 +347,42 @@ def _pillow_to_rgb(
     else:
         rgb = np.asarray(im.convert("RGB"))
     return rgb if window is None else window_to_uint8(rgb, window)
+
+
+# Modes Pillow's ``reduce`` accepts, and what the others are converted to (band by band) first.
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "I", "F", "CMYK", "YCbCr"})
+_BAND_PIXELS = 1 << 22  # pixels converted at a time while reducing (~16 MB as RGBA)
+
+
+def _reduce_in_bands(im: Image.Image, max_side: int) -> Image.Image:
+    """Shrink a decoded image by an integer factor (keeping ≥ 2× ``max_side``) before any mode
+    conversion, a band of rows at a time: memory stays at the decoded size plus one small band.
+
+    A 1-bit or palette image of 11,000² pixels decodes to 121 MB; converting it whole to RGB
+    (4 bytes per pixel in Pillow) and then to an array would cost about 1.2 GB more.
+    """
+    factor = max(im.size) // (2 * max_side)
+    if factor < 2:
+        return im
+    if im.mode in _REDUCIBLE_MODES:
+        target = im.mode
+    elif im.mode in _HIGH_DEPTH_MODES:
+        target = "I"
+    elif im.mode in _ALPHA_MODES or "transparency" in im.info:
+        target = "RGBA"
+    elif im.mode == "1":
+        target = "L"
+    else:
+        target = "RGB"
+    w, h = im.size
+    out = Image.new(target, (max(1, w // factor), max(1, h // factor)))
+    rows = max(1, _BAND_PIXELS // max(1, w) // factor) * factor
+    for y in range(0, out.size[1] * factor, rows):
+        band = im.crop((0, y, out.size[0] * factor, min(y + rows, out.size[1] * factor)))
+        if band.mode != target:
+            band = band.convert(target)
+        out.paste(band.reduce(factor), (0, y // factor))
+    return out
 
 
 def _open_pillow(fh: IO[bytes]) -> Image.Image:

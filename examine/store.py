@@ -6,6 +6,12 @@ on disk) and ``meta.json``. Append-only: a row, once written, never changes, so
 readers need no lock and always see a consistent prefix; a file lock keeps
 writers (there should be one) from interleaving. A crash between the two
 appends leaves an orphan vector past the last key, which the next writer cuts.
+
+Damage is detected when the store is opened: a ``vectors.f32`` shorter than its keys
+(truncated copy, full disk) or a ``keys.tsv`` with lines that are not keys loses the
+rows past the last complete one (their images are simply embedded again), and an
+unreadable ``meta.json`` is rewritten; ``repaired`` says what was done. A dimension
+mismatch is refused (StoreError naming the file), never "repaired".
 """
 
 from __future__ import annotations
@@ -44,15 +50,64 @@ class EmbeddingStore:
         self._vectors = self.folder / "vectors.f32"
         self._keys = self.folder / "keys.tsv"
         self._meta = self.folder / "meta.json"
-        if self._meta.is_file():
-            saved = json.loads(self._meta.read_text())
-            if saved.get("dim") != self.dim:
-                raise StoreError(f"{self.folder}: stored dim {saved.get('dim')} differs from the encoder's {self.dim}")
-        else:
+        self.repaired: list[str] = []  # what opening the store had to repair (empty: nothing)
+        saved = self._read_meta()
+        if saved is not None and saved.get("dim") != self.dim:
+            raise StoreError(
+                f"{self._meta}: stored dim {saved.get('dim')} differs from the encoder's {self.dim}; "
+                "this folder belongs to another encoder: move it away"
+            )
+        if saved is None:
             self._meta.write_text(json.dumps({"version": version, "dim": self.dim}))
         self._index: dict[str, int] = {}
         self._keys_read = 0  # bytes of keys.tsv already parsed
+        self._repair()
         self.refresh()
+
+    def _read_meta(self) -> dict | None:
+        """``meta.json`` as a dict; None when absent; an unreadable one is noted and rewritten."""
+        if not self._meta.is_file():
+            return None
+        try:
+            saved = json.loads(self._meta.read_text())
+            if isinstance(saved, dict) and isinstance(saved.get("dim"), int):
+                return saved
+        except (ValueError, UnicodeDecodeError):
+            pass
+        self.repaired.append(f"{self._meta} was unreadable and was rewritten")
+        return None
+
+    def _repair(self) -> None:
+        """Cut ``keys.tsv`` and ``vectors.f32`` to their longest consistent prefix (under the writer lock)."""
+        if not self._keys.is_file():
+            return
+        with open(self.folder / "write.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                raw = self._keys.read_bytes()
+                lines = raw[: raw.rfind(b"\n") + 1].split(b"\n")[:-1] if raw else []
+                good = 0
+                for line in lines:
+                    if not _SHA.match(line.decode("ascii", "replace")):
+                        break
+                    good += 1
+                row = self.dim * 4
+                size = self._vectors.stat().st_size if self._vectors.is_file() else 0
+                complete = min(good, size // row)
+                if complete < len(lines) or (raw and not raw.endswith(b"\n")):
+                    keep = b"".join(line + b"\n" for line in lines[:complete])
+                    tmp = self._keys.with_name("keys.tsv.repair")
+                    tmp.write_bytes(keep)
+                    os.replace(tmp, self._keys)
+                    self.repaired.append(
+                        f"{self.folder}: {len(lines) - complete} of {len(lines)} rows were damaged "
+                        f"(vectors.f32 holds {size} bytes, keys.tsv {good} valid keys) and were dropped; "
+                        "their images are embedded again"
+                    )
+                if size > complete * row:
+                    os.truncate(self._vectors, complete * row)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # ----------------------------------------------------------- reading
 
@@ -90,6 +145,12 @@ class EmbeddingStore:
         n = len(self._index)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        size = self._vectors.stat().st_size if self._vectors.is_file() else 0
+        if size < n * self.dim * 4:
+            raise StoreError(
+                f"{self._vectors} holds {size} bytes, fewer than its {n} keys need ({n * self.dim * 4}): "
+                "the file was truncated; open the store again to drop the damaged rows"
+            )
         return np.memmap(self._vectors, dtype=np.float32, mode="r", shape=(n, self.dim))
 
     def get(self, keys: Sequence[str]) -> np.ndarray:

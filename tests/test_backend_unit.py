@@ -10,9 +10,12 @@ import time
 import pytest
 
 from backend.app import create_app
+from backend.fetch import ImageFetcher
 from backend.jobs import JobQueue
-from backend.model import ProjectModel, annotation_label, image_key_from_config, project_id
+from backend.payload import BadRequest, annotation_label, image_key_from_config, project_id
 from backend.settings import Settings
+from backend.state import TaskInfo
+from backend.worker import ProjectWorker
 from examine.images import ImageLoadError
 
 CONFIG = '<View><Image name="img" value="$picture"/><Choices name="c" toName="img"><Choice value="x"/></Choices></View>'
@@ -22,6 +25,15 @@ def make_app(tmp_path, **kw):
     settings = Settings(model_dir=tmp_path, **kw)
     app = create_app(settings, start=False)
     return app, app.config["EXAMINE_BACKEND"]
+
+
+def known(backend, pid, *tids):
+    """Make a project known (as after a verified /setup), with some tasks."""
+    state = backend.states.get(pid)
+    for t in tids:
+        state.tasks[t] = TaskInfo(uri=f"/data/upload/{pid}/{t}.png")
+    backend.states.save(state)
+    return state
 
 
 def basic(user, pw):
@@ -55,6 +67,7 @@ def test_malformed_requests_get_400_with_the_reason(tmp_path, route, body, words
 
 def test_webhook_answers_fast_and_queues_one_rerank(tmp_path):
     app, backend = make_app(tmp_path)
+    known(backend, 3, 5)
     c = app.test_client()
     payload = {"action": "ANNOTATION_CREATED", "project": {"id": 3},
                "annotation": {"id": 11, "task": 5, "result": [{"value": {"choices": ["tumour"]}}]},
@@ -75,28 +88,62 @@ def test_webhook_without_project_is_ignored(tmp_path):
     assert r.status_code == 200 and r.get_json()["status"] == "ignored"
 
 
-def test_setup_answers_a_version_and_never_logs_the_token(tmp_path, caplog):
+def test_setup_of_a_project_label_studio_cannot_confirm_is_refused_and_never_logs_the_token(tmp_path, caplog):
     app, backend = make_app(tmp_path)
     secret = "0123456789abcdef0123456789abcdef01234567"
     with caplog.at_level(logging.DEBUG):
         r = app.test_client().post("/setup", json={"project": "7.1795638417", "schema": CONFIG,
                                                   "hostname": "http://127.0.0.1:1", "access_token": secret})
-    assert r.status_code == 200 and r.get_json()["model_version"]
+    assert r.status_code == 502 and "verify project 7" in r.get_json()["error"]
     assert secret not in caplog.text
-    assert backend.states.get(7).image_key == "picture"
-    assert {"sync", "embed", "rank"} <= backend.jobs.pending(7)
+    assert not (tmp_path / "projects" / "7").exists() and not backend.states.exists(7)
+    r = app.test_client().post("/setup", json={"project": 7, "schema": CONFIG})
+    assert r.status_code == 403 and "no Label Studio is configured" in r.get_json()["error"]
 
 
 def test_pending_work_survives_a_restart(tmp_path):
     app, backend = make_app(tmp_path)
+    known(backend, 4, 1)
     app.test_client().post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 4}, "tasks": [{"id": 1}]})
     _, again = make_app(tmp_path)
     assert again.states.get(4).pending == ["rank"]
 
 
+def test_forged_events_for_unknown_projects_and_tasks_change_nothing(tmp_path):
+    app, backend = make_app(tmp_path)
+    c = app.test_client()
+    for pid in range(100, 130):
+        r = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": pid,
+                                     "annotation": {"id": 1, "task": 1, "result": []}})
+        assert r.status_code == 200 and r.get_json()["status"] == "ignored"
+    assert list((tmp_path / "projects").iterdir()) == []
+    state = known(backend, 2, 8)
+    r = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": 2,
+                                 "annotation": {"id": 5, "task": 999, "result": []}})
+    assert r.status_code == 201 and 999 not in state.tasks and backend.jobs.pending(2) == {"sync"}
+    c.post("/webhook", json={"action": "TASKS_DELETED", "project": 2, "tasks": [{"id": 12345}]})
+    assert set(state.tasks) == {8}
+
+
+def test_damaged_state_of_one_project_is_set_aside_and_named(tmp_path):
+    _, backend = make_app(tmp_path)
+    known(backend, 1, 10)
+    known(backend, 2, 20)
+    (tmp_path / "projects" / "1" / "state.json").write_text('{"pid": 1, "tasks": {"10": {"ur')
+    (tmp_path / "projects" / "2" / "pending.json").write_bytes(b"\x00garbage")
+    app, again = make_app(tmp_path)  # boots
+    s1, s2 = again.states.get(1), again.states.get(2)
+    assert s1.tasks == {} and not s1.synced and "projects/1/state.json" in s1.problems[0]
+    assert (tmp_path / "projects" / "1" / "state.json.damaged").is_file()
+    assert set(s2.tasks) == {20} and s2.pending == ["sync"] and "projects/2/pending.json" in s2.problems[0]
+    st = app.test_client().get("/projects/1/status").get_json()
+    assert "state.json" in st["problems"][0] and str(tmp_path) not in str(st)
+    assert app.test_client().get("/projects/2/status").get_json()["counts"]["tasks"] == 1
+
+
 def test_tasks_without_an_image_are_reported(tmp_path):
     _, backend = make_app(tmp_path)
-    model = ProjectModel(backend, 1)
+    model = ProjectWorker(backend, 1)
     model.state.image_key = "image"
     model._learn_tasks([{"id": 9, "data": {"text": "hello"}}])
     err = model.state.tasks[9].error
@@ -108,12 +155,11 @@ def test_local_files_cannot_escape_the_data_roots(tmp_path):
     (root / "a").mkdir(parents=True)
     (root / "a" / "x.png").write_bytes(b"x")
     (tmp_path / "secret.png").write_bytes(b"s")
-    _, backend = make_app(tmp_path / "model", data_roots=(root,))
-    model = ProjectModel(backend, 1)
-    assert model._local_path("/data/local-files/?d=a/x.png") == (root / "a" / "x.png").resolve()
+    fetcher = ImageFetcher(Settings(model_dir=tmp_path / "model", data_roots=(root,)), None)
+    assert fetcher.local_path("/data/local-files/?d=a/x.png") == (root / "a" / "x.png").resolve()
     with pytest.raises(ImageLoadError, match="escapes"):
-        model._local_path("/data/local-files/?d=../secret.png")
-    assert model._local_path("/data/upload/1/x.png") is None
+        fetcher.local_path("/data/local-files/?d=../secret.png")
+    assert fetcher.local_path("/data/upload/1/x.png") is None
 
 
 def test_payload_helpers():
@@ -121,6 +167,11 @@ def test_payload_helpers():
     assert image_key_from_config(CONFIG) == "picture"
     assert image_key_from_config("<View><Text name='t' value='$text'/></View>") is None
     assert image_key_from_config("not xml") is None
+    with pytest.raises(BadRequest, match="string"):
+        image_key_from_config(42)
+    for bad in (None, True, "abc", 0, -1, 10**300, "1e5", 1.5):
+        with pytest.raises(BadRequest):
+            project_id(bad)
     assert annotation_label({"result": [{"value": {"rectanglelabels": ["cell"]}}]}) == "cell"
     assert annotation_label({"was_cancelled": True, "result": [{"value": {"choices": ["x"]}}]}) is None
     assert annotation_label({"result": []}) is None
@@ -164,6 +215,7 @@ def test_job_queue_coalesces_a_burst():
 
 def test_annotation_deletion_is_resolved_in_the_background(tmp_path):
     app, backend = make_app(tmp_path)
+    known(backend, 2, 8)
     c = app.test_client()
     created = {"action": "ANNOTATION_CREATED", "project": {"id": 2},
                "annotation": {"id": 31, "task": 8, "result": [{"value": {"choices": ["a"]}}]}, "task": {"id": 8}}
@@ -173,3 +225,127 @@ def test_annotation_deletion_is_resolved_in_the_background(tmp_path):
     assert r.status_code == 201 and time.perf_counter() - t0 < 0.1
     assert backend.jobs.pending(2) == {"sync", "rank"}
     assert 31 not in backend.states.get(2).annotation_task and backend.states.get(2).tasks[8].label is None
+
+
+def test_failed_jobs_are_retried_with_backoff_never_dropped():
+    calls = []
+
+    def runner(pid, kinds):
+        calls.append((time.monotonic(), kinds))
+        if len(calls) < 3:
+            raise ConnectionError("Label Studio is down")
+
+    q = JobQueue(runner, debounce_s=0.01, retry_base_s=0.1, retry_max_s=0.2)
+    q.start()
+    q.submit(1, ["sync", "rank"])
+    end = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < end:
+        time.sleep(0.02)
+    assert q.wait_idle(5)
+    q.stop()
+    assert [k for _, k in calls] == [["sync", "rank"]] * 3 and q.retries == 2
+    assert calls[2][0] - calls[1][0] >= 0.19 and not q.retrying(1)
+
+
+def test_a_continuous_event_stream_is_ranked_within_the_max_wait():
+    runs = []
+    q = JobQueue(lambda pid, kinds: runs.append(time.monotonic()), debounce_s=0.3, max_wait_s=0.6)
+    q.start()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 1.5:  # an event every 0.1 s: the debounce alone would never fire
+        q.submit(1, ["rank"])
+        time.sleep(0.1)
+    q.stop()
+    assert runs and runs[0] - t0 < 0.9
+
+
+def test_metrics_are_prometheus_text(tmp_path):
+    app, backend = make_app(tmp_path)
+    known(backend, 6, 1, 2)
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'examine_tasks{project="6"} 2.0' in text and "examine_job_retries_total 0.0" in text
+    assert "examine_jobs_pending" in text and "examine_last_publish" in text
+
+
+def test_versions_and_health_show_no_paths(tmp_path):
+    app, _ = make_app(tmp_path)
+    c = app.test_client()
+    assert str(tmp_path) not in c.get("/versions").get_data(as_text=True)
+    assert c.get("/health").get_json() == {"status": "UP"}
+
+
+def test_damaged_encoder_is_set_aside_and_reported(tmp_path):
+    from examine.encoder import EncoderConfig, create_encoder
+
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
+    weights = tmp_path / "encoder" / "encoder.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    _, backend = make_app(tmp_path)
+    assert backend.encoder(1) is None  # → a new one is pretrained by the next job
+    assert (tmp_path / "encoder.damaged").is_dir() and not (tmp_path / "encoder").exists()
+    assert "MODEL_DIR/encoder could not be loaded" in backend.problems[0] and str(tmp_path) not in backend.problems[0]
+
+
+class _FakeLabelStudio:
+    """A stand-in for the REST client (unit level only; the e2e tests use a real Label Studio)."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+        self.imported: list[list[dict]] = []
+        self.versions: set[str] = set()
+        self.project = {"id": 1, "label_config": CONFIG, "model_version": ""}
+
+    def get_project(self, pid):
+        return self.project
+
+    def iter_tasks(self, pid, page_size=1000):
+        return [{"id": t, "data": {"picture": f"/data/upload/1/{t}.png"}, "total_annotations": 0} for t in self.tasks]
+
+    def list_ml_backends(self, pid):
+        return []
+
+    def list_webhooks(self, pid):
+        return []
+
+    def list_model_versions(self, pid):
+        return {v: 1 for v in self.versions}
+
+    def import_predictions(self, pid, preds, batch_size=0):
+        from backend.labelstudio import LabelStudioError
+
+        self.versions.add(preds[0]["model_version"])  # as if part of it had been stored
+        if any(p["task"] not in self.tasks for p in preds):
+            raise LabelStudioError("POST /api/projects/1/import/predictions -> 400: task does not exist", status=400)
+        self.imported.append(preds)
+        return len(preds)
+
+    def update_project(self, pid, **fields):
+        self.project.update(fields)
+
+    def list_views(self, pid):
+        return [{"data": {"title": "EXAMINE priority"}}]
+
+
+def test_a_full_publish_that_hits_a_deleted_task_reconciles_and_recovers(tmp_path):
+    import hashlib
+
+    import numpy as np
+
+    from examine.encoder import EncoderConfig, create_encoder
+
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
+    _, backend = make_app(tmp_path)
+    enc = backend.encoder(1)
+    store = backend.workspace.store(enc)
+    state = known(backend, 1, *range(1, 7))
+    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, 7)]
+    store.add(keys, np.random.default_rng(0).normal(size=(6, enc.dim)))
+    for t, k in zip(range(1, 7), keys):
+        state.tasks[t].key = k
+    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
+    fake = _FakeLabelStudio(tasks=[1, 2, 3, 4, 5])  # task 6 was deleted while events were missed
+    backend._clients[(1, "api")] = fake
+    ProjectWorker(backend, 1).publish_full()
+    assert [sorted(p["task"] for p in batch) for batch in fake.imported] == [[1, 2, 3, 4, 5]]
+    assert 6 not in state.tasks and state.complete_version == fake.project["model_version"]
+    assert len(state.stale_versions) == 1  # the aborted version, for the janitor to clean up

@@ -84,3 +84,24 @@ def test_bad_version_and_dim_mismatch(tmp_path):
 def test_missing_key_is_named(tmp_path):
     with pytest.raises(KeyError, match=key(9)):
         EmbeddingStore(tmp_path, "v", 2).get([key(9)])
+
+
+def test_truncated_vectors_and_garbage_files_are_repaired(tmp_path):
+    s = EmbeddingStore(tmp_path, "enc-v1", 4)
+    s.add([key(i) for i in range(5)], np.arange(20, dtype=np.float32).reshape(5, 4))
+    vec = tmp_path / "enc-v1" / "vectors.f32"
+    with open(vec, "r+b") as fh:  # a truncated copy: 2.5 rows left
+        fh.truncate(40)
+    with pytest.raises(StoreError, match="truncated"):
+        s.matrix()
+    (tmp_path / "enc-v1" / "meta.json").write_text("{garbage")
+    again = EmbeddingStore(tmp_path, "enc-v1", 4)
+    assert len(again) == 2 and again.repaired and any("meta.json" in r for r in again.repaired)
+    np.testing.assert_array_equal(again.get([key(1)]), [[4, 5, 6, 7]])
+    assert again.add([key(i) for i in range(5)], np.ones((5, 4))) == 3  # the lost rows come back
+    keys = tmp_path / "enc-v1" / "keys.tsv"
+    keys.write_bytes(keys.read_bytes() + b"not-a-key\n")
+    third = EmbeddingStore(tmp_path, "enc-v1", 4)
+    assert len(third) == 5 and third.repaired and EmbeddingStore(tmp_path, "enc-v1", 4).repaired == []
+    with pytest.raises(StoreError, match="meta.json"):
+        EmbeddingStore(tmp_path, "enc-v1", 8)

@@ -1,0 +1,81 @@
+"""Housekeeping that must never compete with annotators: full publish, periodic reconcile, cleanup.
+
+Label Studio on SQLite holds its write lock while it deletes a version (~70 s for
+20,000 predictions) or imports a batch, and ``/next`` waits for it. So after a
+re-rank only the head of the queue is pushed; the janitor queues the full ranking
+once the project has been quiet for ``EXAMINE_FULL_PUBLISH_IDLE_S``, queues a
+reconciliation every ``EXAMINE_RECONCILE_S`` (missed events are caught up), and
+deletes superseded or aborted versions one at a time after ``EXAMINE_CLEANUP_IDLE_S``
+without events. It never deletes the project's current version nor the last
+complete one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from backend.labelstudio import LabelStudioError
+
+if TYPE_CHECKING:
+    from backend.runtime import Backend
+
+log = logging.getLogger(__name__)
+
+
+class Janitor(threading.Thread):
+    """One daemon thread looking at every known project each ``tick`` seconds."""
+
+    def __init__(self, backend: Backend, tick: float = 1.0):
+        super().__init__(name="examine-janitor", daemon=True)
+        self.backend = backend
+        self.tick = tick
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current step."""
+        self._stop_event.set()
+
+    def run(self) -> None:
+        """Loop until stopped; a failing project is logged and retried on the next tick."""
+        while not self._stop_event.wait(self.tick):
+            for pid in self.backend.states.known_projects():
+                try:
+                    self.housekeep(pid)
+                except Exception:  # keep the janitor alive
+                    log.exception("project %s: housekeeping failed", pid)
+
+    def housekeep(self, pid: int) -> None:
+        """One look at one project: at most one action."""
+        backend, s = self.backend, self.backend.settings
+        if not backend.has_credentials(pid) or not backend.jobs.idle(pid) or backend.jobs.retrying(pid):
+            return
+        quiet = backend.quiet_for(pid)
+        state = backend.states.get(pid)
+        if state.full_due and quiet >= s.full_publish_idle_s:
+            backend.submit(pid, ["full"], event=False)
+            return
+        last = backend.last_reconcile.get(pid)
+        if last is not None and time.monotonic() - last >= s.reconcile_s:
+            backend.last_reconcile[pid] = time.monotonic()
+            backend.submit(pid, ["sync"], event=False)
+            return
+        with state.lock:
+            keep = {state.published_version, state.complete_version}
+            stale = [v for v in state.stale_versions if v not in keep]
+        if not stale or quiet < s.cleanup_idle_s or not backend.jobs.idle():
+            return
+        version = stale[0]
+        try:
+            n = backend.client(pid).delete_model_version(pid, version)
+            log.info("project %s: deleted %d predictions of superseded version %s", pid, n, version)
+        except LabelStudioError as exc:
+            if exc.status != 404:
+                log.warning("project %s: could not delete version %s yet (%s); will retry", pid, version, exc)
+                return
+            log.info("project %s: version %s has no predictions in Label Studio", pid, version)
+        with state.lock:
+            state.stale_versions = [v for v in state.stale_versions if v != version]
+        backend.states.save(state)

@@ -1,0 +1,131 @@
+"""Reading what Label Studio sends: ids, label configs, annotations, URIs, JSON bodies.
+
+Every reader either returns a clean value or raises :class:`BadRequest` saying
+what is wrong, so a malformed request is answered 400, never 500.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "BadRequest", "MAX_ID", "VERSION_PREFIX", "annotation_label", "display_uri", "guess_image_key",
+    "image_key_from_config", "new_version", "parse_id", "parse_json_object", "project_id",
+]
+
+VERSION_PREFIX = "examine-"
+#: Label Studio ids are 64-bit database keys.
+MAX_ID = 2**63 - 1
+
+
+class BadRequest(ValueError):
+    """The request is not what Label Studio sends; answered with 400 and this message."""
+
+
+def parse_id(value: Any, what: str) -> int:
+    """A positive 64-bit id from an int or a decimal string; BadRequest naming ``what`` otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise BadRequest(f"{what} must be a positive integer, got {value!r}")
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 20:
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise BadRequest(f"{what} must be a positive integer, got {_short(value)}")
+    if not 1 <= value <= MAX_ID:
+        raise BadRequest(f"{what} must be between 1 and 2^63-1, got {_short(value)}")
+    return value
+
+
+def project_id(value: Any) -> int:
+    """Label Studio sends projects as ``1``, ``"1"``, ``"1.1795638417"`` (id.timestamp) or ``{"id": 1}``."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, str) and "." in value:
+        value = value.split(".", 1)[0]
+    return parse_id(value, "project id")
+
+
+def task_ref(value: Any, what: str = "task") -> int:
+    """A task (or annotation) id given as an id or as an object with ``id``."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return parse_id(value, what)
+
+
+def image_key_from_config(label_config: Any) -> str | None:
+    """The task data key the labeling config shows as an image (``<Image value="$image"/>``)."""
+    if label_config is None or label_config == "":
+        return None
+    if not isinstance(label_config, str):
+        raise BadRequest(f"the label config ('schema') must be a string of XML, got {type(label_config).__name__}")
+    try:
+        root = ET.fromstring(label_config)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        value = el.attrib.get("value", "")
+        if el.tag == "Image" and value.startswith("$"):
+            return value[1:]
+    return None
+
+
+def annotation_label(annotation: Any) -> str | None:
+    """The first class label in an annotation's result (choices, labels, rectanglelabels, …)."""
+    if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
+        return None
+    result = annotation.get("result")
+    for item in result if isinstance(result, list) else []:
+        value = item.get("value") if isinstance(item, dict) else None
+        for key, v in (value.items() if isinstance(value, dict) else ()):
+            if key in ("choices", "labels") or key.endswith("labels"):
+                if isinstance(v, list) and v:
+                    return str(v[0])
+    return None
+
+
+def guess_image_key(data: dict) -> str | None:
+    """The first task data key whose value looks like an image reference."""
+    for k, v in data.items():
+        if isinstance(v, str) and v.startswith(("/data/", "http://", "https://", "s3://", "gs://", "azure-blob://")):
+            return k
+    return None
+
+
+def display_uri(uri: str) -> str:
+    """A URI safe for logs and /status: no query string (presigned URLs sign it) and no user info."""
+    parts = urlsplit(uri)
+    if parts.scheme and parts.netloc:
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if parts.query and "/data/local-files/" in uri:
+        return uri  # d=<relative path> is the file's name, not a secret
+    return urlunsplit(("", "", parts.path, "", ""))
+
+
+def new_version() -> str:
+    """A fresh model_version name (UTC time to the microsecond)."""
+    return VERSION_PREFIX + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object body; BadRequest for anything else (invalid JSON, other types, absurd nesting)."""
+    if not raw:
+        raise BadRequest("expected a JSON object body, got an empty body")
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply") from None
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON ({str(exc)[:100]})") from None
+    if not isinstance(body, dict):
+        raise BadRequest(f"expected a JSON object body, got a JSON {type(body).__name__}")
+    return body
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

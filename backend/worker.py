@@ -1,0 +1,482 @@
+"""The worker side of one project: reconcile, pretrain, embed, rank, publish, train.
+
+Every job here runs on the background worker (never on a request thread) and is
+idempotent, so the queue can retry it after any failure:
+
+- **reconcile** (job ``sync``) compares what Label Studio has — tasks, annotations,
+  the project's model_version, our webhook and its auth header, prediction
+  versions — with the state and repairs the difference; it returns the follow-up
+  work it found necessary (embed new tasks, re-rank, re-publish);
+- **embed** embeds tasks without a vector in the store (new, or lost to a damaged store);
+- **rank** re-ranks from stored embeddings and publishes the head of the queue
+  (all of it the first time); **full** publishes the whole queue.
+
+Publishing pushes the ranking as predictions (empty ``result``; ``score`` = queue
+position / pool size, so the LOWEST score is the most valuable) under a new
+model_version, then switches the project to it. A publish Label Studio refuses
+because a task was deleted meanwhile reconciles and tries once more; an aborted
+publish's version is marked stale (the janitor deletes it). The last complete
+ranking is never marked stale until a newer one is completely in Label Studio.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from backend.fetch import ImageFetcher
+from backend.labelstudio import LabelStudio, LabelStudioError
+from backend.payload import VERSION_PREFIX, annotation_label, guess_image_key, image_key_from_config, new_version
+from backend.state import ProjectState, TaskInfo
+from examine.embed import embed_sources
+from examine.encoder import Encoder, EncoderConfig
+from examine.images import load_image
+from examine.ranking import DEFAULT_POLICY, rank
+from examine.store import EmbeddingStore, StoreError
+
+if TYPE_CHECKING:
+    from backend.runtime import Backend
+
+log = logging.getLogger(__name__)
+
+SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
+_EMBED_CHUNK = 256
+_BULK_BATCH = 20000
+# Download failures worth retrying later (the host or Label Studio was down or slow), by message.
+_TRANSIENT = re.compile(r"connection failed|connection timed out|timed out after|no complete answer within|"
+                        r"-> (5\d\d|429)|Label Studio credentials")
+
+
+def is_transient(error: str | None) -> bool:
+    """True for a task error that a later attempt may not repeat (network, 5xx, timeouts)."""
+    return bool(error) and bool(_TRANSIENT.search(error or ""))
+
+
+class ProjectWorker:
+    """The background jobs of one Label Studio project."""
+
+    def __init__(self, backend: Backend, pid: int):
+        self.backend = backend
+        self.settings = backend.settings
+        self.pid = pid
+        self.state: ProjectState = backend.states.get(pid)
+
+    def save(self) -> None:
+        """Persist the state."""
+        self.backend.states.save(self.state)
+
+    # -------------------------------------------------------------- reconcile
+
+    def reconcile(self) -> list[str]:
+        """Compare Label Studio with the state and repair; returns the follow-up job kinds."""
+        client = self.backend.client(self.pid)
+        self.backend.last_reconcile[self.pid] = time.monotonic()  # /setup calls it causes are not re-reconciled
+        try:
+            project = client.get_project(self.pid)
+        except LabelStudioError as exc:
+            if exc.status == 404:
+                self._problem(f"project {self.pid} no longer exists in Label Studio; nothing to do")
+                return []
+            raise
+        follow: set[str] = set()
+        key = image_key_from_config(project.get("label_config") if isinstance(project.get("label_config"), str) else None)
+        with self.state.lock:
+            if key != self.state.image_key:
+                self.state.image_key = key
+                follow |= {"embed", "rank"}
+            before = {t: (i.uri, i.labeled) for t, i in self.state.tasks.items()}
+        tasks = [t for t in client.iter_tasks(self.pid, page_size=5000) if isinstance(t, dict) and "id" in t]
+        self._learn_tasks(tasks)
+        store = self._store()
+        need_labels = []
+        with self.state.lock:
+            seen = set()
+            for t in tasks:
+                tid = int(t["id"])
+                seen.add(tid)
+                info = self.state.tasks[tid]
+                labeled = bool(t.get("is_labeled")) or int(t.get("total_annotations") or 0) > 0
+                if labeled and (not info.labeled or info.label is None):
+                    need_labels.append(tid)
+                info.labeled = labeled
+                if before.get(tid) != (info.uri, info.labeled):
+                    follow.add("rank")
+                if is_transient(info.error):
+                    info.error = None  # retry downloads that failed for passing reasons
+                if info.key and store is not None and info.key not in store:
+                    info.key = None
+                if info.uri and not info.key and not info.error:
+                    follow |= {"pretrain", "embed"}  # embed asks for a re-rank if it embedded any
+            for tid in set(self.state.tasks) - seen:
+                del self.state.tasks[tid]
+                follow.add("rank")
+            self.state.synced = True
+        self._ensure_webhook(client)
+        if need_labels and self._policy_uses_labels():
+            self._recheck_tasks(client, need_labels)
+        follow |= self._check_versions(client, project)
+        with self.state.lock:
+            self.state.problems = [p for p in self.state.problems if "no longer exists" not in p]
+        self.save()
+        self.backend.last_reconcile[self.pid] = time.monotonic()
+        log.info("project %s: reconciled %d tasks (%s)%s", self.pid, len(tasks), self.state.counts(),
+                 f"; follow-up: {'+'.join(sorted(follow))}" if follow else "")
+        return sorted(follow)
+
+    def _check_versions(self, client: LabelStudio, project: dict) -> set[str]:
+        """Our prediction versions in Label Studio vs the state: unknown ones are stale; a lost switch re-publishes."""
+        raw = client.list_model_versions(self.pid)
+        if isinstance(raw, dict):
+            versions = set(raw)
+        else:
+            versions = {v if isinstance(v, str) else str((v or {}).get("model_version")) for v in raw or []}
+        follow: set[str] = set()
+        with self.state.lock:
+            keep = {self.state.published_version, self.state.complete_version}
+            # Versions Label Studio no longer lists (an aborted publish that created nothing) need no cleanup.
+            self.state.stale_versions = [v for v in self.state.stale_versions if v in versions]
+            for v in sorted(versions):
+                if v.startswith(VERSION_PREFIX) and v not in keep and v not in self.state.stale_versions:
+                    self.state.stale_versions.append(v)  # an aborted publish, or one a lost state knew
+            unlabeled = any(i.key and not i.labeled for i in self.state.tasks.values())
+            if unlabeled and (self.state.published_version is None or self.state.published_version not in versions
+                              or project.get("model_version") != self.state.published_version):
+                follow.add("full" if self.state.complete_version else "rank")
+        return follow
+
+    def _ensure_webhook(self, client: LabelStudio) -> None:
+        """Our ``{backend}/webhook`` exists, is active, and carries our basic-auth header when auth is on.
+
+        Label Studio creates that webhook when the backend is connected but sends it without the
+        ML backend's credentials, so a backend that requires basic auth would answer 401 to every event.
+        """
+        header = None
+        if self.settings.auth_required:
+            import base64
+
+            token = base64.b64encode(f"{self.settings.basic_auth_user}:{self.settings.basic_auth_pass}".encode())
+            header = f"Basic {token.decode()}"
+        ours = {ml["url"].rstrip("/") + "/webhook" for ml in client.list_ml_backends(self.pid)
+                if isinstance(ml, dict) and ml.get("url")}
+        hooks = [h for h in client.list_webhooks(self.pid) if isinstance(h, dict)]
+        for url in sorted(ours):
+            mine = [h for h in hooks if h.get("url") == url]
+            if not mine:
+                client.create_webhook(self.pid, url, headers={"Authorization": header} if header else None)
+                log.info("project %s: re-created the webhook to this backend", self.pid)
+            for hook in mine:
+                headers = dict(hook.get("headers") or {})
+                fields: dict[str, Any] = {}
+                if header and headers.get("Authorization") != header:
+                    fields["headers"] = {**headers, "Authorization": header}
+                if hook.get("is_active") is False:
+                    fields["is_active"] = True
+                if fields:
+                    client.update_webhook(hook["id"], **fields)
+                    log.info("project %s: updated webhook %s (%s)", self.pid, hook["id"], ", ".join(sorted(fields)))
+
+    def _recheck_tasks(self, client: LabelStudio, task_ids: list[int]) -> None:
+        """Fetch tasks again to learn whether they are still labeled, and their labels."""
+        for tid in task_ids:
+            try:
+                task = client.get_task(tid)
+                anns = [a for a in client.list_annotations(tid) if isinstance(a, dict)]
+            except LabelStudioError as exc:
+                log.warning("project %s: cannot re-read task %s: %s", self.pid, tid, exc)
+                continue
+            with self.state.lock:
+                info = self.state.tasks.setdefault(tid, TaskInfo())
+                info.labeled = bool(anns) or bool(task.get("is_labeled"))
+                info.label = next((annotation_label(a) for a in reversed(anns) if annotation_label(a)), None)
+                for a in anns:
+                    if isinstance(a.get("id"), int):
+                        self.state.annotation_task[a["id"]] = tid
+
+    def _learn_tasks(self, tasks: list[dict]) -> None:
+        """Record tasks' image references; a task without an image is reported, not fatal."""
+        with self.state.lock:
+            for t in tasks:
+                tid = int(t["id"])
+                info = self.state.tasks.setdefault(tid, TaskInfo())
+                data = t.get("data") if isinstance(t.get("data"), dict) else {}
+                key = self.state.image_key or guess_image_key(data)
+                uri = data.get(key) if key else None
+                if not isinstance(uri, str) or not uri:
+                    info.uri, info.key = None, None
+                    info.error = (
+                        f"task {tid}: no image under data key {key!r} (task data keys: {sorted(data)}); "
+                        "the labeling config's <Image value=\"$…\"> must name the key that holds the image URL"
+                    )
+                    continue
+                if uri != info.uri:
+                    info.uri, info.key, info.error = uri, None, None
+                for ann in t.get("annotations") or []:
+                    if isinstance(ann, dict) and isinstance(ann.get("id"), int):
+                        self.state.annotation_task[ann["id"]] = tid
+                        info.label = annotation_label(ann) or info.label
+
+    # -------------------------------------------------------------- embed
+
+    def pretrain(self) -> None:
+        """Pretrain the shared MAE encoder on this project's images when no encoder exists yet."""
+        if self.backend.encoder(self.pid) is not None:
+            return
+        from examine.mae import auto_epochs, default_pretrain_config, pretrain
+
+        if self.state.encoder_version is not None:
+            self._problem(f"the encoder {self.state.encoder_version} is missing from MODEL_DIR; a new one is "
+                          "pretrained and every image embedded again", backend_wide=True)
+
+        images = self._decoded_images()
+        if len(images) < 2:
+            log.warning("project %s: %d readable images; MAE pretraining waits for more", self.pid, len(images))
+            return
+        enc_cfg = EncoderConfig(self.settings.model, img_size=self.settings.img_size)
+        _, cfg = default_pretrain_config(self.settings.device)
+        cfg = replace(cfg, epochs=self.settings.pretrain_epochs or auto_epochs(len(images)))
+        log.info("project %s: pretraining the MAE on %d images for %d epochs", self.pid, len(images), cfg.epochs)
+        pretrain(images, self.backend.workspace.encoder_dir, cfg, encoder_config=enc_cfg,
+                 device=self.settings.device, progress=False)
+
+    def embed(self) -> list[str]:
+        """Embed every task whose image has no vector in the store; asks for a re-rank when any got one."""
+        encoder = self.backend.encoder(self.pid)
+        if encoder is None:
+            return []
+        store = self._store(encoder)
+        with self.state.lock:
+            if self.state.encoder_version != encoder.version:
+                for info in self.state.tasks.values():
+                    info.key = None  # keys stay valid, but must be checked against the new store
+                self.state.encoder_version = encoder.version
+            for info in self.state.tasks.values():
+                if info.key and info.key not in store:
+                    info.key = None
+            todo = [t for t, i in sorted(self.state.tasks.items()) if i.key is None and i.uri and not i.error]
+        transient = 0
+        for start in range(0, len(todo), _EMBED_CHUNK):
+            transient += self._embed(todo[start : start + _EMBED_CHUNK], encoder)
+            self.save()
+        if transient and transient == len(todo) and not self.backend.client(self.pid).health():
+            raise LabelStudioError(f"project {self.pid}: Label Studio is unreachable; {transient} images wait")
+        with self.state.lock:
+            return ["rank"] if any(self.state.tasks[t].key for t in todo if t in self.state.tasks) else []
+
+    def _embed(self, task_ids: list[int], encoder: Encoder) -> int:
+        """Embed some tasks; returns how many failed for passing reasons (retried by the next reconcile)."""
+        store = self._store(encoder)
+        with self.state.lock:
+            items = [(t, self.state.tasks[t].uri) for t in task_ids if t in self.state.tasks and self.state.tasks[t].uri]
+        if not items:
+            return 0
+        fetcher = ImageFetcher(self.settings, self.backend.image_client(self.pid))
+        report = embed_sources([fetcher.source(t, u) for t, u in items], encoder, store,
+                               device=self.settings.device, progress=False)
+        transient = 0
+        with self.state.lock:
+            self.state.encoder_version = encoder.version
+            for (tid, _), key in zip(items, report.keys):
+                info = self.state.tasks.get(tid)
+                if info is not None and key is not None:
+                    info.key, info.error = key, None
+            for i, err in report.errors.items():
+                tid = items[i][0]
+                if tid in self.state.tasks:
+                    self.state.tasks[tid].error = f"task {tid}: {err}"
+                    transient += is_transient(str(err))
+                    log.warning("project %s: %s", self.pid, self.state.tasks[tid].error)
+        log.info("project %s: embedded %d new, %d cached, %d failed", self.pid, report.added, report.cached,
+                 len(report.errors))
+        return transient
+
+    def _decoded_images(self) -> list[np.ndarray]:
+        images = []
+        fetcher = ImageFetcher(self.settings, self.backend.image_client(self.pid))
+        with self.state.lock:
+            items = [(t, i.uri) for t, i in sorted(self.state.tasks.items()) if i.uri and not i.error]
+        for tid, uri in items:
+            try:
+                images.append(load_image(fetcher.fetch(tid, uri), item=f"task {tid}", max_side=2 * self.settings.img_size))
+            except Exception as exc:  # reported per task, training goes on
+                log.warning("project %s: task %s skipped for training: %s", self.pid, tid, exc)
+        return images
+
+    def _store(self, encoder: Encoder | None = None) -> EmbeddingStore | None:
+        """The store of the current encoder; what opening it repaired is reported."""
+        encoder = encoder or self.backend.encoder(self.pid)
+        if encoder is None:
+            return None
+        store = self.backend.workspace.store(encoder)
+        for msg in store.repaired:
+            self._problem(msg.replace(str(self.settings.model_dir), "MODEL_DIR"), backend_wide=True)
+        return store
+
+    def _problem(self, msg: str, *, backend_wide: bool = False) -> None:
+        log.error("project %s: %s", self.pid, msg)
+        target = self.backend.problems if backend_wide else self.state.problems
+        if msg not in target:
+            target.append(msg)
+            del target[:-20]
+
+    # -------------------------------------------------------------- rank and publish
+
+    def rank(self) -> None:
+        """Re-rank and publish the head of the queue (all of it the first time); the rest follows when quiet."""
+        self._rank_and_publish(full=self.state.complete_version is None)
+
+    def publish_full(self) -> None:
+        """Publish the whole ranking (scheduled by the janitor once the project is quiet, or by reconcile)."""
+        self._rank_and_publish(full=True)
+
+    def _rank_and_publish(self, *, full: bool) -> None:
+        if not self.state.synced:
+            self.reconcile()  # never publish what Label Studio has not confirmed
+        for attempt in (0, 1):
+            task_ids = self._rank()
+            if task_ids is None:
+                return
+            try:
+                self._publish(task_ids, full=full or len(task_ids) <= self.settings.head_size)
+                return
+            except LabelStudioError as exc:
+                if exc.status not in (400, 404) or attempt:
+                    raise
+                log.warning("project %s: Label Studio refused the publish (%s); reconciling (tasks deleted "
+                            "meanwhile?) and publishing again", self.pid, exc)
+                if "embed" in self.reconcile():
+                    self.embed()
+
+    def _rank(self) -> list[int] | None:
+        """Task ids of the unlabeled pool in queue order (None: nothing to rank yet)."""
+        encoder = self.backend.encoder(self.pid)
+        if encoder is None:
+            return None
+        for attempt in (0, 1):
+            store = self._store(encoder)
+            with self.state.lock:
+                lost = [i for i in self.state.tasks.values() if i.key and i.key not in store]
+            if lost:
+                self._problem(f"{len(lost)} embeddings were missing from the store (deleted or damaged); "
+                              "their images are embedded again", backend_wide=True)
+                self.embed()
+                store = self._store(encoder)
+            with self.state.lock:
+                rows = [(t, i) for t, i in sorted(self.state.tasks.items()) if i.key and i.key in store]
+            if not rows:
+                return None
+            try:
+                X = store.get([i.key for _, i in rows])
+                break
+            except StoreError as exc:  # truncated while open: reopening repairs it
+                if attempt:
+                    raise
+                log.error("project %s: %s", self.pid, exc)
+        labeled = np.array([i.labeled for _, i in rows], dtype=bool)
+        if (~labeled).sum() <= 1 or len(rows) < 2:
+            return [t for (t, i) in rows if not i.labeled]
+        labels = [i.label for _, i in rows]
+        ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy())
+        return [rows[j][0] for j in ranking.order]
+
+    def _publish(self, task_ids: list[int], *, full: bool) -> None:
+        """Push the queue (all of it, or its head) as predictions of a new version, then switch the project to it."""
+        if not task_ids:
+            return
+        client = self.backend.client(self.pid)
+        version = new_version()
+        n = len(task_ids)
+        preds = [{"task": tid, "model_version": version, "score": (pos + 1) / n, "result": []}
+                 for pos, tid in enumerate(task_ids)]
+        head = min(self.settings.head_size, n)
+        t0 = time.perf_counter()
+        try:
+            # Label Studio's bulk import costs ~13 s per request on a 20,000-task project whatever its
+            # size, one prediction ~0.07 s: a re-rank posts its head one by one; a full publish is one
+            # bulk request (done when the project is quiet, or the first time).
+            if full:
+                client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
+            else:
+                for p in preds[:head]:
+                    client.create_prediction(p)
+            fields: dict[str, Any] = {"model_version": version}
+            if self.settings.sampling in SAMPLING_LS:
+                fields["sampling"] = SAMPLING_LS[self.settings.sampling]
+            client.update_project(self.pid, **fields)
+        except Exception:
+            with self.state.lock:  # whatever of it reached Label Studio is deleted by the janitor
+                self.state.stale_versions.append(version)
+            self.backend.publish_failures += 1
+            self.save()
+            raise
+        elapsed = time.perf_counter() - t0
+        with self.state.lock:
+            previous = {self.state.published_version}
+            self.state.published_version = version
+            self.state.queue = list(task_ids)
+            self.state.last_publish, self.state.last_publish_s = time.time(), elapsed
+            if full:
+                previous.add(self.state.complete_version)
+                self.state.complete_version = version
+                self.state.full_due = False
+            else:
+                self.state.full_due = True
+            for v in sorted(v for v in previous if v and v not in (version, self.state.complete_version)):
+                if v not in self.state.stale_versions:
+                    self.state.stale_versions.append(v)
+        self.backend.publishes += 1
+        self.save()
+        log.info("project %s: %s of %d published as %s in %.2f s", self.pid, "all" if full else f"head {head}",
+                 n, version, elapsed)
+        if not self._view_exists(client):
+            client.ensure_view(self.pid, self.settings.view_title, ordering=["tasks:predictions_score"])
+
+    def _view_exists(self, client: LabelStudio) -> bool:
+        try:
+            views = client.list_views(self.pid)
+        except LabelStudioError:
+            return True
+        return any((v.get("data") or {}).get("title") == self.settings.view_title for v in views if isinstance(v, dict))
+
+    def _policy(self) -> str:
+        return self.settings.policy or DEFAULT_POLICY
+
+    def _policy_uses_labels(self) -> bool:
+        return self._policy() == "class-aware"
+
+    # -------------------------------------------------------------- training
+
+    def train(self) -> None:
+        """Continue the MAE's self-supervised training on this project's images (a new encoder version)."""
+        import copy
+        import shutil
+
+        from examine.mae import continue_config, default_pretrain_config, pretrain
+
+        encoder = self.backend.encoder(self.pid)
+        images = self._decoded_images()
+        if len(images) < 2:
+            raise RuntimeError(f"project {self.pid}: fewer than 2 readable images to train on")
+        if encoder is None:  # no encoder yet: training is the first pretraining
+            enc_cfg = EncoderConfig(self.settings.model, img_size=self.settings.img_size)
+        else:  # train a copy: the live encoder keeps serving rankings meanwhile
+            enc_cfg, encoder = encoder.config, copy.deepcopy(encoder).cpu()
+            encoder.weights_changed()
+        _, base = default_pretrain_config(self.settings.device)
+        cfg = continue_config(base, self.settings.train_epochs)
+        final = self.backend.project_encoder_dir(self.pid)
+        out = final.with_name("encoder.training")
+        if out.exists():
+            shutil.rmtree(out)
+        log.info("project %s: continuing MAE training on %d images for %d epochs", self.pid, len(images), cfg.epochs)
+        trained, losses = pretrain(images, out, cfg, encoder=encoder, encoder_config=enc_cfg,
+                                   device=self.settings.device, resume=False, progress=False)
+        if final.exists():
+            shutil.rmtree(final)
+        out.replace(final)
+        log.info("project %s: training done (loss %.4f → %.4f), encoder %s", self.pid, losses[0], losses[-1],
+                 trained.version)
