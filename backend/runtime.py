@@ -23,7 +23,7 @@ from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.settings import Settings
 from backend.state import StateStore
 from backend.worker import ProjectWorker
-from examine.encoder import Encoder, EncoderConfig, create_encoder
+from examine.encoder import Encoder, create_encoder
 from examine.ranking import POLICIES
 from examine.workspace import Workspace
 
@@ -306,7 +306,7 @@ class Backend:
                 if path.is_dir():
                     enc = Encoder.load(path)
                 else:
-                    cfg = EncoderConfig(self.settings.model, img_size=self.settings.img_size)
+                    cfg = self.settings.encoder_config()
                     enc = create_encoder(cfg, weights=path)
                 stale = [k for k in self._encoders if k.startswith(f"{path}:")]
                 for k in stale:

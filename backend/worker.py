@@ -34,7 +34,7 @@ from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import VERSION_PREFIX, annotation_label, guess_image_key, image_key_from_config, new_version
 from backend.state import ProjectState, TaskInfo
 from examine.embed import embed_sources
-from examine.encoder import Encoder, EncoderConfig
+from examine.encoder import Encoder, create_encoder, is_pretrained_name
 from examine.images import load_image
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.store import EmbeddingStore, StoreError
@@ -236,7 +236,11 @@ class ProjectWorker:
         if len(images) < 2:
             log.warning("project %s: %d readable images; MAE pretraining waits for more", self.pid, len(images))
             return
-        enc_cfg = EncoderConfig(self.settings.model, img_size=self.settings.img_size)
+        enc_cfg = self.settings.encoder_config()
+        if is_pretrained_name(enc_cfg.model):  # a named pretrained encoder: timm loads it, nothing to pretrain
+            create_encoder(enc_cfg).save(self.backend.workspace.encoder_dir)
+            log.info("project %s: using the pretrained encoder %s", self.pid, enc_cfg.model)
+            return
         _, cfg = default_pretrain_config(self.settings.device)
         cfg = replace(cfg, epochs=self.settings.pretrain_epochs or auto_epochs(len(images)))
         log.info("project %s: pretraining the MAE on %d images for %d epochs", self.pid, len(images), cfg.epochs)
@@ -462,7 +466,7 @@ class ProjectWorker:
         if len(images) < 2:
             raise RuntimeError(f"project {self.pid}: fewer than 2 readable images to train on")
         if encoder is None:  # no encoder yet: training is the first pretraining
-            enc_cfg = EncoderConfig(self.settings.model, img_size=self.settings.img_size)
+            enc_cfg = self.settings.encoder_config()
         else:  # train a copy: the live encoder keeps serving rankings meanwhile
             enc_cfg, encoder = encoder.config, copy.deepcopy(encoder).cpu()
             encoder.weights_changed()

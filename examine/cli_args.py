@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 
 from examine.encoder import EncoderConfig
-from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config
+from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, recipe_encoder_config
 
 __all__ = ["CLIError", "add_model_args", "add_pretrain_args", "encoder_config_from_args", "pretrain_config_from_args"]
 
@@ -51,20 +51,12 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
 
 
 def encoder_config_from_args(args: argparse.Namespace) -> EncoderConfig | None:
-    """The encoder asked for on the command line, filled in from the device's default recipe; None if nothing was asked."""
+    """The encoder asked for on the command line, filled in from the device's recipe; None if nothing was asked."""
     model_args = getattr(args, "model_args", None)
     if args.model is None and args.img_size is None and args.patch_size is None and args.pool is None and not model_args:
         return None
-    base, _ = default_pretrain_config(args.device)
-    model = args.model or base.model
-    same = model == base.model
-    return EncoderConfig(
-        model,
-        img_size=args.img_size or (base.img_size if same else EncoderConfig(model).img_size),
-        patch_size=args.patch_size if args.patch_size is not None else (base.patch_size if same else None),
-        pool=args.pool or (base.pool if same else EncoderConfig(model).pool),
-        model_kwargs=tuple(sorted((model_args or {}).items())),
-    )
+    return recipe_encoder_config(args.device, model=args.model, img_size=args.img_size, patch_size=args.patch_size,
+                                 pool=args.pool, model_kwargs=model_args)
 
 
 def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) -> PretrainConfig | None:

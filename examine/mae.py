@@ -24,7 +24,10 @@ from torch import nn
 from examine.device import autocast, resolve_device
 from examine.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderConfig, create_encoder
 
-__all__ = ["MAE", "PretrainConfig", "pretrain", "default_pretrain_config", "auto_epochs", "continue_config"]
+__all__ = [
+    "MAE", "PretrainConfig", "pretrain", "default_pretrain_config", "recipe_encoder_config", "auto_epochs",
+    "continue_config",
+]
 
 CHECKPOINT_NAME = "mae_checkpoint.safetensors"
 
@@ -319,6 +322,32 @@ def pretrain(
     encoder.weights_changed()
     encoder.save(out)
     return encoder, list(meta["losses"])
+
+
+def recipe_encoder_config(
+    device: str | torch.device = "auto",
+    *,
+    model: str | None = None,
+    img_size: int | None = None,
+    patch_size: int | None = None,
+    pool: str | None = None,
+    model_kwargs: dict | None = None,
+) -> EncoderConfig:
+    """The encoder a user asked for, the device's recipe filling in what was not asked.
+
+    The recipe's image size, patch size and read-out apply only to the recipe's own model; a
+    named model (e.g. ``vit_base_patch16_224.mae``) keeps its own patch size and 224 px unless told.
+    """
+    base, _ = default_pretrain_config(device)
+    chosen = model or base.model
+    same = chosen == base.model
+    return EncoderConfig(
+        chosen,
+        img_size=img_size or (base.img_size if same else 224),
+        patch_size=patch_size if patch_size is not None else (base.patch_size if same else None),
+        pool=pool or (base.pool if same else "mean"),
+        model_kwargs=tuple(sorted((model_kwargs or {}).items())),
+    )
 
 
 def auto_epochs(n_images: int, *, cuda: bool = False) -> int:

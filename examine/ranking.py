@@ -42,8 +42,8 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from examine.coverage import cluster_pool, coverage_order
-from examine.validation import as_labels, as_mask, as_matrix
 from examine.scoring import examine_scores, value_order
+from examine.validation import as_labels, as_mask, as_matrix
 
 __all__ = [
     "Ranking",

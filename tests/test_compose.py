@@ -45,7 +45,7 @@ BACKEND_SETTINGS = {
     "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LOG_LEVEL", "EXAMINE_MODEL", "EXAMINE_WEIGHTS", "EXAMINE_DEVICE",
     "EXAMINE_SAMPLING", "EXAMINE_POLICY", "ALLOWED_HOSTS", "EXAMINE_DATA_ROOTS",
 }
-OPTIONAL_SETTINGS = {"BASIC_AUTH_USER", "BASIC_AUTH_PASS", "EXAMINE_WEIGHTS", "EXAMINE_POLICY", "ALLOWED_HOSTS"}
+OPTIONAL_SETTINGS = {"BASIC_AUTH_USER", "BASIC_AUTH_PASS", "EXAMINE_MODEL", "EXAMINE_WEIGHTS", "EXAMINE_POLICY", "ALLOWED_HOSTS"}
 REQUIRED_SETTINGS = BACKEND_SETTINGS - OPTIONAL_SETTINGS
 
 # The variables an admin must put in .env; everything else has a default.
@@ -385,7 +385,7 @@ def test_backend_declares_every_setting(name, services):
 def test_backend_environment_matches_the_backend_settings(name, services):
     """Every backend setting can be set through .env, no name is misspelt, and the values parse."""
     settings = pytest.importorskip("backend.settings")
-    known = {f.metadata["env"] for f in dataclasses.fields(settings.Settings) if f.metadata.get("compose", True)}
+    known = {f.metadata["env"] for f in dataclasses.fields(settings.Settings)}
     env = environment(services[name])
     assert BACKEND_SETTINGS <= known, f"settings missing from backend/settings.py: {sorted(BACKEND_SETTINGS - known)}"
     assert not set(env) - known, f"{name} sets unknown variables {sorted(set(env) - known)}"
