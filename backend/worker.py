@@ -305,7 +305,7 @@ class ProjectWorker:
             items = [(t, i.uri) for t, i in sorted(self.state.tasks.items()) if i.uri and not i.error]
         for tid, uri in items:
             try:
-                images.append(load_image(fetcher.fetch(tid, uri), item=f"task {tid}", max_side=2 * self.settings.img_size))
+                images.append(load_image(fetcher.fetch(tid, uri), item=f"task {tid}", max_side=2 * self.settings.encoder_config().img_size))
             except Exception as exc:  # reported per task, training goes on
                 log.warning("project %s: task %s skipped for training: %s", self.pid, tid, exc)
         return images
