@@ -26,8 +26,8 @@ rows and their labels to a :class:`Ranking` of the *unlabeled* rows:
 
 Embeddings can be preprocessed first (``preprocess``): ``"none"`` (the paper's
 unspecified default), ``"center"`` (subtract the mean row), ``"l2"`` (unit-norm
-rows) or ``"center-l2"``.  ``clusters`` clusters the embeddings as given and
-scores the preprocessed rows.  The default policy was chosen by the annotation
+rows) or ``"center-l2"``.  ``clusters`` clusters and scores the preprocessed
+rows.  The default policy was chosen by the annotation
 simulation of :mod:`examine.evaluate` on several labeled sets (see
 ``benchmarks/RESULTS.md``): the paper's static order and the other EXAMINE-only
 policies keep serving one mode of the data and fall below random picking.
@@ -296,8 +296,8 @@ def _policy_class_aware(X, labeled, labels, seed, opts):
 def _policy_clusters(X, labeled, labels, seed, opts):
     n_labeled = int(labeled.sum())
     k = opts["clusters"] or n_labeled + opts["batch"]
-    # Clusters on the embeddings as they are; EXAMINE within each cluster on the preprocessed rows.
-    assign = cluster_pool(opts["raw"], min(k, opts["max_clusters"]), seed=seed)
+    # Clusters and EXAMINE in one geometry: the preprocessed (centred, unit-norm) rows, i.e. cosine similarity.
+    assign = cluster_pool(X, min(k, opts["max_clusters"]), seed=seed)
     return coverage_order(X, labeled, assign)
 
 
@@ -398,7 +398,6 @@ def rank(
             "batch": int(batch), "clusters": clusters, "max_clusters": int(max_clusters)}
     if class_fallback not in POLICIES or class_fallback == "class-aware":
         raise ValueError(f"class_fallback must be one of {sorted(set(POLICIES) - {'class-aware'})}, got {class_fallback!r}")
-    opts["raw"] = X
     value, order = POLICIES[policy](Xp, mask, labels, int(seed), opts)
     value = np.asarray(value, dtype=np.float64)
     value[mask] = np.nan
