@@ -21,7 +21,7 @@ import numpy as np
 
 from examine.images import ImageLoadError, load_image
 
-__all__ = ["DecodeResult", "decode_square", "decode_rgb", "DecodePool"]
+__all__ = ["DecodeResult", "decode_square", "decode_rgb", "decode_training_file", "DecodePool"]
 
 DecodeResult = tuple["np.ndarray | None", "ImageLoadError | None"]
 
@@ -49,6 +49,14 @@ def decode_square(item: str, data: bytes, img_size: int) -> DecodeResult:
         return None, err
     try:
         return to_square_tensor(img, img_size).numpy(), None
+    except Exception as exc:
+        return None, _as_error(item, exc)
+
+
+def decode_training_file(item: str, path: str, img_size: int) -> DecodeResult:
+    """``load_image(path, max_side=2 * img_size)`` (MAE training images), or the error."""
+    try:
+        return np.ascontiguousarray(load_image(path, item=item, max_side=2 * img_size)), None
     except Exception as exc:
         return None, _as_error(item, exc)
 
