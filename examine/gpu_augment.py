@@ -65,7 +65,8 @@ class ImageBank:
             self.data = host.permute(0, 3, 1, 2).contiguous()
             if device.type == "cuda":
                 self.data = self.data.pin_memory()
-        self.sizes = torch.tensor(list(zip(hs, ws)), dtype=torch.float32, device=device)  # (N, 2): h, w
+        self.sizes_host = torch.tensor(list(zip(hs, ws)), dtype=torch.float32)  # (N, 2): h, w
+        self.sizes = self.sizes_host.to(device)
         self.canvas = (H, W)
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
@@ -73,18 +74,30 @@ class ImageBank:
     def __len__(self) -> int:
         return self.data.shape[0]
 
+    @property
+    def index_device(self) -> torch.device:
+        """Where :meth:`augment` wants its indices (so that indexing never waits for the device)."""
+        return self.data.device
+
     def gather(self, idx: torch.Tensor) -> torch.Tensor:
-        """The uint8 images ``idx`` (a CPU or device index tensor) on the device."""
+        """The uint8 images ``idx`` (indices on :attr:`index_device`) on the device."""
         if self.on_device:
-            return self.data[idx.to(self.data.device)]
-        return self.data[idx.cpu()].pin_memory().to(self.device, non_blocking=True)
+            return self.data[idx]
+        return self.data[idx].pin_memory().to(self.device, non_blocking=True)
 
     def augment(self, idx: torch.Tensor, crop_scale: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-        """A normalised (B, 3, img_size, img_size) float32 batch of augmented views of images ``idx``."""
+        """A normalised (B, 3, img_size, img_size) float32 batch of augmented views of images ``idx``.
+
+        ``idx`` lives on :attr:`index_device` (the device when the images are there, else the CPU).
+        """
         dev = self.device
+        idx = idx.to(self.index_device)
         x = self.gather(idx).float().div_(255.0)
         b = x.shape[0]
-        size = self.sizes[idx.to(dev)]
+        if self.on_device:
+            size = self.sizes[idx]
+        else:
+            size = self.sizes_host[idx].pin_memory().to(dev, non_blocking=True)
         h_img, w_img = size[:, 0], size[:, 1]
         u = torch.rand(b, 8, device=dev, generator=generator)
         area = h_img * w_img * (crop_scale[0] + (crop_scale[1] - crop_scale[0]) * u[:, 0])

@@ -315,6 +315,7 @@ class _BatchedEpochs:
         cfg, dev, opt = self.cfg, self.dev, self.opt
         seed = cfg.seed * 100_003 + epoch
         order = torch.randperm(len(self.bank), generator=torch.Generator().manual_seed(seed))
+        order = order.to(self.bank.index_device)  # once per epoch: slicing it never waits for the device
         gen = torch.Generator(device=dev).manual_seed(seed)
         running = torch.zeros((), device=dev)
         count = 0
