@@ -12,7 +12,7 @@ OUT_DIR="${OUT:-$PWD/benchmarks/out}"
 mkdir -p "$OUT_DIR"
 JSON="$OUT_DIR/gpu_check.json"
 LOG="$OUT_DIR/gpu_check.log"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONWARNINGS="ignore"
 DEVICE="${DEVICE:-cuda}"
@@ -36,10 +36,10 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run, log, remember the exit status
 T0=$SECONDS
 { git log -1 --oneline 2>/dev/null || echo "(no git)"; nvidia-smi -L 2>/dev/null || echo "(no nvidia-smi)"; } | tee -a "$LOG"
 step environment 60 "$PY" -c "import torch, torchvision, timm, PIL, skimage; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), '| torchvision', torchvision.__version__, '| timm', timm.__version__, '| pillow', PIL.__version__, '| skimage', skimage.__version__)"
-step bench_embed 150 "$PY" benchmarks/bench_embed.py --device "$DEVICE" --images "$N_EMBED" --models "$EMBED_MODELS" --tiles-dir "$TILES" --json "$JSON"
-step bench_pretrain 150 "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --images "$N_PRE" --epochs "$EPOCHS" --steps "$STEPS" --tiles-dir "$TILES" --json "$JSON"
-step cuda_tests 150 "$PY" -m pytest -q -x --noconftest -p no:cacheprovider -rs tests/test_embed_cuda.py tests/test_mae_cuda.py tests/test_embed_pipeline.py
-if [ "${COMPILE:-1}" = 1 ] && [ $((SECONDS - T0)) -lt 200 ]; then  # torch.compile last: it may take minutes
+step bench_embed 120 "$PY" benchmarks/bench_embed.py --device "$DEVICE" --images "$N_EMBED" --models "$EMBED_MODELS" --tiles-dir "$TILES" --json "$JSON"
+step bench_pretrain 120 "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --images "$N_PRE" --epochs "$EPOCHS" --steps "$STEPS" --tiles-dir "$TILES" --json "$JSON"
+step cuda_tests 120 "$PY" -m pytest -q -x --noconftest -p no:cacheprovider -rs tests/test_embed_cuda.py tests/test_mae_cuda.py tests/test_embed_pipeline.py
+if [ "${COMPILE:-1}" = 1 ] && [ $((SECONDS - T0)) -lt 150 ]; then  # torch.compile last: it may take minutes
   step bench_pretrain_compiled $((270 - (SECONDS - T0))) "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --images "$N_PRE" --epochs "$EPOCHS" --steps "$STEPS" --tiles-dir "$TILES" --json "$JSON" --only-compiled
 fi
 SUMMARY=""
