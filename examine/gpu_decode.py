@@ -87,10 +87,15 @@ def nvjpeg_decode(datas: Sequence[bytes], device: torch.device) -> list[torch.Te
     return result
 
 
+_MEAN_STD: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
 def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return mean, std
+    """ImageNet mean and std on ``device``, made once (a copy to the GPU would wait for it)."""
+    if device not in _MEAN_STD:
+        _MEAN_STD[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+                             torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+    return _MEAN_STD[device]
 
 
 def square_batch(images: torch.Tensor, size: int, *, normalise: bool = True) -> torch.Tensor:
