@@ -15,12 +15,12 @@ from examine.datasets import medical_tiles
 
 
 def _write(args: tuple[str, np.ndarray, int, int]) -> int:
-    path, tile, k, quality = args
+    path, tile, k, quality = args  # the file name goes into a JPEG comment: every file is distinct
     img = np.rot90(tile, k % 4)
     if k >= 4:
         img = img[:, ::-1]
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(img)).save(buf, format="JPEG", quality=quality, comment=Path(path).name)
     Path(path).write_bytes(buf.getvalue())
     return len(buf.getvalue())
 

