@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ Source = tuple[str, Callable[[], bytes]]
 _FETCH_THREADS = 8
 # Below this many images to decode, decoding in the producer thread beats starting processes.
 _INLINE_DECODE = 4
+_RAMP_START = 64  # first CUDA batch
+_AHEAD = 2  # batches the producer may have ready before the encoder takes them
+# While embedding on CUDA, threads hand the GIL over within this many seconds (Python's default,
+# 5 ms, lets fetch threads hold up the thread that launches the encoder by several ms per wake-up).
+_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -112,6 +118,18 @@ def _fetch_chunks(sources: Sequence[Source], chunks: list[range], pool: ThreadPo
         yield chunk, [r for fut in parts for r in fut.result()]
 
 
+def _chunks(n: int, batch_size: int, *, ramp: bool) -> list[range]:
+    """Consecutive source ranges of ``batch_size``; with ``ramp`` the first ones are smaller
+    (64, 128, ...) so that the device starts computing while the pipeline fills."""
+    out: list[range] = []
+    start, size = 0, min(batch_size, _RAMP_START) if ramp else batch_size
+    while start < n:
+        out.append(range(start, min(start + size, n)))
+        start += size
+        size = min(batch_size, 2 * size)
+    return out
+
+
 # ------------------------------------------------------------------ bookkeeping
 
 
@@ -170,10 +188,10 @@ class _Producer(threading.Thread):
         self.tracker = tracker
         self.size = size
         self.device = device
-        self.chunks = [range(s, min(s + batch_size, len(sources))) for s in range(0, len(sources), batch_size)]
+        self.chunks = _chunks(len(sources), batch_size, ramp=device.type == "cuda")
         n_decode = len(sources)
         self.pool = DecodePool(workers if n_decode > _INLINE_DECODE else 0)
-        self.out: queue.Queue = queue.Queue(maxsize=1)
+        self.out: queue.Queue = queue.Queue(maxsize=_AHEAD)
         self.stop = threading.Event()
         self.side = torch.cuda.Stream(device) if device.type == "cuda" else None
 
@@ -294,6 +312,46 @@ class _Encode:
         return result
 
 
+class _Writer(threading.Thread):
+    """Appends finished batches to the store in order, one at a time, off the launching thread."""
+
+    def __init__(self, store: EmbeddingStore, tracker: _Tracker):
+        super().__init__(name="examine-embed-writer", daemon=True)
+        self.store = store
+        self.tracker = tracker
+        self.todo: queue.Queue = queue.Queue(maxsize=1)
+        self.idle = threading.Semaphore(1)  # held while a batch is being appended
+        self.error: BaseException | None = None
+
+    def submit(self, keys: list[str], result: Callable[[], np.ndarray]) -> None:
+        """Hand over a batch once the previous one is in the store (so at most one is pending)."""
+        self.idle.acquire()
+        self.check()
+        self.todo.put((keys, result))
+
+    def finish(self) -> None:
+        """Wait until everything handed over is in the store; raise what went wrong."""
+        self.todo.put(None)
+        self.join()
+        self.check()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        while (item := self.todo.get()) is not None:
+            try:
+                if self.error is None:
+                    keys, result = item
+                    self.tracker.report.added += self.store.add(keys, result())
+                    self.tracker.done(keys)
+            except BaseException as exc:  # raised in the caller's thread
+                self.error = exc
+            finally:
+                self.idle.release()
+
+
 def embed_sources(
     sources: Sequence[Source],
     encoder: Encoder,
@@ -321,13 +379,12 @@ def embed_sources(
     producer = _Producer(sources, tracker, encoder.config.img_size, batch_size, dev, workers)
     encode: _Encode | None = None
     bar = tqdm(total=len(sources), desc="embedding", unit="img", disable=not progress)
-    previous: tuple[list[str], Callable[[], np.ndarray]] | None = None
-
-    def append(keys: list[str], result: Callable[[], np.ndarray]) -> None:
-        report.added += store.add(keys, result())
-        tracker.done(keys)
-
+    writer = _Writer(store, tracker)
+    switch = sys.getswitchinterval()
+    if dev.type == "cuda":
+        sys.setswitchinterval(min(switch, _SWITCH_INTERVAL_S))
     producer.start()
+    writer.start()
     try:
         while True:
             item = producer.out.get()
@@ -335,18 +392,18 @@ def embed_sources(
                 break
             if isinstance(item, BaseException):
                 raise item
-            launched = None
             if item.x is not None:
                 encode = encode or _Encode(encoder, dev)
-                launched = (item.keys, encode.launch(item))
-            if previous is not None:  # appended while the device computes this batch
-                append(*previous)
-            previous = launched
+                result = encode.launch(item)
+                writer.submit(item.keys, result)  # appended while the device computes the next batch
             bar.update(item.n_sources)
-        if previous is not None:
-            append(*previous)
+        writer.finish()
     finally:
         producer.stop.set()
+        if writer.is_alive():
+            writer.todo.put(None)
         producer.join(timeout=30)
+        writer.join(timeout=30)
+        sys.setswitchinterval(switch)
         bar.close()
     return report

@@ -110,3 +110,22 @@ def test_square_batch_matches_to_square_tensor():
         torch.testing.assert_close(g, (to_square_tensor(im, 32) - mean) / std, rtol=0, atol=0)
     same = square_batch(torch.stack(chw[:3]), 32, normalise=False)
     torch.testing.assert_close(same[1], to_square_tensor(imgs[1], 32), rtol=0, atol=0)
+
+
+def test_a_store_failure_stops_the_run_and_is_raised(tmp_path, monkeypatch):
+    from examine.store import StoreError
+
+    tiles = medical_tiles(6, size=40, seed=4)
+    sources = [(f"t{i}", (lambda d=encode(t, "PNG"): d)) for i, t in enumerate(tiles)]
+    enc = create_encoder(CFG)
+    store = EmbeddingStore(tmp_path, enc.version, enc.dim)
+    calls = []
+
+    def failing_add(keys, vectors):
+        calls.append(len(keys))
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(store, "add", failing_add)
+    with pytest.raises(StoreError, match="disk full"):
+        embed_sources(sources, enc, store, batch_size=2, device="cpu", workers=0, progress=False)
+    assert calls and len(calls) <= 2  # it stopped at the first failure (the next batch may be under way)
