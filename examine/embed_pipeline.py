@@ -16,6 +16,7 @@ batches and arithmetic are exactly those of the former serial loop.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import sys
 import threading
@@ -74,7 +75,17 @@ class _FileSource:
         self.path = Path(path)
 
     def __call__(self) -> bytes:
-        return self.path.read_bytes()
+        # os-level reads: a fraction of the interpreter work of Path.read_bytes, which matters when
+        # thousands of small files a second are read by threads sharing the GIL.
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            data = os.read(fd, size) if size else b""
+            if len(data) < size:  # short read (network filesystems): the rest, as Python would
+                data += b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            return data
+        finally:
+            os.close(fd)
 
 
 def path_sources(paths: Iterable[str | Path]) -> list[Source]:
