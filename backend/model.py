@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 VERSION_PREFIX = "examine-"
 SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
-_EMBED_CHUNK = 256
+_EMBED_CHUNK = 2048  # tasks per embed_sources call: several 512-image CUDA batches, so its pipeline overlaps
 _BULK_BATCH = 20000
 
 
