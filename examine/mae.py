@@ -217,6 +217,19 @@ def _save_checkpoint(path: Path, mae: MAE, opt: torch.optim.Optimizer, meta: dic
     tmp.replace(path)
 
 
+def _as_json(value: object) -> object:
+    """``value`` as it reads back from JSON (tuples become lists), to compare with stored metadata."""
+    return json.loads(json.dumps(value))
+
+
+def _checkpoint_meta(path: Path) -> dict:
+    """The run's metadata (epoch, losses, configs) stored in a checkpoint, without loading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["meta"])
+
+
 def _load_checkpoint(path: Path, mae: MAE, opt: torch.optim.Optimizer) -> dict:
     from safetensors import safe_open
 
@@ -379,9 +392,15 @@ def pretrain(
     ckpt = out / CHECKPOINT_NAME
     meta = {"epoch": 0, "losses": [], "config": asdict(cfg), "encoder": asdict(encoder.config)}
     if resume and ckpt.is_file():
-        saved = _load_checkpoint(ckpt, mae, opt)
-        if saved.get("encoder") == asdict(encoder.config):
+        saved = _checkpoint_meta(ckpt)
+        if saved.get("encoder") == _as_json(asdict(encoder.config)):
+            _load_checkpoint(ckpt, mae, opt)
             meta.update(epoch=saved["epoch"], losses=saved["losses"])
+        else:  # another model's checkpoint: start afresh, and say so
+            import warnings
+
+            warnings.warn(f"{ckpt} is for encoder {saved.get('encoder')}, not {asdict(encoder.config)}; "
+                          "starting a new run (it will be overwritten)", stacklevel=2)
     batched = cfg.augment == "batched" or (cfg.augment == "auto" and dev.type == "cuda")
     run_epoch = (_BatchedEpochs if batched else _PerImageEpochs)(images, mae, opt, cfg, dev, meta["epoch"])
     mae.train()

@@ -93,3 +93,19 @@ def test_image_bank_augment_shapes_and_symmetries():
         assert r_x != g_x  # the two ramps stay perpendicular
         seen.add((r_x, r_up, g_up))
     assert len(seen) == 8  # all 8 symmetries of the square occur
+
+
+def test_a_checkpoint_of_another_encoder_is_not_loaded(tmp_path, tiles):
+    cfg = PretrainConfig(epochs=1, batch_size=32, warmup_epochs=1)
+    pretrain(tiles[:64], tmp_path, cfg, encoder_config=CFG, device="cpu", progress=False)
+    other = EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=16)
+    with pytest.warns(UserWarning, match="starting a new run"):
+        _, losses = pretrain(tiles[:64], tmp_path, cfg, encoder_config=other, device="cpu", progress=False)
+    assert len(losses) == 1
+
+
+def test_stored_configs_compare_as_json():
+    from examine.mae import _as_json
+
+    # a tuple-valued config field (e.g. EncoderConfig.model_kwargs) reads back from JSON as a list
+    assert _as_json({"model_kwargs": (("init_values", 0.1),)}) == {"model_kwargs": [["init_values", 0.1]]}

@@ -31,7 +31,10 @@ def test_cuda_pretraining_learns_saves_and_resumes(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiles, tmp_path / "b", cfg, encoder_config=CFG, device="cuda", progress=False, on_epoch=interrupt)
-    _, resumed = pretrain(tiles, tmp_path / "b", cfg, encoder_config=CFG, device="cuda", progress=False)
+    seen: list[int] = []
+    _, resumed = pretrain(tiles, tmp_path / "b", cfg, encoder_config=CFG, device="cuda", progress=False,
+                          on_epoch=lambda e, l: seen.append(e))
+    assert seen == [4, 5, 6], seen  # it resumed after epoch 3's checkpoint instead of starting again
     report = f"fresh run {losses}, interrupted run {first}, resumed {resumed}"
     assert resumed[:3] == first[:3], report  # the checkpoint's history is kept
     # same seeds: the same trajectory up to GPU kernels' last bits
