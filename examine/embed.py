@@ -3,7 +3,9 @@
 Images already in the store (same sha256, same encoder version) are not
 embedded again. A bad image is reported with its item name and skipped; the
 batch goes on. Each batch is appended to the store as soon as its embeddings
-are back, so an interrupted run loses at most the batch on the device.
+are back, and the next one is handed to the writer only once the previous one
+is stored: an interrupted run loses at most the batch being appended and the
+one still on the device.
 
 The stages overlap (:mod:`examine.embed_pipeline`): a producer thread fetches
 bytes ahead (threads: I/O), hashes them and decodes them — in worker processes
