@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
-_EMBED_CHUNK = 256
+_EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
 _BULK_BATCH = 20000
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(r"connection failed|connection timed out|timed out after|no complete answer within|"

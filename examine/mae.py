@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "mae_checkpoint.safetensors"
+#: With ``PretrainConfig.compile=None``, compile on CUDA when a run trains on at least this many samples.
+COMPILE_MIN_SAMPLES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,15 @@ class PretrainConfig:
     seed: int = 0
     num_workers: int = 0
     checkpoint_every: int = 1  # epochs
+    # "auto": augment in batches on the device on CUDA (ImageBank), per image in DataLoader workers on the CPU;
+    # "batched" or "per_image" force one path.
+    augment: str = "auto"
+    # torch.compile the MAE step: None = only on CUDA for runs long enough to repay the compilation.
+    compile: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.augment not in ("auto", "batched", "per_image"):
+            raise ValueError(f"augment must be 'auto', 'batched' or 'per_image', got {self.augment!r}")
 
     @property
     def lr(self) -> float:
@@ -66,7 +77,8 @@ def default_pretrain_config(
     """
     if resolve_device(device).type == "cuda":
         enc, cfg = EncoderConfig("vit_small_patch16_224", img_size=224), PretrainConfig(
-            epochs=100, batch_size=256, num_workers=8, decoder_dim=256, decoder_depth=4, decoder_heads=8
+            epochs=100, batch_size=256, num_workers=8, decoder_dim=256, decoder_depth=4, decoder_heads=8,
+            checkpoint_every=5,  # an epoch of a few thousand images takes ~1 s on an H100/H200; a checkpoint ~1 s too
         )
     else:
         enc, cfg = CPU_ENCODER, CPU_PRETRAIN
@@ -116,7 +128,8 @@ class MAE(nn.Module):
         x = imgs.reshape(b, c, h // p, p, w // p, p)
         return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // p) * (w // p), p * p * c)
 
-    def encode_visible(self, imgs: torch.Tensor, generator: torch.Generator | None = None):
+    def encode_visible(self, imgs: torch.Tensor, generator: torch.Generator | None = None,
+                       noise: torch.Tensor | None = None):
         vit = self.encoder.vit
         x = vit.patch_embed(imgs)  # (B, N, D)
         b, n, d = x.shape
@@ -124,7 +137,8 @@ class MAE(nn.Module):
         pos = vit.pos_embed
         x = x + pos[:, prefix:] if pos.shape[1] == n + prefix else x + pos
         keep = max(1, int(round(n * (1.0 - self.mask_ratio))))
-        noise = torch.rand(b, n, device=x.device, generator=generator)
+        if noise is None:
+            noise = torch.rand(b, n, device=x.device, generator=generator)
         ids_shuffle = noise.argsort(dim=1)
         ids_restore = ids_shuffle.argsort(dim=1)
         ids_keep = ids_shuffle[:, :keep]
@@ -141,9 +155,14 @@ class MAE(nn.Module):
         mask = torch.gather(mask, 1, ids_restore)  # 1 = masked, in patch order
         return x, mask, ids_restore
 
-    def forward(self, imgs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Mean reconstruction loss on the masked patches (normalised pixels)."""
-        latent, mask, ids_restore = self.encode_visible(imgs, generator)
+    def forward(self, imgs: torch.Tensor, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean reconstruction loss on the masked patches (normalised pixels).
+
+        The mask keeps the patches with the smallest ``noise`` (B, N); default
+        uniform noise from ``generator`` (or the global RNG).
+        """
+        latent, mask, ids_restore = self.encode_visible(imgs, generator, noise)
         prefix = self.encoder.vit.num_prefix_tokens
         x = self.decoder_embed(latent[:, prefix:])
         b, n = mask.shape
@@ -219,6 +238,19 @@ def _save_checkpoint(path: Path, mae: MAE, opt: torch.optim.Optimizer, meta: dic
     tmp.replace(path)
 
 
+def _as_json(value: object) -> object:
+    """``value`` as it reads back from JSON (tuples become lists), to compare with stored metadata."""
+    return json.loads(json.dumps(value))
+
+
+def _checkpoint_meta(path: Path) -> dict:
+    """The run's metadata (epoch, losses, configs) stored in a checkpoint, without loading its tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["meta"])
+
+
 def _load_checkpoint(path: Path, mae: MAE, opt: torch.optim.Optimizer) -> dict:
     from safetensors import safe_open
 
@@ -233,6 +265,109 @@ def _load_checkpoint(path: Path, mae: MAE, opt: torch.optim.Optimizer) -> dict:
             state.setdefault(int(idx), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": json.loads(metadata["param_groups"])})
     return json.loads(metadata["meta"])
+
+
+class _PerImageEpochs:
+    """One epoch at a time: torchvision augmentation per image in DataLoader workers (the CPU recipe)."""
+
+    def __init__(self, images: Sequence[np.ndarray], mae: MAE, opt: torch.optim.Optimizer, cfg: PretrainConfig,
+                 dev: torch.device, first_epoch: int):
+        self.mae, self.opt, self.cfg, self.dev = mae, opt, cfg, dev
+        bs = min(cfg.batch_size, len(images))
+        data = _AugmentedImages(images, mae.encoder.config.img_size, cfg.crop_scale)
+        gen = torch.Generator().manual_seed(cfg.seed + first_epoch)
+        self.loader = torch.utils.data.DataLoader(
+            data, batch_size=bs, shuffle=True, drop_last=len(images) >= 2 * bs, generator=gen,
+            num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", persistent_workers=cfg.num_workers > 0,
+        )
+        self.steps_per_epoch = len(self.loader)
+        self.total, self.warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
+
+    def __call__(self, epoch: int) -> tuple[float, int]:
+        cfg, dev, mae, opt = self.cfg, self.dev, self.mae, self.opt
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # masks and augmentations per epoch, resumable
+        running, count = 0.0, 0
+        for i, batch in enumerate(self.loader):
+            step = epoch * self.steps_per_epoch + i
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, self.total, self.warmup, cfg)
+            batch = batch.to(dev, non_blocking=True)
+            with autocast(dev):
+                loss = mae(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += float(loss.detach()) * len(batch)
+            count += len(batch)
+        return running / max(count, 1), count
+
+
+def _should_compile(cfg: PretrainConfig, dev: torch.device, samples: int) -> bool:
+    if cfg.compile is not None:
+        return bool(cfg.compile) and hasattr(torch, "compile")
+    # About a minute of compilation repays itself after a few million samples on a datacenter GPU.
+    return dev.type == "cuda" and samples >= COMPILE_MIN_SAMPLES and hasattr(torch, "compile")
+
+
+class _BatchedEpochs:
+    """One epoch at a time from an :class:`ImageBank`: augmentation and masking in batches on the device.
+
+    No host synchronisation inside an epoch: the loss is summed on the device and
+    read once per epoch. Every random number comes from a generator seeded per
+    epoch, so a run (and a resumed run) is reproducible on a given device.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], mae: MAE, opt: torch.optim.Optimizer, cfg: PretrainConfig,
+                 dev: torch.device, first_epoch: int):
+        from examine.gpu_augment import ImageBank
+
+        self.mae, self.opt, self.cfg, self.dev = mae, opt, cfg, dev
+        self.bank = ImageBank(images, dev, mae.encoder.config.img_size)
+        n = len(self.bank)
+        self.bs = min(cfg.batch_size, n)
+        self.drop_last = n >= 2 * self.bs
+        self.steps_per_epoch = n // self.bs if self.drop_last else -(-n // self.bs)
+        self.total, self.warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
+        self.step_fn = mae
+        if _should_compile(cfg, dev, (cfg.epochs - first_epoch) * n):
+            self.step_fn = torch.compile(mae)
+        self.n_patches = mae.encoder.vit.patch_embed.num_patches
+
+    def _loss(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if self.step_fn is not self.mae:
+            try:
+                with autocast(self.dev):
+                    return self.step_fn(x, noise=noise)
+            except Exception as exc:  # compilation failed: eager from here on
+                import warnings
+
+                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); training eagerly", stacklevel=2)
+                self.step_fn = self.mae
+        with autocast(self.dev):
+            return self.mae(x, noise=noise)
+
+    def __call__(self, epoch: int) -> tuple[float, int]:
+        cfg, dev, opt = self.cfg, self.dev, self.opt
+        seed = cfg.seed * 100_003 + epoch
+        order = torch.randperm(len(self.bank), generator=torch.Generator().manual_seed(seed))
+        order = order.to(self.bank.index_device)  # once per epoch: slicing it never waits for the device
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        running = torch.zeros((), device=dev)
+        count = 0
+        for i in range(self.steps_per_epoch):
+            idx = order[i * self.bs : (i + 1) * self.bs]
+            step = epoch * self.steps_per_epoch + i
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, self.total, self.warmup, cfg)
+            x = self.bank.augment(idx, cfg.crop_scale, gen)
+            noise = torch.rand(len(idx), self.n_patches, device=dev, generator=gen)
+            loss = self._loss(x, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.detach() * len(idx)
+            count += len(idx)
+        return float(running) / max(count, 1), count
 
 
 def pretrain(
@@ -273,41 +408,27 @@ def pretrain(
     no_decay = [p for n, p in mae.named_parameters() if not (p.ndim > 1 and "pos" not in n and "token" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95),
+        lr=cfg.lr, betas=(0.9, 0.95), **({"fused": True} if dev.type == "cuda" else {}),
     )
     ckpt = out / CHECKPOINT_NAME
     meta = {"epoch": 0, "losses": [], "config": asdict(cfg), "encoder": asdict(encoder.config)}
     if resume and ckpt.is_file():
-        saved = _load_checkpoint(ckpt, mae, opt)
-        if saved.get("encoder") == asdict(encoder.config):
+        saved = _checkpoint_meta(ckpt)
+        if saved.get("encoder") == _as_json(asdict(encoder.config)):
+            _load_checkpoint(ckpt, mae, opt)
             meta.update(epoch=saved["epoch"], losses=saved["losses"])
-    bs = min(cfg.batch_size, len(images))
-    data = _AugmentedImages(images, encoder.config.img_size, cfg.crop_scale)
-    gen = torch.Generator().manual_seed(cfg.seed + meta["epoch"])
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=bs, shuffle=True, drop_last=len(images) >= 2 * bs, generator=gen,
-        num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", persistent_workers=cfg.num_workers > 0,
-    )
-    steps_per_epoch = len(loader)
-    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+        else:  # another model's checkpoint: start afresh, and say so
+            import warnings
+
+            warnings.warn(f"{ckpt} is for encoder {saved.get('encoder')}, not {asdict(encoder.config)}; "
+                          "starting a new run (it will be overwritten)", stacklevel=2)
+    batched = cfg.augment == "batched" or (cfg.augment == "auto" and dev.type == "cuda")
+    run_epoch = (_BatchedEpochs if batched else _PerImageEpochs)(images, mae, opt, cfg, dev, meta["epoch"])
     mae.train()
     bar = tqdm(total=cfg.epochs, initial=meta["epoch"], desc="MAE pretraining", unit="epoch", disable=not progress)
     for epoch in range(meta["epoch"], cfg.epochs):
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # masks and augmentations per epoch, resumable
-        running, count, t0 = 0.0, 0, time.perf_counter()
-        for i, batch in enumerate(loader):
-            step = epoch * steps_per_epoch + i
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, total, warmup, cfg)
-            batch = batch.to(dev, non_blocking=True)
-            with autocast(dev):
-                loss = mae(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += float(loss.detach()) * len(batch)
-            count += len(batch)
-        epoch_loss = running / max(count, 1)
+        t0 = time.perf_counter()
+        epoch_loss, count = run_epoch(epoch)
         meta["losses"].append(epoch_loss)
         meta["epoch"] = epoch + 1
         bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{count / (time.perf_counter() - t0):.0f}")

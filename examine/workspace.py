@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from examine.encoder import Encoder, EncoderConfig, EncoderError, create_encoder
-from examine.images import ImageLoadError, load_image
+from examine.images import ImageLoadError
 from examine.store import EmbeddingStore
 
 __all__ = ["Workspace", "load_training_images"]
@@ -48,15 +48,39 @@ class Workspace:
 
 
 def load_training_images(
-    paths: Sequence[str | Path], img_size: int, *, progress: bool = True
+    paths: Sequence[str | Path], img_size: int, *, progress: bool = True, workers: int | None = None
 ) -> tuple[list[np.ndarray], list[ImageLoadError]]:
-    """Decode images for pretraining (downscaled to at most 2× the model's size); bad ones are reported."""
+    """Decode images for pretraining (downscaled to at most 2× the model's size); bad ones are reported.
+
+    Decoding runs in ``workers`` processes (default: one per CPU core, at most 16;
+    0: in this process), in order.
+    """
+    import os
+
     from tqdm.auto import tqdm
 
-    images, errors = [], []
-    for p in tqdm(paths, desc="reading images", unit="img", disable=not progress):
-        try:
-            images.append(load_image(p, item=str(p), max_side=2 * img_size))
-        except ImageLoadError as exc:
-            errors.append(exc)
+    from examine.decode_pool import DecodePool, decode_training_file
+
+    if workers is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = min(16, cpus)
+    pool = DecodePool(workers if len(paths) > 8 else 0)
+    images: list[np.ndarray] = []
+    errors: list[ImageLoadError] = []
+    bar = tqdm(total=len(paths), desc="reading images", unit="img", disable=not progress)
+    step = 1024
+    waiting = None
+    for s in range(0, len(paths) + step, step):  # one block decoding while the previous is collected
+        part = [(str(p), str(p)) for p in paths[s : s + step]]
+        started = pool.submit(decode_training_file, part, img_size) if part else None
+        if waiting is not None:
+            results = waiting()
+            for img, err in results:
+                if err is None:
+                    images.append(img)
+                else:
+                    errors.append(err)
+            bar.update(len(results))
+        waiting = started
+    bar.close()
     return images, errors

@@ -47,3 +47,65 @@ def test_masking_keeps_a_quarter_of_patches():
 def test_too_few_images():
     with pytest.raises(ValueError, match="at least 2"):
         pretrain([np.zeros((8, 8, 3), np.uint8)], "/tmp/unused-mae", PretrainConfig(epochs=1))
+
+
+def test_batched_augmentation_path_is_deterministic_and_resumes_exactly(tmp_path, tiles):
+    cfg = PretrainConfig(epochs=3, batch_size=32, warmup_epochs=1, augment="batched")
+    _, straight = pretrain(tiles[:64], tmp_path / "a", cfg, encoder_config=CFG, device="cpu", progress=False)
+    _, again = pretrain(tiles[:64], tmp_path / "b", cfg, encoder_config=CFG, device="cpu", progress=False)
+    assert straight == again and all(np.isfinite(straight))
+
+    def interrupt(epoch, loss):
+        if epoch == 2:
+            raise KeyboardInterrupt  # after epoch 2's loss, before its checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(tiles[:64], tmp_path / "c", cfg, encoder_config=CFG, device="cpu", progress=False, on_epoch=interrupt)
+    _, resumed = pretrain(tiles[:64], tmp_path / "c", cfg, encoder_config=CFG, device="cpu", progress=False)
+    assert resumed == straight
+
+
+def test_image_bank_augment_shapes_and_symmetries():
+    import torch
+
+    from examine.gpu_augment import ImageBank
+
+    imgs = [np.full((40, 40, 3), 100, np.uint8), np.full((30, 46, 3), 200, np.uint8), np.zeros((20, 60, 3), np.uint8)]
+    bank = ImageBank(imgs, torch.device("cpu"), 24)
+    assert bank.canvas == (40, 48)  # the 60-px image was shrunk to 2 × 24
+    out = bank.augment(torch.tensor([0, 1, 1, 0, 1]), (0.35, 1.0), torch.Generator().manual_seed(0))
+    assert out.shape == (5, 3, 24, 24) and torch.isfinite(out).all()
+    # flat images stay flat whatever the crop, flip or rotation (jitter scales them uniformly)
+    assert (out.amax(dim=(2, 3)) - out.amin(dim=(2, 3))).abs().max() < 1e-4
+    # a full-image crop of an asymmetric image is one of its 8 symmetries
+    ramp = np.zeros((16, 16, 3), np.uint8)
+    ramp[:, :, 0] = np.arange(16, dtype=np.uint8)[None, :] * 16
+    ramp[:, :, 1] = np.arange(16, dtype=np.uint8)[:, None] * 8
+    bank = ImageBank([ramp], torch.device("cpu"), 16)
+    seen = set()
+    def direction(c):  # (along x?, increasing?) of a ramp channel
+        dx, dy = float(c[:, -1].mean() - c[:, 0].mean()), float(c[-1].mean() - c[0].mean())
+        return (abs(dx) > abs(dy), (dx if abs(dx) > abs(dy) else dy) > 0)
+
+    for s in range(60):
+        x = bank.augment(torch.tensor([0]), (1.0, 1.0), torch.Generator().manual_seed(s))[0]
+        (r_x, r_up), (g_x, g_up) = direction(x[0]), direction(x[1])
+        assert r_x != g_x  # the two ramps stay perpendicular
+        seen.add((r_x, r_up, g_up))
+    assert len(seen) == 8  # all 8 symmetries of the square occur
+
+
+def test_a_checkpoint_of_another_encoder_is_not_loaded(tmp_path, tiles):
+    cfg = PretrainConfig(epochs=1, batch_size=32, warmup_epochs=1)
+    pretrain(tiles[:64], tmp_path, cfg, encoder_config=CFG, device="cpu", progress=False)
+    other = EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=16)
+    with pytest.warns(UserWarning, match="starting a new run"):
+        _, losses = pretrain(tiles[:64], tmp_path, cfg, encoder_config=other, device="cpu", progress=False)
+    assert len(losses) == 1
+
+
+def test_stored_configs_compare_as_json():
+    from examine.mae import _as_json
+
+    # a tuple-valued config field (e.g. EncoderConfig.model_kwargs) reads back from JSON as a list
+    assert _as_json({"model_kwargs": (("init_values", 0.1),)}) == {"model_kwargs": [["init_values", 0.1]]}

@@ -1,0 +1,135 @@
+"""Image decoding in worker processes, so that decoding never runs under the caller's GIL.
+
+The pool is created on first use and kept for the life of the process (starting
+workers costs an import of torch each), with the ``spawn`` start method: safe in
+a threaded server and after CUDA was initialised. Workers get the image *bytes*
+(the caller fetches them, since sources may be closures over HTTP sessions) and
+return arrays; each result is ``(array, None)`` or ``(None, ImageLoadError)``
+naming the item, exactly as :func:`examine.images.load_image` would raise it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing as mp
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Sequence
+
+import numpy as np
+
+from examine.images import ImageLoadError, load_image
+
+__all__ = ["DecodeResult", "decode_square", "decode_rgb", "decode_training_file", "DecodePool"]
+
+DecodeResult = tuple["np.ndarray | None", "ImageLoadError | None"]
+
+
+def _as_error(item: str, exc: Exception) -> ImageLoadError:
+    if isinstance(exc, ImageLoadError):
+        return exc
+    return ImageLoadError(item, f"cannot decode the image ({type(exc).__name__}: {exc})")
+
+
+def decode_rgb(item: str, data: bytes, img_size: int) -> DecodeResult:
+    """``load_image(data, max_side=4 * img_size)``: an RGB uint8 (H, W, 3) array, or the error."""
+    try:
+        return np.ascontiguousarray(load_image(data, item=item, max_side=4 * img_size)), None
+    except Exception as exc:  # a decoder bug must not stop the batch either
+        return None, _as_error(item, exc)
+
+
+def decode_square(item: str, data: bytes, img_size: int) -> DecodeResult:
+    """What the embedder feeds the encoder on the CPU: float32 (3, size, size) in [0, 1], or the error."""
+    from examine.encoder import to_square_tensor
+
+    img, err = decode_rgb(item, data, img_size)
+    if err is not None:
+        return None, err
+    try:
+        return to_square_tensor(img, img_size).numpy(), None
+    except Exception as exc:
+        return None, _as_error(item, exc)
+
+
+def decode_training_file(item: str, path: str, img_size: int) -> DecodeResult:
+    """``load_image(path, max_side=2 * img_size)`` (MAE training images), or the error."""
+    try:
+        return np.ascontiguousarray(load_image(path, item=item, max_side=2 * img_size)), None
+    except Exception as exc:
+        return None, _as_error(item, exc)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core already
+
+
+def _run_chunk(fn: Callable[[str, bytes, int], DecodeResult], jobs: list[tuple[str, bytes]], size: int) -> list[DecodeResult]:
+    return [fn(item, data, size) for item, data in jobs]
+
+
+class DecodePool:
+    """A lazily started, process-wide pool of decoding processes (``workers == 0``: decode in the caller)."""
+
+    _lock = threading.Lock()
+    _pool: ProcessPoolExecutor | None = None
+    _size = 0
+
+    def __init__(self, workers: int):
+        self.workers = max(0, int(workers))
+
+    @classmethod
+    def _get(cls, workers: int) -> ProcessPoolExecutor:
+        with cls._lock:
+            if cls._pool is None or cls._size != workers:
+                if cls._pool is not None:
+                    cls._pool.shutdown(wait=False, cancel_futures=True)
+                cls._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
+                cls._size = workers
+            return cls._pool
+
+    @classmethod
+    def _reset(cls) -> None:
+        with cls._lock:
+            if cls._pool is not None:
+                cls._pool.shutdown(wait=False, cancel_futures=True)
+            cls._pool, cls._size = None, 0
+
+    def submit(self, fn: Callable[[str, bytes, int], DecodeResult], jobs: Sequence[tuple[str, bytes]],
+               size: int) -> Callable[[], list[DecodeResult]]:
+        """Start decoding ``jobs`` (item, bytes); the returned function waits for the results, in order."""
+        jobs = list(jobs)
+        if self.workers == 0 or not jobs:
+            return lambda: _run_chunk(fn, jobs, size)
+        pool = self._get(self.workers)
+        per = max(1, -(-len(jobs) // (2 * self.workers)))  # about two chunks per worker
+        futures: list[tuple[list[tuple[str, bytes]], Future]] = []
+        try:
+            for s in range(0, len(jobs), per):
+                part = jobs[s : s + per]
+                futures.append((part, pool.submit(_run_chunk, fn, part, size)))
+        except BrokenProcessPool:
+            self._reset()
+            return lambda: _run_chunk(fn, jobs, size)
+
+        def results() -> list[DecodeResult]:
+            out: list[DecodeResult] = []
+            for part, fut in futures:
+                try:
+                    out.extend(fut.result())
+                except BrokenProcessPool:  # a decoder crashed its process: name the items, start afresh
+                    self._reset()
+                    out.extend((None, ImageLoadError(item, "the decoder crashed on this image (or a neighbour)",
+                                                     "check the file; it may be damaged"))
+                               for item, _ in part)
+            return out
+
+        return results
+
+
+@atexit.register
+def _shutdown() -> None:
+    DecodePool._reset()
