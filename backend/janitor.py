@@ -15,12 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
 
+from backend.context import BackendContext
 from backend.labelstudio import LabelStudioError
-
-if TYPE_CHECKING:
-    from backend.runtime import Backend
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +25,7 @@ log = logging.getLogger(__name__)
 class Janitor(threading.Thread):
     """One daemon thread looking at every known project each ``tick`` seconds."""
 
-    def __init__(self, backend: Backend, tick: float = 1.0):
+    def __init__(self, backend: BackendContext, tick: float = 1.0):
         super().__init__(name="examine-janitor", daemon=True)
         self.backend = backend
         self.tick = tick

@@ -25,10 +25,11 @@ import logging
 import re
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from backend.context import BackendContext
 from backend.fetch import ImageFetcher
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import VERSION_PREFIX, annotation_label, guess_image_key, image_key_from_config, new_version
@@ -38,9 +39,6 @@ from examine.encoder import Encoder, create_encoder, is_pretrained_name
 from examine.images import load_image
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.store import EmbeddingStore, StoreError
-
-if TYPE_CHECKING:
-    from backend.runtime import Backend
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +58,7 @@ def is_transient(error: str | None) -> bool:
 class ProjectWorker:
     """The background jobs of one Label Studio project."""
 
-    def __init__(self, backend: Backend, pid: int):
+    def __init__(self, backend: BackendContext, pid: int):
         self.backend = backend
         self.settings = backend.settings
         self.pid = pid

@@ -33,8 +33,18 @@ from typing import IO, Any, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from examine.pixels import (
+    DEFAULT_PERCENTILES,
+    ImageLoadError,
+    window_to_uint8,
+)
+from examine.pixels import array_to_rgb as _array_to_rgb
+from examine.pixels import fit as _fit
+from examine.pixels import shrink as _shrink
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_PERCENTILES",
     "IMAGE_EXTENSIONS",
     "ImageLoadError",
     "list_images",
@@ -60,7 +70,6 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 #: fields fit; whole-slide images must be tiled before they reach this loader.
 DEFAULT_MAX_PIXELS: int = 2**27
 
-DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 
 _SUPPORTED = "PNG, JPEG, TIFF, BMP, GIF, WebP, JPEG 2000, PNM and DICOM"
 _DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -79,31 +88,7 @@ _KNOWN_OTHER_FORMATS: tuple[tuple[int, bytes, str], ...] = (
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"\x00\x00\x00\x0cjP", b"\xffO\xffQ")
 _HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_PERCENTILE_SAMPLES = 1 << 20
 _PILLOW_LIMIT_LOCK = threading.Lock()
-
-
-class ImageLoadError(ValueError):
-    """An image could not be loaded.
-
-    Attributes
-    ----------
-    item : str
-        What the caller called the image: path, task id or URL.
-    reason : str
-        What is wrong with it.
-    hint : str
-        What to do about it.
-    """
-
-    def __init__(self, item: str, reason: str, hint: str = "") -> None:
-        self.item = item
-        self.reason = reason
-        self.hint = hint
-        super().__init__(f"{item}: {reason}" + (f"; {hint}" if hint else ""))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.item, self.reason, self.hint))
 
 
 class _UsePillow(Exception):
@@ -235,36 +220,6 @@ def load_image(
             return _load_stream(fh, label, path, max_pixels, max_side, window)
     except OSError as exc:
         raise _os_error(label, exc) from exc
-
-
-def window_to_uint8(
-    array: np.ndarray,
-    window: tuple[float, float] | None = None,
-    *,
-    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-) -> np.ndarray:
-    """Map intensities linearly to uint8: ``lo`` → 0, ``hi`` → 255, clipped.
-
-    ``window`` defaults to the given percentiles of the finite values (one window
-    for all channels, so colour balance is kept).  NaN becomes 0.
-    """
-    a = np.asarray(array)
-    if a.dtype == bool:
-        a = a.astype(np.uint8) * np.uint8(255)
-        if window is None:
-            return a
-    if window is None:
-        lo, hi = _percentile_window(a, percentiles)
-    else:
-        lo, hi = float(window[0]), float(window[1])
-        if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
-            raise ValueError(f"window must be two finite numbers with lo < hi, got {window!r}")
-    out = a.astype(np.float32, copy=True)
-    out -= np.float32(lo)
-    out *= np.float32(255.0 / (hi - lo))
-    np.clip(out, 0, 255, out=out)
-    np.nan_to_num(out, copy=False, nan=0.0)
-    return np.rint(out, out=out).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- decoding
@@ -547,80 +502,6 @@ def _dicom_window(ds: Any) -> tuple[float, float] | None:
 
 
 # ---------------------------------------------------------------- arrays
-
-def _array_to_rgb(
-    arr: np.ndarray,
-    label: str,
-    window: tuple[float, float] | None,
-    *,
-    inverted: bool = False,
-) -> np.ndarray:
-    """(H, W), (H, W, 1..4) of any dtype → (H, W, 3) uint8; alpha composited on white."""
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] > 4):
-        channels = arr.shape[2] if arr.ndim == 3 else "?"
-        raise ImageLoadError(
-            label,
-            f"unsupported pixel layout {arr.shape} ({channels} channels)",
-            "save it as a grayscale, RGB or RGBA image",
-        )
-    alpha = None
-    if arr.ndim == 3 and arr.shape[2] in (2, 4):
-        arr, alpha = arr[:, :, :-1], _unit_alpha(arr[:, :, -1])
-        if arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-    if window is not None or arr.dtype != np.uint8:
-        out = window_to_uint8(arr, window)
-    else:
-        out = arr
-    if inverted:
-        out = 255 - out
-    if out.ndim == 2:
-        out = np.repeat(out[:, :, None], 3, axis=2)
-    if alpha is not None:
-        out = np.rint(out * alpha[:, :, None] + 255.0 * (1.0 - alpha[:, :, None])).astype(np.uint8)
-    return np.ascontiguousarray(out, dtype=np.uint8)
-
-
-def _unit_alpha(alpha: np.ndarray) -> np.ndarray:
-    if np.issubdtype(alpha.dtype, np.integer):
-        return alpha.astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max)
-    return np.clip(np.nan_to_num(alpha.astype(np.float32), nan=1.0), 0.0, 1.0)
-
-
-def _percentile_window(a: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float]:
-    flat = a.reshape(-1)
-    sample = flat[:: max(1, flat.size // _PERCENTILE_SAMPLES)]
-    if sample.dtype.kind == "f":
-        sample = sample[np.isfinite(sample)]
-    if sample.size == 0:
-        return 0.0, 1.0
-    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
-    if hi > lo:
-        return lo, hi
-    lo, hi = float(sample.min()), float(sample.max())
-    if hi > lo:
-        return lo, hi
-    # A constant image: place it within its type's natural range instead of an arbitrary grey.
-    if a.dtype.kind in "ui":
-        info = np.iinfo(a.dtype)
-        return float(min(info.min, 0)), float(info.max)
-    return (0.0, 1.0) if 0.0 <= lo <= 1.0 else (lo - 1.0, lo)
-
-
-def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    im = Image.fromarray(rgb)
-    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return np.asarray(im)
-
-
-# ---------------------------------------------------------------- errors
 
 def _open_file(path: str | os.PathLike[str], label: str) -> IO[bytes]:
     if os.fspath(path) in ("", b""):
