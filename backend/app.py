@@ -139,8 +139,13 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
 
     @app.get("/versions")
     def versions():
-        versions = sorted({s.published_version for s in map(backend.states.get, backend.states.known_projects())
-                           if s.published_version})
+        versions = sorted(
+            {
+                s.published_version
+                for s in map(backend.states.get, backend.states.known_projects())
+                if s.published_version
+            }
+        )
         return jsonify(versions=versions)
 
     @app.get("/metrics")

@@ -67,8 +67,11 @@ class ImageFetcher:
         size = decoded_bytes(data)
         if size is not None and size[0] > budget:
             raise ImageLoadError(
-                f"task {tid}", f"the image would take {size[0] / 2**20:.0f} MB decoded ({size[1]}), over "
-                f"EXAMINE_MAX_DECODE_MB={self.settings.max_decode_mb}", "tile or downscale the image, or raise the limit")
+                f"task {tid}",
+                f"the image would take {size[0] / 2**20:.0f} MB decoded ({size[1]}), over "
+                f"EXAMINE_MAX_DECODE_MB={self.settings.max_decode_mb}",
+                "tile or downscale the image, or raise the limit",
+            )
         return data
 
     def local_path(self, uri: str) -> Path | None:

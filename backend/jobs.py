@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,15 @@ class JobQueue:
                     self.failures += 1
                     self.last_error[pid] = f"{'+'.join(remaining)}: {cause}"
                 delay = min(self._retry_max, self._retry_base * 2 ** (attempt - 1))
-                log.warning("project %s: %s failed (%s); retry %d in %.1f s", pid, "+".join(remaining),
-                            cause, attempt, delay, exc_info=not isinstance(cause, (OSError, RuntimeError)))
+                log.warning(
+                    "project %s: %s failed (%s); retry %d in %.1f s",
+                    pid,
+                    "+".join(remaining),
+                    cause,
+                    attempt,
+                    delay,
+                    exc_info=not isinstance(cause, (OSError, RuntimeError)),
+                )
                 self.submit(pid, remaining, delay=delay)
             finally:
                 with self._cond:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,56 +30,21 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from backend.lshttp import (
+    _CHUNK,
+    _CLOUD_SCHEMES,
+    _DEFAULT_PORTS,
+    _MAX_REDIRECTS,
+    LabelStudioError,
+    _display,
+    _origin,
+    _Retry,
+    is_personal_access_token,
+)
+
 __all__ = ["LabelStudio", "LabelStudioError", "is_personal_access_token"]
 
 log = logging.getLogger(__name__)
-
-_JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
-_CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_MAX_REDIRECTS = 5
-_CHUNK = 1 << 16
-
-
-class LabelStudioError(RuntimeError):
-    """A Label Studio request failed. ``status`` is the HTTP status, or None when none came back."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class _Retry(Retry):
-    """`Retry` that also retries POST on 429 and 503 (the server did not process the request)."""
-
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        if method.upper() == "POST" and status_code in (429, 503):
-            return bool(self.total) if self.total is not None else True
-        return super().is_retry(method, status_code, has_retry_after)
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """(scheme, host, port) with the default port filled in; port None when it is not a number."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port
-
-
-def _display(url: str) -> str:
-    """A URL safe for messages: absolute URLs lose their query string (presigned URLs sign it)."""
-    parts = urlsplit(url)
-    if parts.scheme and parts.netloc:
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-    return url
-
-
-def is_personal_access_token(key: str) -> bool:
-    """True when ``key`` looks like a JWT (a Label Studio personal access token)."""
-    return bool(_JWT_RE.match(key))
 
 
 class LabelStudio:
@@ -262,9 +226,7 @@ class LabelStudio:
             msg += f" ({hint})"
         return LabelStudioError(msg, status=resp.status_code)
 
-    def request(
-        self, method: str, path: str, *, ok_404: bool = False, **kwargs: Any
-    ) -> requests.Response | None:
+    def request(self, method: str, path: str, *, ok_404: bool = False, **kwargs: Any) -> requests.Response | None:
         """Call the Label Studio API at ``path`` (starting with ``/``); raise `LabelStudioError` unless 2xx.
 
         With ``ok_404`` a 404 returns None instead of raising. Other keyword arguments go to
@@ -314,8 +276,15 @@ class LabelStudio:
 
     # ------------------------------------------------------------------ tasks
 
-    def iter_tasks(self, pid: int, *, page_size: int = 1000, fields: str = "task_only", view: int | None = None,
-                   query: Mapping[str, Any] | None = None) -> Iterator[dict]:
+    def iter_tasks(
+        self,
+        pid: int,
+        *,
+        page_size: int = 1000,
+        fields: str = "task_only",
+        view: int | None = None,
+        query: Mapping[str, Any] | None = None,
+    ) -> Iterator[dict]:
         """Yield the project's tasks page by page (``GET /api/tasks/``).
 
         ``fields`` is ``"task_only"`` (fast) or ``"all"`` (with predictions, annotations and Data
@@ -388,7 +357,10 @@ class LabelStudio:
             if n < len(batch):
                 log.warning(
                     "project %s: Label Studio created %d of %d predictions (it drops predictions whose "
-                    "result does not fit the label config; see its log)", pid, n, len(batch)
+                    "result does not fit the label config; see its log)",
+                    pid,
+                    n,
+                    len(batch),
                 )
             created += n
         return created
@@ -468,8 +440,14 @@ class LabelStudio:
 
     def create_webhook(self, pid: int, url: str, *, headers: Mapping[str, str] | None = None) -> dict:
         """Create a project webhook sent for all actions (``POST /api/webhooks/``)."""
-        body = {"project": pid, "url": url, "send_for_all_actions": True, "send_payload": True,
-                "is_active": True, "headers": dict(headers or {})}
+        body = {
+            "project": pid,
+            "url": url,
+            "send_for_all_actions": True,
+            "send_payload": True,
+            "is_active": True,
+            "headers": dict(headers or {}),
+        }
         return self._json("POST", "/api/webhooks/", json=body)
 
     def update_webhook(self, webhook_id: int, **fields: Any) -> dict:

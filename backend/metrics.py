@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,17 +20,20 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         b = self.backend
-        per = {name: GaugeMetricFamily(f"examine_{name}", doc, labels=["project"]) for name, doc in (
-            ("tasks", "tasks the backend knows"),
-            ("tasks_embedded", "tasks with an embedding"),
-            ("tasks_labeled", "labeled tasks"),
-            ("tasks_failed", "tasks whose image could not be embedded"),
-            ("jobs_pending", "kinds of work waiting or running"),
-            ("problems", "damaged files and other problems reported at /projects/<id>/status"),
-            ("stale_versions", "prediction versions waiting for deletion"),
-            ("last_publish_timestamp_seconds", "unix time of the last successful publish"),
-            ("last_publish_duration_seconds", "duration of the last successful publish"),
-        )}
+        per = {
+            name: GaugeMetricFamily(f"examine_{name}", doc, labels=["project"])
+            for name, doc in (
+                ("tasks", "tasks the backend knows"),
+                ("tasks_embedded", "tasks with an embedding"),
+                ("tasks_labeled", "labeled tasks"),
+                ("tasks_failed", "tasks whose image could not be embedded"),
+                ("jobs_pending", "kinds of work waiting or running"),
+                ("problems", "damaged files and other problems reported at /projects/<id>/status"),
+                ("stale_versions", "prediction versions waiting for deletion"),
+                ("last_publish_timestamp_seconds", "unix time of the last successful publish"),
+                ("last_publish_duration_seconds", "duration of the last successful publish"),
+            )
+        }
         for pid in b.states.known_projects():
             st = b.states.get(pid)
             c = st.counts()
@@ -48,8 +52,9 @@ class _Collector:
         yield CounterMetricFamily("examine_job_retries", "failed runs re-queued with backoff", value=b.jobs.retries)
         yield CounterMetricFamily("examine_publishes", "successful publishes", value=b.publishes)
         yield CounterMetricFamily("examine_publish_failures", "aborted publishes", value=b.publish_failures)
-        yield GaugeMetricFamily("examine_backend_problems", "backend-wide problems (encoder, store)",
-                                value=len(b.problems))
+        yield GaugeMetricFamily(
+            "examine_backend_problems", "backend-wide problems (encoder, store)", value=len(b.problems)
+        )
 
 
 def render(backend: Backend) -> bytes:

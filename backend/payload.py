@@ -13,8 +13,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
-    "BadRequest", "MAX_ID", "VERSION_PREFIX", "annotation_label", "display_uri", "guess_image_key",
-    "image_key_from_config", "new_version", "parse_id", "parse_json_object", "project_id",
+    "BadRequest",
+    "MAX_ID",
+    "VERSION_PREFIX",
+    "annotation_label",
+    "display_uri",
+    "guess_image_key",
+    "image_key_from_config",
+    "new_version",
+    "parse_id",
+    "parse_json_object",
+    "project_id",
 ]
 
 VERSION_PREFIX = "examine-"
@@ -79,7 +88,7 @@ def annotation_label(annotation: Any) -> str | None:
     result = annotation.get("result")
     for item in result if isinstance(result, list) else []:
         value = item.get("value") if isinstance(item, dict) else None
-        for key, v in (value.items() if isinstance(value, dict) else ()):
+        for key, v in value.items() if isinstance(value, dict) else ():
             if key in ("choices", "labels") or key.endswith("labels"):
                 if isinstance(v, list) and v:
                     return str(v[0])

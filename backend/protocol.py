@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from backend.jobs import KINDS
 from backend.payload import BadRequest, annotation_label, image_key_from_config, parse_id, task_ref

@@ -14,8 +14,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from backend.janitor import Janitor
 from backend.jobs import KINDS, JobFailed, JobQueue
@@ -57,8 +57,13 @@ class Backend:
         self.settings = settings
         self.workspace = Workspace(settings.model_dir)
         self.states = StateStore(settings.model_dir)
-        self.jobs = JobQueue(self.run_jobs, debounce_s=settings.debounce_s, max_wait_s=settings.max_wait_s,
-                             retry_base_s=settings.retry_base_s, retry_max_s=settings.retry_max_s)
+        self.jobs = JobQueue(
+            self.run_jobs,
+            debounce_s=settings.debounce_s,
+            max_wait_s=settings.max_wait_s,
+            retry_base_s=settings.retry_base_s,
+            retry_max_s=settings.retry_max_s,
+        )
         self.janitor = Janitor(self)
         self.problems: list[str] = []  # backend-wide (encoder); per-project ones live in the state
         self.publishes = 0
@@ -76,15 +81,20 @@ class Backend:
     def start(self) -> None:
         """Start the worker and the janitor; reconcile every known project (missed events are caught up)."""
         if not self.settings.label_studio_configured and not self.settings.auth_required:
-            log.warning("neither LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY nor BASIC_AUTH_USER is set: the first "
-                        "Label Studio to call /setup is the only one served (see README, Security)")
+            log.warning(
+                "neither LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY nor BASIC_AUTH_USER is set: the first "
+                "Label Studio to call /setup is the only one served (see README, Security)"
+            )
         self.jobs.start()
         self.janitor.start()
         for pid in self.states.known_projects():
             try:  # one project's trouble must not keep the others from starting
                 state = self.states.get(pid)
-                log.info("project %s: reconciling with Label Studio after start%s", pid,
-                         f" (resuming {'+'.join(state.pending)})" if state.pending else "")
+                log.info(
+                    "project %s: reconciling with Label Studio after start%s",
+                    pid,
+                    f" (resuming {'+'.join(state.pending)})" if state.pending else "",
+                )
                 self.submit(pid, ["sync", *[k for k in state.pending if k in KINDS]], event=False)
             except Exception:
                 log.exception("project %s: cannot resume it; the other projects go on", pid)
@@ -113,8 +123,9 @@ class Backend:
     def run_jobs(self, pid: int, kinds: list[str]) -> None:
         """Run kinds of work in :data:`KINDS` order; a failure raises JobFailed with what is left (retried)."""
         if not self.has_credentials(pid):
-            log.info("project %s: %s waits for Label Studio credentials (the next /setup sends them)",
-                     pid, "+".join(kinds))
+            log.info(
+                "project %s: %s waits for Label Studio credentials (the next /setup sends them)", pid, "+".join(kinds)
+            )
             return  # stays in pending.json; /setup submits it again
         worker = ProjectWorker(self, pid)
         todo = list(kinds)
@@ -188,7 +199,8 @@ class Backend:
             return s.label_studio_url or url, key
         raise LabelStudioError(
             f"project {pid}: no Label Studio credentials yet; set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY, "
-            "or reconnect the backend in the project settings (/setup sends them)")
+            "or reconnect the backend in the project settings (/setup sends them)"
+        )
 
     def client(self, pid: int) -> LabelStudio:
         """The REST client for a project: the configured Label Studio, else the one that called /setup."""
@@ -204,9 +216,16 @@ class Backend:
                 url, key = self._credentials(pid)
                 s = self.settings
                 if kind == "images":
-                    client = LabelStudio(url, key, allowed_hosts=s.allowed_hosts, retries=0,
-                                         timeout=s.image_deadline_s, connect_timeout=s.image_connect_timeout_s,
-                                         download_deadline=s.image_deadline_s, max_image_bytes=s.max_image_mb * 2**20)
+                    client = LabelStudio(
+                        url,
+                        key,
+                        allowed_hosts=s.allowed_hosts,
+                        retries=0,
+                        timeout=s.image_deadline_s,
+                        connect_timeout=s.image_connect_timeout_s,
+                        download_deadline=s.image_deadline_s,
+                        max_image_bytes=s.max_image_mb * 2**20,
+                    )
                 else:
                     client = LabelStudio(url, key, allowed_hosts=s.allowed_hosts, connect_timeout=5.0)
                 self._clients[(pid, kind)] = client
@@ -226,12 +245,16 @@ class Backend:
         else:
             url, key = (s.label_studio_url or hostname or ""), (token or "")
             if not url or not key:
-                raise Refused("no Label Studio is configured (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY) and the "
-                              "request carries no hostname and access token to verify the project with")
+                raise Refused(
+                    "no Label Studio is configured (LABEL_STUDIO_URL, LABEL_STUDIO_API_KEY) and the "
+                    "request carries no hostname and access token to verify the project with"
+                )
             pinned = self._pinned()
             if pinned and pinned.rstrip("/") != url.rstrip("/"):
-                raise Refused(f"this backend serves the Label Studio at {pinned}; a project of another "
-                              f"Label Studio is refused (set LABEL_STUDIO_URL to change it)")
+                raise Refused(
+                    f"this backend serves the Label Studio at {pinned}; a project of another "
+                    f"Label Studio is refused (set LABEL_STUDIO_URL to change it)"
+                )
         try:
             probe = LabelStudio(url, key, timeout=2.5, retries=0)
         except ValueError as exc:
@@ -240,8 +263,9 @@ class Backend:
             project = probe.get_project(pid)
         except LabelStudioError as exc:
             if exc.status in (401, 403, 404):
-                raise Refused(f"Label Studio at {url} has no project {pid} for this token "
-                              f"(answered {exc.status})") from None
+                raise Refused(
+                    f"Label Studio at {url} has no project {pid} for this token (answered {exc.status})"
+                ) from None
             raise Unavailable(f"cannot verify project {pid} with Label Studio: {exc}") from None
         finally:
             probe.close()
@@ -291,8 +315,10 @@ class Backend:
 
                 shutil.rmtree(aside, ignore_errors=True)
             os.replace(folder, aside)
-            msg = (f"MODEL_DIR/{name} could not be loaded ({str(exc)[:160]}); it was moved to {name}.damaged "
-                   "and a new encoder is pretrained (every image is embedded again)")
+            msg = (
+                f"MODEL_DIR/{name} could not be loaded ({str(exc)[:160]}); it was moved to {name}.damaged "
+                "and a new encoder is pretrained (every image is embedded again)"
+            )
             log.error(msg)
             with self._lock:
                 self.problems.append(msg)

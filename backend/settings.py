@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
 
 from examine.encoder import EncoderConfig
 from examine.mae import recipe_encoder_config
@@ -24,42 +24,184 @@ class Settings:
     pass through yet (their defaults suit production; tests shorten them).
     """
 
-    label_studio_url: str = field(default="", metadata={"env": "LABEL_STUDIO_URL", "doc": "Label Studio base URL as the backend reaches it; empty: the hostname Label Studio sends in /setup"})
-    label_studio_api_key: str = field(default="", repr=False, metadata={"env": "LABEL_STUDIO_API_KEY", "doc": "legacy token or personal access token; empty: the token Label Studio sends in /setup"})
-    model_dir: Path = field(default=Path("model-dir"), metadata={"env": "MODEL_DIR", "doc": "encoder weights, embedding store, per-project state and job queue"})
+    label_studio_url: str = field(
+        default="",
+        metadata={
+            "env": "LABEL_STUDIO_URL",
+            "doc": "Label Studio base URL as the backend reaches it; empty: the hostname Label Studio sends in /setup",
+        },
+    )
+    label_studio_api_key: str = field(
+        default="",
+        repr=False,
+        metadata={
+            "env": "LABEL_STUDIO_API_KEY",
+            "doc": "legacy token or personal access token; empty: the token Label Studio sends in /setup",
+        },
+    )
+    model_dir: Path = field(
+        default=Path("model-dir"),
+        metadata={"env": "MODEL_DIR", "doc": "encoder weights, embedding store, per-project state and job queue"},
+    )
     host: str = field(default="127.0.0.1", metadata={"env": "HOST", "doc": "bind address (0.0.0.0 inside a container)"})
     port: int = field(default=9090, metadata={"env": "PORT", "doc": "bind port"})
-    workers: int = field(default=1, metadata={"env": "WORKERS", "doc": "gunicorn workers; keep 1 (the job queue is in-process)"})
+    workers: int = field(
+        default=1, metadata={"env": "WORKERS", "doc": "gunicorn workers; keep 1 (the job queue is in-process)"}
+    )
     threads: int = field(default=8, metadata={"env": "THREADS", "doc": "gunicorn threads"})
-    basic_auth_user: str = field(default="", metadata={"env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth with this user (and BASIC_AUTH_PASS)"})
-    basic_auth_pass: str = field(default="", repr=False, metadata={"env": "BASIC_AUTH_PASS", "doc": "password for BASIC_AUTH_USER"})
+    basic_auth_user: str = field(
+        default="",
+        metadata={"env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth with this user (and BASIC_AUTH_PASS)"},
+    )
+    basic_auth_pass: str = field(
+        default="", repr=False, metadata={"env": "BASIC_AUTH_PASS", "doc": "password for BASIC_AUTH_USER"}
+    )
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL", "doc": "DEBUG, INFO, WARNING or ERROR"})
-    model: str = field(default="", metadata={"env": "EXAMINE_MODEL", "doc": "timm ViT used when MODEL_DIR has no encoder yet; a pretrained tag (vit_base_patch16_224.mae) or an hf-hub: id loads those weights; empty: our MAE recipe (vit_tiny on a CPU)"})
-    model_args: str = field(default="", metadata={"env": "EXAMINE_MODEL_ARGS", "doc": "JSON object of extra timm.create_model arguments, e.g. {\"init_values\": 1e-5}"})
-    img_size: int = field(default=0, metadata={"env": "EXAMINE_IMG_SIZE", "doc": "encoder input resolution for a new encoder (0: the recipe's, 224 for a named model)"})
-    weights: str = field(default="", metadata={"env": "EXAMINE_WEIGHTS", "doc": "local encoder weights (.safetensors or MAE .pth); empty: pretrain our own MAE"})
-    device: str = field(default="auto", metadata={"env": "EXAMINE_DEVICE", "doc": "auto (CUDA when present), cpu or cuda"})
-    sampling: str = field(default="uncertainty", metadata={"env": "EXAMINE_SAMPLING", "doc": "uncertainty: set the project's sampling so /next serves the lowest score (= most valuable) first; sequential: Sequential sampling + the ordered view; keep: leave the project's sampling alone"})
-    policy: str = field(default="", metadata={"env": "EXAMINE_POLICY", "doc": "ranking policy of examine.ranking (empty: its default)"})
-    allowed_hosts: tuple[str, ...] = field(default=(), metadata={"env": "ALLOWED_HOSTS", "doc": "comma-separated extra hosts task images may be fetched from (never sent the token)"})
-    data_roots: tuple[Path, ...] = field(default=(), metadata={"env": "EXAMINE_DATA_ROOTS", "doc": "comma-separated local folders mirroring Label Studio's local-files root; images under them are read from disk"})
-    pretrain_epochs: int = field(default=0, metadata={"env": "EXAMINE_PRETRAIN_EPOCHS", "doc": "epochs of the first MAE pretraining on a project's images (0: automatic)"})
-    train_epochs: int = field(default=5, metadata={"env": "EXAMINE_TRAIN_EPOCHS", "doc": "epochs of continued MAE training on START_TRAINING"})
-    head_size: int = field(default=20, metadata={"env": "EXAMINE_HEAD_SIZE", "doc": "predictions pushed on each re-rank before the project switches to it (the rest follow when quiet)"})
-    full_publish_idle_s: float = field(default=30.0, metadata={"env": "EXAMINE_FULL_PUBLISH_IDLE_S", "doc": "after a re-rank only the head is pushed; the full ranking follows once the project has been quiet this long"})
-    cleanup_idle_s: float = field(default=300.0, metadata={"env": "EXAMINE_CLEANUP_IDLE_S", "doc": "superseded prediction versions are deleted once the project has been quiet this long (deleting locks Label Studio's SQLite database)"})
-    debounce_s: float = field(default=0.2, metadata={"env": "EXAMINE_DEBOUNCE_S", "doc": "events arriving within this many seconds are coalesced into one re-rank"})
-    view_title: str = field(default="EXAMINE priority", metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab ordered most valuable first"})
-    max_wait_s: float = field(default=2.0, metadata={"env": "EXAMINE_MAX_WAIT_S", "doc": "a continuous stream of events still gets a re-rank at least this often"})
-    reconcile_s: float = field(default=300.0, metadata={"env": "EXAMINE_RECONCILE_S", "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)"})
-    setup_reconcile_s: float = field(default=30.0, metadata={"env": "EXAMINE_SETUP_RECONCILE_S", "doc": "a /setup reconciles the project unless it was reconciled this recently and nothing changed (Label Studio calls /setup whenever it lists its ML backends)"})
-    retry_base_s: float = field(default=1.0, metadata={"env": "EXAMINE_RETRY_BASE_S", "doc": "first retry delay of a failed job (doubles each time)"})
-    retry_max_s: float = field(default=60.0, metadata={"env": "EXAMINE_RETRY_MAX_S", "doc": "longest delay between retries of a failed job"})
-    image_connect_timeout_s: float = field(default=3.0, metadata={"env": "EXAMINE_IMAGE_CONNECT_TIMEOUT_S", "doc": "connect timeout of an image download"})
-    image_deadline_s: float = field(default=20.0, metadata={"env": "EXAMINE_IMAGE_DEADLINE_S", "doc": "an image download (all hops and bytes) must finish within this"})
-    max_image_mb: int = field(default=64, metadata={"env": "EXAMINE_MAX_IMAGE_MB", "doc": "largest image file downloaded"})
-    max_decode_mb: int = field(default=256, metadata={"env": "EXAMINE_MAX_DECODE_MB", "doc": "largest decoded image (pixels x bytes per pixel) accepted"})
-    max_request_mb: int = field(default=100, metadata={"env": "EXAMINE_MAX_REQUEST_MB", "doc": "largest request body (413 above)"})
+    model: str = field(
+        default="",
+        metadata={
+            "env": "EXAMINE_MODEL",
+            "doc": "timm ViT used when MODEL_DIR has no encoder yet; a pretrained tag (vit_base_patch16_224.mae) or an hf-hub: id loads those weights; empty: our MAE recipe (vit_tiny on a CPU)",
+        },
+    )
+    model_args: str = field(
+        default="",
+        metadata={
+            "env": "EXAMINE_MODEL_ARGS",
+            "doc": 'JSON object of extra timm.create_model arguments, e.g. {"init_values": 1e-5}',
+        },
+    )
+    img_size: int = field(
+        default=0,
+        metadata={
+            "env": "EXAMINE_IMG_SIZE",
+            "doc": "encoder input resolution for a new encoder (0: the recipe's, 224 for a named model)",
+        },
+    )
+    weights: str = field(
+        default="",
+        metadata={
+            "env": "EXAMINE_WEIGHTS",
+            "doc": "local encoder weights (.safetensors or MAE .pth); empty: pretrain our own MAE",
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"env": "EXAMINE_DEVICE", "doc": "auto (CUDA when present), cpu or cuda"}
+    )
+    sampling: str = field(
+        default="uncertainty",
+        metadata={
+            "env": "EXAMINE_SAMPLING",
+            "doc": "uncertainty: set the project's sampling so /next serves the lowest score (= most valuable) first; sequential: Sequential sampling + the ordered view; keep: leave the project's sampling alone",
+        },
+    )
+    policy: str = field(
+        default="", metadata={"env": "EXAMINE_POLICY", "doc": "ranking policy of examine.ranking (empty: its default)"}
+    )
+    allowed_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "env": "ALLOWED_HOSTS",
+            "doc": "comma-separated extra hosts task images may be fetched from (never sent the token)",
+        },
+    )
+    data_roots: tuple[Path, ...] = field(
+        default=(),
+        metadata={
+            "env": "EXAMINE_DATA_ROOTS",
+            "doc": "comma-separated local folders mirroring Label Studio's local-files root; images under them are read from disk",
+        },
+    )
+    pretrain_epochs: int = field(
+        default=0,
+        metadata={
+            "env": "EXAMINE_PRETRAIN_EPOCHS",
+            "doc": "epochs of the first MAE pretraining on a project's images (0: automatic)",
+        },
+    )
+    train_epochs: int = field(
+        default=5, metadata={"env": "EXAMINE_TRAIN_EPOCHS", "doc": "epochs of continued MAE training on START_TRAINING"}
+    )
+    head_size: int = field(
+        default=20,
+        metadata={
+            "env": "EXAMINE_HEAD_SIZE",
+            "doc": "predictions pushed on each re-rank before the project switches to it (the rest follow when quiet)",
+        },
+    )
+    full_publish_idle_s: float = field(
+        default=30.0,
+        metadata={
+            "env": "EXAMINE_FULL_PUBLISH_IDLE_S",
+            "doc": "after a re-rank only the head is pushed; the full ranking follows once the project has been quiet this long",
+        },
+    )
+    cleanup_idle_s: float = field(
+        default=300.0,
+        metadata={
+            "env": "EXAMINE_CLEANUP_IDLE_S",
+            "doc": "superseded prediction versions are deleted once the project has been quiet this long (deleting locks Label Studio's SQLite database)",
+        },
+    )
+    debounce_s: float = field(
+        default=0.2,
+        metadata={
+            "env": "EXAMINE_DEBOUNCE_S",
+            "doc": "events arriving within this many seconds are coalesced into one re-rank",
+        },
+    )
+    view_title: str = field(
+        default="EXAMINE priority",
+        metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab ordered most valuable first"},
+    )
+    max_wait_s: float = field(
+        default=2.0,
+        metadata={
+            "env": "EXAMINE_MAX_WAIT_S",
+            "doc": "a continuous stream of events still gets a re-rank at least this often",
+        },
+    )
+    reconcile_s: float = field(
+        default=300.0,
+        metadata={
+            "env": "EXAMINE_RECONCILE_S",
+            "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)",
+        },
+    )
+    setup_reconcile_s: float = field(
+        default=30.0,
+        metadata={
+            "env": "EXAMINE_SETUP_RECONCILE_S",
+            "doc": "a /setup reconciles the project unless it was reconciled this recently and nothing changed (Label Studio calls /setup whenever it lists its ML backends)",
+        },
+    )
+    retry_base_s: float = field(
+        default=1.0,
+        metadata={"env": "EXAMINE_RETRY_BASE_S", "doc": "first retry delay of a failed job (doubles each time)"},
+    )
+    retry_max_s: float = field(
+        default=60.0, metadata={"env": "EXAMINE_RETRY_MAX_S", "doc": "longest delay between retries of a failed job"}
+    )
+    image_connect_timeout_s: float = field(
+        default=3.0, metadata={"env": "EXAMINE_IMAGE_CONNECT_TIMEOUT_S", "doc": "connect timeout of an image download"}
+    )
+    image_deadline_s: float = field(
+        default=20.0,
+        metadata={
+            "env": "EXAMINE_IMAGE_DEADLINE_S",
+            "doc": "an image download (all hops and bytes) must finish within this",
+        },
+    )
+    max_image_mb: int = field(
+        default=64, metadata={"env": "EXAMINE_MAX_IMAGE_MB", "doc": "largest image file downloaded"}
+    )
+    max_decode_mb: int = field(
+        default=256,
+        metadata={"env": "EXAMINE_MAX_DECODE_MB", "doc": "largest decoded image (pixels x bytes per pixel) accepted"},
+    )
+    max_request_mb: int = field(
+        default=100, metadata={"env": "EXAMINE_MAX_REQUEST_MB", "doc": "largest request body (413 above)"}
+    )
 
     def __post_init__(self) -> None:
         if self.model_args:
@@ -82,7 +224,7 @@ class Settings:
                 raise ValueError(f"{name.upper()} must be at least 1")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every variable; a malformed value raises ValueError naming the variable."""
         env = os.environ if env is None else env
         values = {}
@@ -98,8 +240,12 @@ class Settings:
 
     def encoder_config(self) -> EncoderConfig:
         """The encoder a new MODEL_DIR gets: EXAMINE_MODEL/EXAMINE_IMG_SIZE/EXAMINE_MODEL_ARGS over the device's recipe."""
-        return recipe_encoder_config(self.device, model=self.model or None, img_size=self.img_size or None,
-                                     model_kwargs=json.loads(self.model_args) if self.model_args else None)
+        return recipe_encoder_config(
+            self.device,
+            model=self.model or None,
+            img_size=self.img_size or None,
+            model_kwargs=json.loads(self.model_args) if self.model_args else None,
+        )
 
     @property
     def auth_required(self) -> bool:

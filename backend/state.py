@@ -97,7 +97,7 @@ class ProjectState:
         }
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "ProjectState":
+    def from_json(cls, raw: dict[str, Any]) -> ProjectState:
         """Inverse of :meth:`to_json`; raises ValueError/TypeError/KeyError on a malformed dict."""
         return cls(
             pid=int(raw["pid"]),

@@ -46,8 +46,10 @@ SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential 
 _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
 _BULK_BATCH = 20000
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
-_TRANSIENT = re.compile(r"connection failed|connection timed out|timed out after|no complete answer within|"
-                        r"-> (5\d\d|429)|Label Studio credentials")
+_TRANSIENT = re.compile(
+    r"connection failed|connection timed out|timed out after|no complete answer within|"
+    r"-> (5\d\d|429)|Label Studio credentials"
+)
 
 
 def is_transient(error: str | None) -> bool:
@@ -82,7 +84,9 @@ class ProjectWorker:
                 return []
             raise
         follow: set[str] = set()
-        key = image_key_from_config(project.get("label_config") if isinstance(project.get("label_config"), str) else None)
+        key = image_key_from_config(
+            project.get("label_config") if isinstance(project.get("label_config"), str) else None
+        )
         with self.state.lock:
             if key != self.state.image_key:
                 self.state.image_key = key
@@ -122,8 +126,13 @@ class ProjectWorker:
             self.state.problems = [p for p in self.state.problems if "no longer exists" not in p]
         self.save()
         self.backend.last_reconcile[self.pid] = time.monotonic()
-        log.info("project %s: reconciled %d tasks (%s)%s", self.pid, len(tasks), self.state.counts(),
-                 f"; follow-up: {'+'.join(sorted(follow))}" if follow else "")
+        log.info(
+            "project %s: reconciled %d tasks (%s)%s",
+            self.pid,
+            len(tasks),
+            self.state.counts(),
+            f"; follow-up: {'+'.join(sorted(follow))}" if follow else "",
+        )
         return sorted(follow)
 
     def _check_versions(self, client: LabelStudio, project: dict) -> set[str]:
@@ -142,8 +151,11 @@ class ProjectWorker:
                 if v.startswith(VERSION_PREFIX) and v not in keep and v not in self.state.stale_versions:
                     self.state.stale_versions.append(v)  # an aborted publish, or one a lost state knew
             unlabeled = any(i.key and not i.labeled for i in self.state.tasks.values())
-            if unlabeled and (self.state.published_version is None or self.state.published_version not in versions
-                              or project.get("model_version") != self.state.published_version):
+            if unlabeled and (
+                self.state.published_version is None
+                or self.state.published_version not in versions
+                or project.get("model_version") != self.state.published_version
+            ):
                 follow.add("full" if self.state.complete_version else "rank")
         return follow
 
@@ -159,8 +171,11 @@ class ProjectWorker:
 
             token = base64.b64encode(f"{self.settings.basic_auth_user}:{self.settings.basic_auth_pass}".encode())
             header = f"Basic {token.decode()}"
-        ours = {ml["url"].rstrip("/") + "/webhook" for ml in client.list_ml_backends(self.pid)
-                if isinstance(ml, dict) and ml.get("url")}
+        ours = {
+            ml["url"].rstrip("/") + "/webhook"
+            for ml in client.list_ml_backends(self.pid)
+            if isinstance(ml, dict) and ml.get("url")
+        }
         hooks = [h for h in client.list_webhooks(self.pid) if isinstance(h, dict)]
         for url in sorted(ours):
             mine = [h for h in hooks if h.get("url") == url]
@@ -208,7 +223,7 @@ class ProjectWorker:
                     info.uri, info.key = None, None
                     info.error = (
                         f"task {tid}: no image under data key {key!r} (task data keys: {sorted(data)}); "
-                        "the labeling config's <Image value=\"$…\"> must name the key that holds the image URL"
+                        'the labeling config\'s <Image value="$…"> must name the key that holds the image URL'
                     )
                     continue
                 if uri != info.uri:
@@ -227,8 +242,11 @@ class ProjectWorker:
         from examine.mae import auto_epochs, default_pretrain_config, pretrain
 
         if self.state.encoder_version is not None:
-            self._problem(f"the encoder {self.state.encoder_version} is missing from MODEL_DIR; a new one is "
-                          "pretrained and every image embedded again", backend_wide=True)
+            self._problem(
+                f"the encoder {self.state.encoder_version} is missing from MODEL_DIR; a new one is "
+                "pretrained and every image embedded again",
+                backend_wide=True,
+            )
 
         images = self._decoded_images()
         if len(images) < 2:
@@ -242,8 +260,14 @@ class ProjectWorker:
         _, cfg = default_pretrain_config(self.settings.device)
         cfg = replace(cfg, epochs=self.settings.pretrain_epochs or auto_epochs(len(images)))
         log.info("project %s: pretraining the MAE on %d images for %d epochs", self.pid, len(images), cfg.epochs)
-        pretrain(images, self.backend.workspace.encoder_dir, cfg, encoder_config=enc_cfg,
-                 device=self.settings.device, progress=False)
+        pretrain(
+            images,
+            self.backend.workspace.encoder_dir,
+            cfg,
+            encoder_config=enc_cfg,
+            device=self.settings.device,
+            progress=False,
+        )
 
     def embed(self) -> list[str]:
         """Embed every task whose image has no vector in the store; asks for a re-rank when any got one."""
@@ -273,12 +297,15 @@ class ProjectWorker:
         """Embed some tasks; returns how many failed for passing reasons (retried by the next reconcile)."""
         store = self._store(encoder)
         with self.state.lock:
-            items = [(t, self.state.tasks[t].uri) for t in task_ids if t in self.state.tasks and self.state.tasks[t].uri]
+            items = [
+                (t, self.state.tasks[t].uri) for t in task_ids if t in self.state.tasks and self.state.tasks[t].uri
+            ]
         if not items:
             return 0
         fetcher = ImageFetcher(self.settings, self.backend.image_client(self.pid))
-        report = embed_sources([fetcher.source(t, u) for t, u in items], encoder, store,
-                               device=self.settings.device, progress=False)
+        report = embed_sources(
+            [fetcher.source(t, u) for t, u in items], encoder, store, device=self.settings.device, progress=False
+        )
         transient = 0
         with self.state.lock:
             self.state.encoder_version = encoder.version
@@ -292,8 +319,13 @@ class ProjectWorker:
                     self.state.tasks[tid].error = f"task {tid}: {err}"
                     transient += is_transient(str(err))
                     log.warning("project %s: %s", self.pid, self.state.tasks[tid].error)
-        log.info("project %s: embedded %d new, %d cached, %d failed", self.pid, report.added, report.cached,
-                 len(report.errors))
+        log.info(
+            "project %s: embedded %d new, %d cached, %d failed",
+            self.pid,
+            report.added,
+            report.cached,
+            len(report.errors),
+        )
         return transient
 
     def _decoded_images(self) -> list[np.ndarray]:
@@ -303,7 +335,13 @@ class ProjectWorker:
             items = [(t, i.uri) for t, i in sorted(self.state.tasks.items()) if i.uri and not i.error]
         for tid, uri in items:
             try:
-                images.append(load_image(fetcher.fetch(tid, uri), item=f"task {tid}", max_side=2 * self.settings.encoder_config().img_size))
+                images.append(
+                    load_image(
+                        fetcher.fetch(tid, uri),
+                        item=f"task {tid}",
+                        max_side=2 * self.settings.encoder_config().img_size,
+                    )
+                )
             except Exception as exc:  # reported per task, training goes on
                 log.warning("project %s: task %s skipped for training: %s", self.pid, tid, exc)
         return images
@@ -348,8 +386,12 @@ class ProjectWorker:
             except LabelStudioError as exc:
                 if exc.status not in (400, 404) or attempt:
                     raise
-                log.warning("project %s: Label Studio refused the publish (%s); reconciling (tasks deleted "
-                            "meanwhile?) and publishing again", self.pid, exc)
+                log.warning(
+                    "project %s: Label Studio refused the publish (%s); reconciling (tasks deleted "
+                    "meanwhile?) and publishing again",
+                    self.pid,
+                    exc,
+                )
                 if "embed" in self.reconcile():
                     self.embed()
 
@@ -363,8 +405,11 @@ class ProjectWorker:
             with self.state.lock:
                 lost = [i for i in self.state.tasks.values() if i.key and i.key not in store]
             if lost:
-                self._problem(f"{len(lost)} embeddings were missing from the store (deleted or damaged); "
-                              "their images are embedded again", backend_wide=True)
+                self._problem(
+                    f"{len(lost)} embeddings were missing from the store (deleted or damaged); "
+                    "their images are embedded again",
+                    backend_wide=True,
+                )
                 self.embed()
                 store = self._store(encoder)
             with self.state.lock:
@@ -392,8 +437,10 @@ class ProjectWorker:
         client = self.backend.client(self.pid)
         version = new_version()
         n = len(task_ids)
-        preds = [{"task": tid, "model_version": version, "score": (pos + 1) / n, "result": []}
-                 for pos, tid in enumerate(task_ids)]
+        preds = [
+            {"task": tid, "model_version": version, "score": (pos + 1) / n, "result": []}
+            for pos, tid in enumerate(task_ids)
+        ]
         head = min(self.settings.head_size, n)
         t0 = time.perf_counter()
         try:
@@ -432,8 +479,14 @@ class ProjectWorker:
                     self.state.stale_versions.append(v)
         self.backend.publishes += 1
         self.save()
-        log.info("project %s: %s of %d published as %s in %.2f s", self.pid, "all" if full else f"head {head}",
-                 n, version, elapsed)
+        log.info(
+            "project %s: %s of %d published as %s in %.2f s",
+            self.pid,
+            "all" if full else f"head {head}",
+            n,
+            version,
+            elapsed,
+        )
         if not self._view_exists(client):
             client.ensure_view(self.pid, self.settings.view_title, ordering=["tasks:predictions_score"])
 
@@ -475,10 +528,19 @@ class ProjectWorker:
         if out.exists():
             shutil.rmtree(out)
         log.info("project %s: continuing MAE training on %d images for %d epochs", self.pid, len(images), cfg.epochs)
-        trained, losses = pretrain(images, out, cfg, encoder=encoder, encoder_config=enc_cfg,
-                                   device=self.settings.device, resume=False, progress=False)
+        trained, losses = pretrain(
+            images,
+            out,
+            cfg,
+            encoder=encoder,
+            encoder_config=enc_cfg,
+            device=self.settings.device,
+            resume=False,
+            progress=False,
+        )
         if final.exists():
             shutil.rmtree(final)
         out.replace(final)
-        log.info("project %s: training done (loss %.4f → %.4f), encoder %s", self.pid, losses[0], losses[-1],
-                 trained.version)
+        log.info(
+            "project %s: training done (loss %.4f → %.4f), encoder %s", self.pid, losses[0], losses[-1], trained.version
+        )

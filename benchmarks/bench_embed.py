@@ -77,15 +77,23 @@ def decode_only(paths: list[Path], size: int, device: torch.device, workers: int
 
 def warm_up(enc, paths: list[Path], device: torch.device, bs: int, workers: int, tmp: Path) -> float:
     """Seconds of a first small embed_sources run (worker processes, CUDA/nvJPEG initialisation)."""
-    warm = paths[-min(len(paths), 2 * bs):]
+    warm = paths[-min(len(paths), 2 * bs) :]
     t0 = time.perf_counter()
-    embed_sources(path_sources(warm), enc, EmbeddingStore(tmp / "warm", enc.version, enc.dim),
-                  batch_size=bs, device=device, workers=workers, progress=False)
+    embed_sources(
+        path_sources(warm),
+        enc,
+        EmbeddingStore(tmp / "warm", enc.version, enc.dim),
+        batch_size=bs,
+        device=device,
+        workers=workers,
+        progress=False,
+    )
     return time.perf_counter() - t0
 
 
-def end_to_end(enc, paths: list[Path], device: torch.device, bs: int, workers: int, tmp: Path,
-               in_ram: bool = False) -> float:
+def end_to_end(
+    enc, paths: list[Path], device: torch.device, bs: int, workers: int, tmp: Path, in_ram: bool = False
+) -> float:
     """Images/s of embed_sources from files (or from their bytes already in RAM) into a fresh store."""
     store = EmbeddingStore(tmp, enc.version, enc.dim)
     if in_ram:
@@ -103,13 +111,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--images", type=int, default=None, help="JPEG files (default 8192 on CUDA, 512 on the CPU)")
-    ap.add_argument("--models", default=None,
-                    help="model@size,... (default vit_base_patch16_224@224 on CUDA; vit_tiny@96 and vit_base@224 on the CPU)")
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="model@size,... (default vit_base_patch16_224@224 on CUDA; vit_tiny@96 and vit_base@224 on the CPU)",
+    )
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="alternate bare/end-to-end measurements this often, keep the best of each "
-                         "(default 1 on CUDA, 3 on a shared CPU)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="alternate bare/end-to-end measurements this often, keep the best of each "
+        "(default 1 on CUDA, 3 on a shared CPU)",
+    )
     ap.add_argument("--tiles-dir", default=None)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -120,8 +135,11 @@ def main() -> None:
     bs = args.batch_size or default_batch_size(device)
     workers = default_workers(device) if args.workers is None else args.workers
     name = device_name(device)
-    print(f"device: {device} ({name}), {len(os.sched_getaffinity(0))} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads, batch {bs}, {workers} decode processes", flush=True)
+    print(
+        f"device: {device} ({name}), {len(os.sched_getaffinity(0))} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, batch {bs}, {workers} decode processes",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmpname:
         tmp = Path(tmpname)
         t0 = time.perf_counter()
@@ -142,16 +160,36 @@ def main() -> None:
             ram = end_to_end(enc, m_paths, device, bs, workers, tmp / model / "ram", in_ram=True)
             bare, e2e = max(bares), max(e2es)
             ratio = e2e / bare
-            print(f"{model} @ {size}px on {name}: bare forward {bare:9.1f} img/s | decode only ({how}) {dec:9.1f} img/s | "
-                  f"end to end from {m_n} JPEG files {e2e:9.1f} img/s (warm-up {warm_s:.1f} s; from bytes in RAM {ram:.1f}) | "
-                  f"ratio {ratio:6.1%}" + (f" (best of {repeats}: bare {[round(b, 1) for b in bares]}, "
-                                           f"e2e {[round(e, 1) for e in e2es]})" if repeats > 1 else ""), flush=True)
-            save_json(args.json, f"embed/{device.type}/{model}@{size}", {
-                "device": name, "batch_size": bs, "workers": workers, "images": m_n,
-                "bare_forward_img_s": round(bare, 1), "decode_only_img_s": round(dec, 1), "decode_how": how,
-                "end_to_end_img_s": round(e2e, 1), "end_to_end_from_ram_img_s": round(ram, 1), "ratio": round(ratio, 4), "warmup_s": round(warm_s, 2),
-                "bare_all": [round(b, 1) for b in bares], "end_to_end_all": [round(e, 1) for e in e2es],
-            })
+            print(
+                f"{model} @ {size}px on {name}: bare forward {bare:9.1f} img/s | decode only ({how}) {dec:9.1f} img/s | "
+                f"end to end from {m_n} JPEG files {e2e:9.1f} img/s (warm-up {warm_s:.1f} s; from bytes in RAM {ram:.1f}) | "
+                f"ratio {ratio:6.1%}"
+                + (
+                    f" (best of {repeats}: bare {[round(b, 1) for b in bares]}, e2e {[round(e, 1) for e in e2es]})"
+                    if repeats > 1
+                    else ""
+                ),
+                flush=True,
+            )
+            save_json(
+                args.json,
+                f"embed/{device.type}/{model}@{size}",
+                {
+                    "device": name,
+                    "batch_size": bs,
+                    "workers": workers,
+                    "images": m_n,
+                    "bare_forward_img_s": round(bare, 1),
+                    "decode_only_img_s": round(dec, 1),
+                    "decode_how": how,
+                    "end_to_end_img_s": round(e2e, 1),
+                    "end_to_end_from_ram_img_s": round(ram, 1),
+                    "ratio": round(ratio, 4),
+                    "warmup_s": round(warm_s, 2),
+                    "bare_all": [round(b, 1) for b in bares],
+                    "end_to_end_all": [round(e, 1) for e in e2es],
+                },
+            )
             enc.cpu()
             if cuda:
                 torch.cuda.empty_cache()

@@ -57,10 +57,17 @@ def main() -> None:
         print(f"wrote {args.tasks} tiles in {time.perf_counter() - t0:.1f} s")
         model_dir = tmp / "model"
         create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8)).save(model_dir / "encoder")
-        backend = BackendServer({
-            "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token, "MODEL_DIR": str(model_dir),
-            "EXAMINE_DATA_ROOTS": str(ls.files_root), "EXAMINE_DEVICE": "auto", "LOG_LEVEL": "INFO",
-        }, tmp / "backend.log").start()
+        backend = BackendServer(
+            {
+                "LABEL_STUDIO_URL": ls.url,
+                "LABEL_STUDIO_API_KEY": ls.token,
+                "MODEL_DIR": str(model_dir),
+                "EXAMINE_DATA_ROOTS": str(ls.files_root),
+                "EXAMINE_DEVICE": "auto",
+                "LOG_LEVEL": "INFO",
+            },
+            tmp / "backend.log",
+        ).start()
         try:
             client = LabelStudio(ls.url, ls.token, timeout=300)
             pid = client.create_project("latency", CONFIG)["id"]
@@ -79,8 +86,17 @@ def main() -> None:
                 head = client.next_task(pid)["id"]
                 before = backend.status(pid)["published_version"]
                 t0 = time.perf_counter()
-                client.create_annotation(head, [{"from_name": "c", "to_name": "image", "type": "choices",
-                                                 "value": {"choices": ["a" if k % 2 else "b"]}}])
+                client.create_annotation(
+                    head,
+                    [
+                        {
+                            "from_name": "c",
+                            "to_name": "image",
+                            "type": "choices",
+                            "value": {"choices": ["a" if k % 2 else "b"]},
+                        }
+                    ],
+                )
                 t_submit = time.perf_counter() - t0
                 while True:
                     nxt = client.next_task(pid)

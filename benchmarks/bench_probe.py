@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from examine.embed import embed_arrays  # noqa: E402
-from examine.encoder import EncoderConfig, create_encoder  # noqa: E402
+from examine.encoder import create_encoder  # noqa: E402
 from examine.evaluate.data import load_labeled_set  # noqa: E402
 from examine.evaluate.embedders import _rgb, pixel_pca_embedder  # noqa: E402
 from examine.evaluate.results import machine  # noqa: E402
@@ -57,12 +57,15 @@ def main(argv: list[str] | None = None) -> int:
             rnd = create_encoder(enc_cfg)
             r = _probe(embed_arrays(_rgb(data.train), rnd), embed_arrays(_rgb(data.test), rnd), data)
             t0 = time.perf_counter()
-            enc, losses = pretrain(_rgb(data.train), tempfile.mkdtemp(), cfg, encoder_config=enc_cfg, device="cpu",
-                                   progress=False)
+            enc, losses = pretrain(
+                _rgb(data.train), tempfile.mkdtemp(), cfg, encoder_config=enc_cfg, device="cpu", progress=False
+            )
             secs = time.perf_counter() - t0
             m = _probe(embed_arrays(_rgb(data.train), enc), embed_arrays(_rgb(data.test), enc), data)
-            print(f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs in {secs:.0f} s, "
-                  f"{cfg.epochs * len(data.train) / secs:.0f} img/s, loss {losses[0]:.3f} → {losses[-1]:.3f}")
+            print(
+                f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs in {secs:.0f} s, "
+                f"{cfg.epochs * len(data.train) / secs:.0f} img/s, loss {losses[0]:.3f} → {losses[-1]:.3f}"
+            )
     return 0
 
 

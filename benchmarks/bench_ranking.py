@@ -49,11 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     labeled[rng.choice(a.n, a.labels, replace=False)] = True
     labels = [int(v) if m else None for v, m in zip(y, labeled)]
     base = _best(lambda: marginal_singular_values(X), a.repeat)
-    print(f"{platform.machine()}, {platform.python_version()}, numpy {np.__version__}; X {a.n} × {a.d} float32, "
-          f"{a.labels} labels")
+    print(
+        f"{platform.machine()}, {platform.python_version()}, numpy {np.__version__}; X {a.n} × {a.d} float32, "
+        f"{a.labels} labels"
+    )
     print(f"{'marginal_singular_values':<26} {base:8.3f} s   1.00×")
     for policy in a.policies.split(","):
-        t = _best(lambda: rank(X, labeled=labeled, labels=labels, policy=policy), a.repeat)
+        t = _best(lambda policy=policy: rank(X, labeled=labeled, labels=labels, policy=policy), a.repeat)
         print(f"{'rank(policy=' + policy + ')':<26} {t:8.3f} s  {t / base:5.2f}×")
     return 0
 

@@ -9,7 +9,7 @@ The selection baselines (k-center, TypiClust, ProbCover) come from scikit-active
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -35,7 +35,9 @@ def load_embeddings(path: str | Path) -> np.ndarray:
         X = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc):
-            raise CLIError(f"{path}: holds Python objects, not numbers; save a float32/float64 array with numpy.save") from exc
+            raise CLIError(
+                f"{path}: holds Python objects, not numbers; save a float32/float64 array with numpy.save"
+            ) from exc
         raise CLIError(f"{path}: not a readable .npy file ({exc})") from exc
     except OSError as exc:
         raise CLIError(f"{path}: not a readable .npy file ({exc})") from exc
@@ -81,8 +83,14 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
     try:
         paths = list_folder(args.images)
-        pretrain_on(paths, Path(args.out) / "encoder", encoder_config=_encoder_config(args),
-                    pretrain_config=pretrain_config_from_args(args, len(paths)), device=args.device, log=print)
+        pretrain_on(
+            paths,
+            Path(args.out) / "encoder",
+            encoder_config=_encoder_config(args),
+            pretrain_config=pretrain_config_from_args(args, len(paths)),
+            device=args.device,
+            log=print,
+        )
     except (PipelineError, EncoderError) as exc:
         raise CLIError(str(exc)) from exc
 
@@ -94,30 +102,43 @@ def cmd_embed(args: argparse.Namespace) -> None:
     try:
         paths = list_folder(args.images)
         ws = Workspace(args.model_dir)
-        encoder = prepare_encoder(paths, ws, encoder_config=_encoder_config(args), weights=args.weights,
-                                  pretrain_if_missing=False)
+        encoder = prepare_encoder(
+            paths, ws, encoder_config=_encoder_config(args), weights=args.weights, pretrain_if_missing=False
+        )
         report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
     except (PipelineError, EncoderError) as exc:
         raise CLIError(str(exc)) from exc
     for err in report.errors.values():
         print(f"skipped {err}", file=sys.stderr)
-    print(f"embedded {report.added} new, {report.cached} already stored, {len(report.errors)} failed "
-          f"(encoder {encoder.version})")
+    print(
+        f"embedded {report.added} new, {report.cached} already stored, {len(report.errors)} failed "
+        f"(encoder {encoder.version})"
+    )
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
     from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
 
     try:
-        result = rank_folder(args.images, args.model_dir, policy=args.policy, encoder_config=_encoder_config(args),
-                             weights=args.weights, device=args.device, batch_size=args.batch_size or None,
-                             pretrain_config=pretrain_config_from_args(args, None), log=print)
+        result = rank_folder(
+            args.images,
+            args.model_dir,
+            policy=args.policy,
+            encoder_config=_encoder_config(args),
+            weights=args.weights,
+            device=args.device,
+            batch_size=args.batch_size or None,
+            pretrain_config=pretrain_config_from_args(args, None),
+            log=print,
+        )
     except (PipelineError, EncoderError) as exc:
         raise CLIError(str(exc)) from exc
     for path, reason in result.errors:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"embedded {result.added} new, {result.cached} already stored, {len(result.errors)} failed "
-          f"(encoder {result.encoder_version})")
+    print(
+        f"embedded {result.added} new, {result.cached} already stored, {len(result.errors)} failed "
+        f"(encoder {result.encoder_version})"
+    )
     err_path = write_ranking_csv(result, args.output)
     if err_path is not None:
         print(f"{len(result.errors)} unreadable image(s) listed in {err_path}")
@@ -153,8 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rank", help="pretrain if needed, embed and rank a folder of images")
     p.add_argument("images", help="folder of images (searched recursively)")
     p.add_argument("-o", "--output", default="ranking.csv", help="CSV: path,sha256,marginal,score,rank (queue order)")
-    p.add_argument("--policy", default=DEFAULT_POLICY, choices=sorted(POLICIES),
-                   help=f"queue policy of examine.ranking (default {DEFAULT_POLICY}; paper: the static EXAMINE order)")
+    p.add_argument(
+        "--policy",
+        default=DEFAULT_POLICY,
+        choices=sorted(POLICIES),
+        help=f"queue policy of examine.ranking (default {DEFAULT_POLICY}; paper: the static EXAMINE order)",
+    )
     p.add_argument("--top", type=int, default=10, help="how many of the most valuable images to print")
     add_model_args(p)
     add_pretrain_args(p)

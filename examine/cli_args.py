@@ -18,14 +18,26 @@ class CLIError(Exception):
 def add_model_args(p: argparse.ArgumentParser, *, model_dir: bool = True) -> None:
     """--model-dir/--weights (optional), --model, --img-size, --patch-size, --pool, --device, --batch-size."""
     if model_dir:
-        p.add_argument("--model-dir", default="examine-model", help="encoder + embedding store (default ./examine-model)")
-        p.add_argument("--weights", help="local encoder weights (.safetensors or an MAE .pth) instead of the model dir's")
-    p.add_argument("--model", default=None,
-                   help="timm ViT name; with a pretrained tag (vit_base_patch16_224.mae) or an hf-hub: id the "
-                        "pretrained weights are loaded (downloaded once into the Hugging Face cache). "
-                        "Default: the recipe of this device (vit_tiny on a CPU)")
-    p.add_argument("--model-args", type=_json_object, default=None, metavar="JSON",
-                   help='extra timm.create_model arguments, e.g. \'{"init_values": 1e-5, "dynamic_img_size": true}\'')
+        p.add_argument(
+            "--model-dir", default="examine-model", help="encoder + embedding store (default ./examine-model)"
+        )
+        p.add_argument(
+            "--weights", help="local encoder weights (.safetensors or an MAE .pth) instead of the model dir's"
+        )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="timm ViT name; with a pretrained tag (vit_base_patch16_224.mae) or an hf-hub: id the "
+        "pretrained weights are loaded (downloaded once into the Hugging Face cache). "
+        "Default: the recipe of this device (vit_tiny on a CPU)",
+    )
+    p.add_argument(
+        "--model-args",
+        type=_json_object,
+        default=None,
+        metavar="JSON",
+        help='extra timm.create_model arguments, e.g. \'{"init_values": 1e-5, "dynamic_img_size": true}\'',
+    )
     p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the recipe's)")
     p.add_argument("--patch-size", type=int, default=None, help="override the model's patch size")
     p.add_argument("--pool", default=None, help="embedding read-out (default: the recipe's)")
@@ -53,10 +65,22 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
 def encoder_config_from_args(args: argparse.Namespace) -> EncoderConfig | None:
     """The encoder asked for on the command line, filled in from the device's recipe; None if nothing was asked."""
     model_args = getattr(args, "model_args", None)
-    if args.model is None and args.img_size is None and args.patch_size is None and args.pool is None and not model_args:
+    if (
+        args.model is None
+        and args.img_size is None
+        and args.patch_size is None
+        and args.pool is None
+        and not model_args
+    ):
         return None
-    return recipe_encoder_config(args.device, model=args.model, img_size=args.img_size, patch_size=args.patch_size,
-                                 pool=args.pool, model_kwargs=model_args)
+    return recipe_encoder_config(
+        args.device,
+        model=args.model,
+        img_size=args.img_size,
+        patch_size=args.patch_size,
+        pool=args.pool,
+        model_kwargs=model_args,
+    )
 
 
 def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) -> PretrainConfig | None:

@@ -48,9 +48,7 @@ def cluster_pool(X: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     return km.fit_predict(np.asarray(X, dtype=np.float64)).astype(np.int64)
 
 
-def coverage_order(
-    X: np.ndarray, labeled: np.ndarray, assign: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def coverage_order(X: np.ndarray, labeled: np.ndarray, assign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Serve clusters by coverage, each by its own EXAMINE order.
 
     Parameters

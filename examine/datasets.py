@@ -48,7 +48,16 @@ _TILE_ATTEMPTS = 50
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 
 #: Names accepted by :func:`corrupt`.
@@ -57,6 +66,7 @@ _PEN_COLOURS = ((20, 110, 40), (30, 50, 150), (25, 25, 25), (160, 30, 40))  # gr
 
 
 # ---------------------------------------------------------------- medical tiles
+
 
 def tile_sources() -> dict[str, Path]:
     """The bundled medical source images found on this machine: name → file.
@@ -75,7 +85,7 @@ def tile_sources() -> dict[str, Path]:
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _source_image(name: str) -> np.ndarray:
     with resources.as_file(resources.files("skimage.data").joinpath(_SKIMAGE_FILES[name])) as path:
         image = load_image(path)
@@ -180,6 +190,7 @@ def _largest_tile(available: dict[str, Path]) -> int:
 
 # ---------------------------------------------------------------- Fashion-MNIST
 
+
 def load_fashion_mnist(split: str = "train", limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package.
 
@@ -240,6 +251,7 @@ def _read_idx(path: Path, limit: int | None) -> np.ndarray:
 
 # ---------------------------------------------------------------- MedMNIST
 
+
 def load_medmnist(npz_path: str | os.PathLike[str], split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one split of a MedMNIST ``.npz`` (e.g. ``pathmnist.npz``).
 
@@ -277,6 +289,7 @@ def load_medmnist(npz_path: str | os.PathLike[str], split: str = "train") -> tup
 
 
 # ---------------------------------------------------------------- corruptions
+
 
 def corrupt(image: np.ndarray, kind: str, rng: np.random.Generator | None = None) -> np.ndarray:
     """A copy of ``image`` with a planted defect, for quality-screening benchmarks.

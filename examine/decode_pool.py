@@ -13,9 +13,9 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -67,7 +67,9 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core already
 
 
-def _run_chunk(fn: Callable[[str, bytes, int], DecodeResult], jobs: list[tuple[str, bytes]], size: int) -> list[DecodeResult]:
+def _run_chunk(
+    fn: Callable[[str, bytes, int], DecodeResult], jobs: list[tuple[str, bytes]], size: int
+) -> list[DecodeResult]:
     return [fn(item, data, size) for item, data in jobs]
 
 
@@ -98,8 +100,9 @@ class DecodePool:
                 cls._pool.shutdown(wait=False, cancel_futures=True)
             cls._pool, cls._size = None, 0
 
-    def submit(self, fn: Callable[[str, bytes, int], DecodeResult], jobs: Sequence[tuple[str, bytes]],
-               size: int) -> Callable[[], list[DecodeResult]]:
+    def submit(
+        self, fn: Callable[[str, bytes, int], DecodeResult], jobs: Sequence[tuple[str, bytes]], size: int
+    ) -> Callable[[], list[DecodeResult]]:
         """Start decoding ``jobs`` (item, bytes); the returned function waits for the results, in order."""
         jobs = list(jobs)
         if self.workers == 0 or not jobs:
@@ -122,9 +125,17 @@ class DecodePool:
                     out.extend(fut.result())
                 except BrokenProcessPool:  # a decoder crashed its process: name the items, start afresh
                     self._reset()
-                    out.extend((None, ImageLoadError(item, "the decoder crashed on this image (or a neighbour)",
-                                                     "check the file; it may be damaged"))
-                               for item, _ in part)
+                    out.extend(
+                        (
+                            None,
+                            ImageLoadError(
+                                item,
+                                "the decoder crashed on this image (or a neighbour)",
+                                "check the file; it may be damaged",
+                            ),
+                        )
+                        for item, _ in part
+                    )
             return out
 
         return results

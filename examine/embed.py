@@ -17,7 +17,7 @@ batch to the store while the device computes the next.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -48,11 +48,14 @@ class _Embedder:
         return out.float().cpu().numpy()
 
 
-def embed_arrays(images: Sequence[np.ndarray], encoder: Encoder, *, batch_size: int = 64,
-                 device: str | torch.device = "auto") -> np.ndarray:
+def embed_arrays(
+    images: Sequence[np.ndarray], encoder: Encoder, *, batch_size: int = 64, device: str | torch.device = "auto"
+) -> np.ndarray:
     """Embeddings of in-memory RGB uint8 images (no store): for evaluation and tests."""
     emb = _Embedder(encoder, resolve_device(device))
     size = encoder.config.img_size
-    out = [emb(torch.stack([to_square_tensor(im, size) for im in images[s : s + batch_size]]))
-           for s in range(0, len(images), batch_size)]
+    out = [
+        emb(torch.stack([to_square_tensor(im, size) for im in images[s : s + batch_size]]))
+        for s in range(0, len(images), batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), dtype=np.float32)

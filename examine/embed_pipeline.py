@@ -20,10 +20,11 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,8 +114,9 @@ def _fetch_many(sources: list[Source]) -> list[tuple[bytes | None, str | None, I
     return [_fetch(s) for s in sources]
 
 
-def _fetch_chunks(sources: Sequence[Source], chunks: list[range], pool: ThreadPoolExecutor,
-                  ahead: int = 2) -> Iterator[tuple[range, list]]:
+def _fetch_chunks(
+    sources: Sequence[Source], chunks: list[range], pool: ThreadPoolExecutor, ahead: int = 2
+) -> Iterator[tuple[range, list]]:
     """Yield (chunk, fetched) in order, with the next ``ahead`` chunks being fetched meanwhile."""
 
     def start(chunk: range) -> list:
@@ -192,8 +194,15 @@ class _Batch:
 class _Producer(threading.Thread):
     """Fetch, hash, decode and preprocess batches ahead of the encoder, into a bounded queue."""
 
-    def __init__(self, sources: Sequence[Source], tracker: _Tracker, size: int, batch_size: int,
-                 device: torch.device, workers: int):
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        tracker: _Tracker,
+        size: int,
+        batch_size: int,
+        device: torch.device,
+        workers: int,
+    ):
         super().__init__(name="examine-embed-producer", daemon=True)
         self.sources = sources
         self.tracker = tracker

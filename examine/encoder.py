@@ -28,8 +28,15 @@ import torch
 from torch import nn
 
 __all__ = [
-    "EncoderConfig", "Encoder", "EncoderError", "POOLS", "create_encoder", "is_pretrained_name", "load_state_dict",
-    "IMAGENET_MEAN", "IMAGENET_STD",
+    "EncoderConfig",
+    "Encoder",
+    "EncoderError",
+    "POOLS",
+    "create_encoder",
+    "is_pretrained_name",
+    "load_state_dict",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,7 +113,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read encoder weights from a local ``.safetensors`` or ``.pth`` file (decoder keys dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise EncoderError(f"weights file {path} does not exist; pass a local .safetensors/.pth file or run `examine pretrain`")
+        raise EncoderError(
+            f"weights file {path} does not exist; pass a local .safetensors/.pth file or run `examine pretrain`"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -164,7 +173,9 @@ class Encoder(nn.Module):
         if self._version is None:
             c = self.config
             patch = c.patch_size or self.vit.patch_embed.patch_size[0]
-            arch = "".join(ch if ch.isalnum() or ch in "_-" else "-" for ch in c.model.removeprefix("hf-hub:").split(".")[0])
+            arch = "".join(
+                ch if ch.isalnum() or ch in "_-" else "-" for ch in c.model.removeprefix("hf-hub:").split(".")[0]
+            )
             self._version = f"{arch}-p{patch}-{c.img_size}px-{c.pool}-{weights_digest(self.vit)[:16]}"
         return self._version
 
@@ -198,7 +209,7 @@ class Encoder(nn.Module):
         return folder / WEIGHTS_NAME
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Encoder":
+    def load(cls, folder: str | Path) -> Encoder:
         """Load an encoder saved by :meth:`save` (e.g. by ``examine pretrain``)."""
         folder = Path(folder)
         cfg_path = folder / CONFIG_NAME
@@ -243,7 +254,9 @@ def create_encoder(
             result = vit.load_state_dict(sd, strict=False)
         except RuntimeError as exc:  # shape mismatches
             first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)[:200]
-            raise EncoderError(f"{weights}: does not fit {config.model} ({first}); check --model and --patch-size") from None
+            raise EncoderError(
+                f"{weights}: does not fit {config.model} ({first}); check --model and --patch-size"
+            ) from None
         missing = [k for k in result.missing_keys if not k.startswith(("head", "fc_norm"))]
         if missing:
             raise EncoderError(

@@ -14,7 +14,7 @@ number comes from the caller's generator, so a seeded epoch is reproducible.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,8 +39,15 @@ def _shrink(img: np.ndarray, max_side: int) -> np.ndarray:
 class ImageBank:
     """RGB uint8 images of any sizes, padded into one (N, 3, H, W) tensor with their true sizes."""
 
-    def __init__(self, images: Sequence[np.ndarray], device: torch.device, img_size: int, *,
-                 max_side: int | None = None, gpu_fraction: float = 0.25):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        device: torch.device,
+        img_size: int,
+        *,
+        max_side: int | None = None,
+        gpu_fraction: float = 0.25,
+    ):
         if not images:
             raise ValueError("no images")
         max_side = max_side or 2 * img_size

@@ -13,7 +13,7 @@ centre crop, then ImageNet normalisation.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -93,8 +93,10 @@ _MEAN_STD: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """ImageNet mean and std on ``device``, made once (a copy to the GPU would wait for it)."""
     if device not in _MEAN_STD:
-        _MEAN_STD[device] = (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
-                             torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+        _MEAN_STD[device] = (
+            torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1),
+        )
     return _MEAN_STD[device]
 
 

@@ -60,9 +60,25 @@ Source = Union[str, "os.PathLike[str]", bytes]
 #: File name endings treated as images by :func:`list_images` (lowercase, with dot).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {
-        ".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".dib",
-        ".gif", ".webp", ".jp2", ".j2k", ".pgm", ".ppm", ".pbm", ".pnm",
-        ".dcm", ".dicom",
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".webp",
+        ".jp2",
+        ".j2k",
+        ".pgm",
+        ".ppm",
+        ".pbm",
+        ".pnm",
+        ".dcm",
+        ".dicom",
     }
 )
 
@@ -224,6 +240,7 @@ def load_image(
 
 # ---------------------------------------------------------------- decoding
 
+
 def _load_stream(
     fh: IO[bytes],
     label: str,
@@ -239,7 +256,9 @@ def _load_stream(
     head = fh.read(512)
     fh.seek(0)
     if not head:
-        raise ImageLoadError(label, "empty file (0 bytes)", "the copy or upload probably failed; export the image again")
+        raise ImageLoadError(
+            label, "empty file (0 bytes)", "the copy or upload probably failed; export the image again"
+        )
     is_dicom = head[128:132] == b"DICM" or name.lower().endswith(_DICOM_SUFFIXES)
     try:
         if is_dicom:
@@ -251,7 +270,9 @@ def _load_stream(
     except ImageLoadError:
         raise
     except MemoryError as exc:
-        raise ImageLoadError(label, "not enough memory to decode the image", "pass max_side or a lower max_pixels") from exc
+        raise ImageLoadError(
+            label, "not enough memory to decode the image", "pass max_side or a lower max_pixels"
+        ) from exc
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(label, f"refused as a decompression bomb ({exc})", "check the file's origin") from exc
     except (OSError, EOFError, SyntaxError, ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:
@@ -432,12 +453,16 @@ def _load_dicom(
         import pydicom
     except ImportError as exc:
         raise ImageLoadError(
-            label, "DICOM needs pydicom, which is not installed", "pip install pydicom (or pip install 'examine-al[dicom]')"
+            label,
+            "DICOM needs pydicom, which is not installed",
+            "pip install pydicom (or pip install 'examine-al[dicom]')",
         ) from exc
     try:
         ds = pydicom.dcmread(fh, force=not has_preamble)
     except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
-        raise ImageLoadError(label, f"not a readable DICOM file ({exc})", "export it again from the PACS or viewer") from exc
+        raise ImageLoadError(
+            label, f"not a readable DICOM file ({exc})", "export it again from the PACS or viewer"
+        ) from exc
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageLoadError(label, "DICOM file has no pixel data (e.g. a report)", "leave it out of the image set")
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
@@ -502,6 +527,7 @@ def _dicom_window(ds: Any) -> tuple[float, float] | None:
 
 
 # ---------------------------------------------------------------- arrays
+
 
 def _open_file(path: str | os.PathLike[str], label: str) -> IO[bytes]:
     if os.fspath(path) in ("", b""):

@@ -13,9 +13,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,12 @@ from examine.device import autocast, resolve_device
 from examine.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderConfig, create_encoder
 
 __all__ = [
-    "MAE", "PretrainConfig", "pretrain", "default_pretrain_config", "recipe_encoder_config", "auto_epochs",
+    "MAE",
+    "PretrainConfig",
+    "pretrain",
+    "default_pretrain_config",
+    "recipe_encoder_config",
+    "auto_epochs",
     "continue_config",
 ]
 
@@ -76,9 +81,17 @@ def default_pretrain_config(
     number of samples in all, so pretraining takes minutes whatever the folder size).
     """
     if resolve_device(device).type == "cuda":
-        enc, cfg = EncoderConfig("vit_small_patch16_224", img_size=224), PretrainConfig(
-            epochs=100, batch_size=256, num_workers=8, decoder_dim=256, decoder_depth=4, decoder_heads=8,
-            checkpoint_every=5,  # an epoch of a few thousand images takes ~1 s on an H100/H200; a checkpoint ~1 s too
+        enc, cfg = (
+            EncoderConfig("vit_small_patch16_224", img_size=224),
+            PretrainConfig(
+                epochs=100,
+                batch_size=256,
+                num_workers=8,
+                decoder_dim=256,
+                decoder_depth=4,
+                decoder_heads=8,
+                checkpoint_every=5,  # an epoch of a few thousand images takes ~1 s on an H100/H200; a checkpoint ~1 s too
+            ),
         )
     else:
         enc, cfg = CPU_ENCODER, CPU_PRETRAIN
@@ -98,8 +111,15 @@ CPU_SAMPLES = 60_000
 class MAE(nn.Module):
     """Encoder (a timm ViT) + masking + light transformer decoder + normalised-pixel loss."""
 
-    def __init__(self, encoder: Encoder, *, decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4,
-                 mask_ratio: float = 0.75):
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        decoder_dim: int = 128,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        mask_ratio: float = 0.75,
+    ):
         super().__init__()
         from timm.models.vision_transformer import Block
 
@@ -128,8 +148,9 @@ class MAE(nn.Module):
         x = imgs.reshape(b, c, h // p, p, w // p, p)
         return torch.einsum("bchpwq->bhwpqc", x).reshape(b, (h // p) * (w // p), p * p * c)
 
-    def encode_visible(self, imgs: torch.Tensor, generator: torch.Generator | None = None,
-                       noise: torch.Tensor | None = None):
+    def encode_visible(
+        self, imgs: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ):
         vit = self.encoder.vit
         x = vit.patch_embed(imgs)  # (B, N, D)
         b, n, d = x.shape
@@ -155,8 +176,9 @@ class MAE(nn.Module):
         mask = torch.gather(mask, 1, ids_restore)  # 1 = masked, in patch order
         return x, mask, ids_restore
 
-    def forward(self, imgs: torch.Tensor, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, imgs: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean reconstruction loss on the masked patches (normalised pixels).
 
         The mask keeps the patches with the smallest ``noise`` (B, N); default
@@ -194,15 +216,17 @@ class _AugmentedImages(torch.utils.data.Dataset):
         from torchvision.transforms import v2
 
         self.images = images
-        self.transform = v2.Compose([
-            v2.ToImage(),
-            v2.RandomResizedCrop(img_size, scale=crop_scale, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.ColorJitter(brightness=0.15, contrast=0.15),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ])
+        self.transform = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.RandomResizedCrop(img_size, scale=crop_scale, antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.RandomVerticalFlip(),
+                v2.ColorJitter(brightness=0.15, contrast=0.15),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.images)
@@ -270,15 +294,28 @@ def _load_checkpoint(path: Path, mae: MAE, opt: torch.optim.Optimizer) -> dict:
 class _PerImageEpochs:
     """One epoch at a time: torchvision augmentation per image in DataLoader workers (the CPU recipe)."""
 
-    def __init__(self, images: Sequence[np.ndarray], mae: MAE, opt: torch.optim.Optimizer, cfg: PretrainConfig,
-                 dev: torch.device, first_epoch: int):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        mae: MAE,
+        opt: torch.optim.Optimizer,
+        cfg: PretrainConfig,
+        dev: torch.device,
+        first_epoch: int,
+    ):
         self.mae, self.opt, self.cfg, self.dev = mae, opt, cfg, dev
         bs = min(cfg.batch_size, len(images))
         data = _AugmentedImages(images, mae.encoder.config.img_size, cfg.crop_scale)
         gen = torch.Generator().manual_seed(cfg.seed + first_epoch)
         self.loader = torch.utils.data.DataLoader(
-            data, batch_size=bs, shuffle=True, drop_last=len(images) >= 2 * bs, generator=gen,
-            num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", persistent_workers=cfg.num_workers > 0,
+            data,
+            batch_size=bs,
+            shuffle=True,
+            drop_last=len(images) >= 2 * bs,
+            generator=gen,
+            num_workers=cfg.num_workers,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=cfg.num_workers > 0,
         )
         self.steps_per_epoch = len(self.loader)
         self.total, self.warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
@@ -317,8 +354,15 @@ class _BatchedEpochs:
     epoch, so a run (and a resumed run) is reproducible on a given device.
     """
 
-    def __init__(self, images: Sequence[np.ndarray], mae: MAE, opt: torch.optim.Optimizer, cfg: PretrainConfig,
-                 dev: torch.device, first_epoch: int):
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        mae: MAE,
+        opt: torch.optim.Optimizer,
+        cfg: PretrainConfig,
+        dev: torch.device,
+        first_epoch: int,
+    ):
         from examine.gpu_augment import ImageBank
 
         self.mae, self.opt, self.cfg, self.dev = mae, opt, cfg, dev
@@ -402,13 +446,20 @@ def pretrain(
     torch.manual_seed(cfg.seed)
     if encoder is None:
         encoder = create_encoder(encoder_config or default_enc, seed=cfg.seed)
-    mae = MAE(encoder, decoder_dim=cfg.decoder_dim, decoder_depth=cfg.decoder_depth,
-              decoder_heads=cfg.decoder_heads, mask_ratio=cfg.mask_ratio).to(dev)
+    mae = MAE(
+        encoder,
+        decoder_dim=cfg.decoder_dim,
+        decoder_depth=cfg.decoder_depth,
+        decoder_heads=cfg.decoder_heads,
+        mask_ratio=cfg.mask_ratio,
+    ).to(dev)
     decay = [p for n, p in mae.named_parameters() if p.ndim > 1 and "pos" not in n and "token" not in n]
     no_decay = [p for n, p in mae.named_parameters() if not (p.ndim > 1 and "pos" not in n and "token" not in n)]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.95), **({"fused": True} if dev.type == "cuda" else {}),
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        **({"fused": True} if dev.type == "cuda" else {}),
     )
     ckpt = out / CHECKPOINT_NAME
     meta = {"epoch": 0, "losses": [], "config": asdict(cfg), "encoder": asdict(encoder.config)}
@@ -420,8 +471,11 @@ def pretrain(
         else:  # another model's checkpoint: start afresh, and say so
             import warnings
 
-            warnings.warn(f"{ckpt} is for encoder {saved.get('encoder')}, not {asdict(encoder.config)}; "
-                          "starting a new run (it will be overwritten)", stacklevel=2)
+            warnings.warn(
+                f"{ckpt} is for encoder {saved.get('encoder')}, not {asdict(encoder.config)}; "
+                "starting a new run (it will be overwritten)",
+                stacklevel=2,
+            )
     batched = cfg.augment == "batched" or (cfg.augment == "auto" and dev.type == "cuda")
     run_epoch = (_BatchedEpochs if batched else _PerImageEpochs)(images, mae, opt, cfg, dev, meta["epoch"])
     mae.train()

@@ -10,9 +10,9 @@ ranks a folder call :func:`rank_folder`; it returns data, never prints.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -74,8 +74,14 @@ def prepare_encoder(
         return create_encoder(encoder_config)
     if weights is not None or workspace.has_encoder() or not pretrain_if_missing:
         return workspace.encoder(weights=weights, config=encoder_config)
-    return pretrain_on(paths, workspace.encoder_dir, encoder_config=encoder_config, pretrain_config=pretrain_config,
-                       device=device, log=log)
+    return pretrain_on(
+        paths,
+        workspace.encoder_dir,
+        encoder_config=encoder_config,
+        pretrain_config=pretrain_config,
+        device=device,
+        log=log,
+    )
 
 
 def pretrain_on(
@@ -103,7 +109,12 @@ def pretrain_on(
 
 
 def embed_folder(
-    paths: Sequence[Path], encoder: Encoder, workspace: Workspace, *, device: str = "auto", batch_size: int | None = None
+    paths: Sequence[Path],
+    encoder: Encoder,
+    workspace: Workspace,
+    *,
+    device: str = "auto",
+    batch_size: int | None = None,
 ) -> EmbedReport:
     """Embed every image of ``paths`` not yet in the workspace's store for ``encoder``."""
     return embed_sources(path_sources(paths), encoder, workspace.store(encoder), device=device, batch_size=batch_size)
@@ -124,12 +135,21 @@ def rank_folder(
     """Pretrain if ``model_dir`` has no encoder, embed what is new, and rank the folder with ``policy``."""
     paths = list_folder(folder)
     ws = Workspace(model_dir)
-    encoder = prepare_encoder(paths, ws, encoder_config=encoder_config, weights=weights,
-                              pretrain_config=pretrain_config, device=device, log=log)
+    encoder = prepare_encoder(
+        paths,
+        ws,
+        encoder_config=encoder_config,
+        weights=weights,
+        pretrain_config=pretrain_config,
+        device=device,
+        log=log,
+    )
     report = embed_folder(paths, encoder, ws, device=device, batch_size=batch_size)
     ok = np.flatnonzero(report.ok())
-    errors = [(paths[i], err.reason if isinstance(err, ImageLoadError) else str(err))
-              for i, err in sorted(report.errors.items())]
+    errors = [
+        (paths[i], err.reason if isinstance(err, ImageLoadError) else str(err))
+        for i, err in sorted(report.errors.items())
+    ]
     if len(ok) < 2:
         raise PipelineError(f"{folder}: fewer than 2 readable images; nothing to rank")
     keys = [report.keys[i] for i in ok]
@@ -139,8 +159,15 @@ def rank_folder(
     s = scores_from_marginals(m)
     order = ranking.order
     return FolderRanking(
-        paths=[paths[ok[j]] for j in order], keys=[keys[j] for j in order], marginal=m[order], score=s[order],
-        policy=policy, encoder_version=encoder.version, errors=errors, added=report.added, cached=report.cached,
+        paths=[paths[ok[j]] for j in order],
+        keys=[keys[j] for j in order],
+        marginal=m[order],
+        score=s[order],
+        policy=policy,
+        encoder_version=encoder.version,
+        errors=errors,
+        added=report.added,
+        cached=report.cached,
     )
 
 

@@ -38,7 +38,6 @@ class ImageLoadError(ValueError):
         return (type(self), (self.item, self.reason, self.hint))
 
 
-
 def window_to_uint8(
     array: np.ndarray,
     window: tuple[float, float] | None = None,
@@ -67,7 +66,6 @@ def window_to_uint8(
     np.clip(out, 0, 255, out=out)
     np.nan_to_num(out, copy=False, nan=0.0)
     return np.rint(out, out=out).astype(np.uint8)
-
 
 
 def array_to_rgb(

@@ -36,8 +36,9 @@ policies keep serving one mode of the data and fall below random picking.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,7 @@ class LinearProbe:
         self.l2 = float(l2)
         self.max_iter = int(max_iter)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "LinearProbe":
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
         """Fit on rows ``X`` with integer classes ``y`` in ``0..C-1`` (C ≥ 2)."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64)
@@ -393,11 +394,19 @@ def rank(
     Xp = preprocess_embeddings(X, preprocess)
     if int(deflation_greedy) < 1:
         raise ValueError(f"deflation_greedy must be >= 1, got {deflation_greedy}")
-    opts = {"deflation_energy": float(deflation_energy), "deflation_greedy": int(deflation_greedy),
-            "probe_l2": float(probe_l2), "class_fallback": class_fallback,
-            "batch": int(batch), "clusters": clusters, "max_clusters": int(max_clusters)}
+    opts = {
+        "deflation_energy": float(deflation_energy),
+        "deflation_greedy": int(deflation_greedy),
+        "probe_l2": float(probe_l2),
+        "class_fallback": class_fallback,
+        "batch": int(batch),
+        "clusters": clusters,
+        "max_clusters": int(max_clusters),
+    }
     if class_fallback not in POLICIES or class_fallback == "class-aware":
-        raise ValueError(f"class_fallback must be one of {sorted(set(POLICIES) - {'class-aware'})}, got {class_fallback!r}")
+        raise ValueError(
+            f"class_fallback must be one of {sorted(set(POLICIES) - {'class-aware'})}, got {class_fallback!r}"
+        )
     value, order = POLICIES[policy](Xp, mask, labels, int(seed), opts)
     value = np.asarray(value, dtype=np.float64)
     value[mask] = np.nan

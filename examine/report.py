@@ -24,11 +24,10 @@ import argparse
 import csv
 import html
 import shutil
-import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -40,14 +39,15 @@ from examine.cli_args import (
     pretrain_config_from_args,
 )
 from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
+from examine.report_map import MAX_MAP_POINTS, TSNE_RANGE, _map_subset, _pyplot, map_coordinates, plot_map
 
 __all__ = ["Ranked", "ReportInput", "read_ranking", "read_failures", "map_coordinates", "build_report", "add_parser"]
 
 REQUIRED_COLUMNS = ("path", "sha256", "marginal", "score", "rank")
-RANK_POLICY = ("rank: the queue of `examine rank` (its --policy, clusters by default); "
-               "marginal and score: the paper's static EXAMINE values of all images")
-TSNE_RANGE = (30, 1000)  # t-SNE for n in this range under --map auto, PCA outside it
-MAX_MAP_POINTS = 20_000  # larger pools are mapped through a random subsample (next batch always kept)
+RANK_POLICY = (
+    "rank: the queue of `examine rank` (its --policy, clusters by default); "
+    "marginal and score: the paper's static EXAMINE values of all images"
+)
 MAX_CURVE_POINTS = 5_000
 THUMBS = "thumbs"
 
@@ -96,8 +96,10 @@ def read_ranking(path: str | Path) -> Ranked:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise CLIError(f"{path}: missing column(s) {', '.join(missing)}; expected the CSV of `examine rank` "
-                           f"({','.join(REQUIRED_COLUMNS)})")
+            raise CLIError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected the CSV of `examine rank` "
+                f"({','.join(REQUIRED_COLUMNS)})"
+            )
         rows = [_parse_row(path, line, row) for line, row in enumerate(reader, start=2)]
     if not rows:
         raise CLIError(f"{path}: holds no ranked images")
@@ -139,76 +141,22 @@ def _stored_embeddings(ranked: Ranked, args: argparse.Namespace) -> tuple[np.nda
     except EncoderError as exc:
         raise CLIError(str(exc)) from exc
     if not (ws.store_root / encoder.version).is_dir():
-        raise CLIError(f"{root}: no embeddings stored for encoder {encoder.version}; "
-                       "rank the images with this model directory first")
+        raise CLIError(
+            f"{root}: no embeddings stored for encoder {encoder.version}; "
+            "rank the images with this model directory first"
+        )
     store = ws.store(encoder)
     has = np.array([k in store for k in ranked.keys], dtype=bool)
     if has.sum() < 2:
-        raise CLIError(f"{root}: only {int(has.sum())} of {len(ranked)} ranked images have embeddings for encoder "
-                       f"{encoder.version}; was the ranking made with another model directory?")
+        raise CLIError(
+            f"{root}: only {int(has.sum())} of {len(ranked)} ranked images have embeddings for encoder "
+            f"{encoder.version}; was the ranking made with another model directory?"
+        )
     X = store.get([k for k, h in zip(ranked.keys, has) if h])
     return X, has, encoder.version
 
 
 # --------------------------------------------------------------------------- the map
-
-
-def map_coordinates(X: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[np.ndarray, str]:
-    """2-D coordinates of the rows of ``X`` and a description of the method used.
-
-    ``method``: ``pca`` (first two principal components), ``tsne`` (scikit-learn
-    t-SNE on the first 50 components) or ``auto`` (t-SNE when n is in :data:`TSNE_RANGE`).
-    """
-    X = np.asarray(X, dtype=np.float64)
-    n = len(X)
-    if method == "auto":
-        method = "tsne" if TSNE_RANGE[0] <= n <= TSNE_RANGE[1] else "pca"
-    pcs, var = _pca(X, 50)
-    if method == "tsne" and n >= 5:
-        try:
-            from sklearn.manifold import TSNE
-        except ImportError:
-            method = "pca"
-        else:
-            perplexity = float(min(30.0, (n - 1) / 3))
-            xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(pcs)
-            return xy, f"t-SNE (perplexity {perplexity:.0f}) of {n} images"
-    xy = np.zeros((n, 2))
-    xy[:, : min(2, pcs.shape[1])] = pcs[:, :2]
-    return xy, f"PCA of {n} images (first two components: {100 * var:.0f}% of the variance)"
-
-
-def _pca(X: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    """Projections on the first ``k`` principal components and the variance share of the first two."""
-    Xc = X - X.mean(axis=0)
-    _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
-    energy = float((s**2).sum())
-    share = float((s[:2] ** 2).sum() / energy) if energy > 0 else 0.0
-    return Xc @ Vt[:k].T, share
-
-
-def _map_subset(n: int, keep: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """Sorted row indices to map: all when ``n <= limit``, else ``keep`` plus a random sample."""
-    if n <= limit:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    rest = np.setdiff1d(np.arange(n), keep)
-    pick = rng.choice(rest, size=max(0, limit - len(keep)), replace=False)
-    return np.sort(np.concatenate([keep, pick]))
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise CLIError("examine report needs matplotlib: pip install 'examine-al[report]'") from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_scores(ranked: Ranked, top: int, batch: int, out: Path) -> None:
@@ -221,8 +169,14 @@ def plot_scores(ranked: Ranked, top: int, batch: int, out: Path) -> None:
     y0 = ax1.get_ylim()[1]
     ax1.plot(ranked.marginal[:top_n], np.full(top_n, -0.03 * y0), "|", color="#1a7f37", ms=14, label=f"top {top_n}")
     if bottom_n:
-        ax1.plot(ranked.marginal[n - bottom_n:], np.full(bottom_n, -0.03 * y0), "|", color="#c62828", ms=14,
-                 label=f"bottom {bottom_n}")
+        ax1.plot(
+            ranked.marginal[n - bottom_n :],
+            np.full(bottom_n, -0.03 * y0),
+            "|",
+            color="#c62828",
+            ms=14,
+            label=f"bottom {bottom_n}",
+        )
     ax1.set_ylim(-0.08 * y0, y0)
     ax1.set(xlabel="marginal: drop of σ1 when the image is left out", ylabel="images", title="Marginals")
     ax1.legend(frameon=False)
@@ -242,7 +196,7 @@ def _plot_curve(ax, ranked: Ranked, top_n: int, bottom_n: int, batch: int) -> No
     ax.plot(pos[:top_n], ranked.score[:top_n], ".", color="#1a7f37", label=f"top {top_n}")
     if bottom_n:
         ax.axvspan(n - bottom_n + 0.5, n + 0.5, color="#c62828", alpha=0.12)
-        ax.plot(pos[n - bottom_n:], ranked.score[n - bottom_n:], ".", color="#c62828", label=f"bottom {bottom_n}")
+        ax.plot(pos[n - bottom_n :], ranked.score[n - bottom_n :], ".", color="#c62828", label=f"bottom {bottom_n}")
     b = min(batch, n)
     if b:
         ax.plot(pos[:b], ranked.score[:b], "o", color="#d9480f", ms=5, label=f"next batch ({b})")
@@ -251,44 +205,6 @@ def _plot_curve(ax, ranked: Ranked, top_n: int, bottom_n: int, batch: int) -> No
     if n > 200:
         ax.set_xscale("log")
     ax.legend(frameon=False)
-
-
-def plot_map(xy: np.ndarray, score: np.ndarray, batch_xy: np.ndarray, method: str, out: Path) -> None:
-    """``map.png``: the embedding map coloured by score, the next batch ringed and numbered in queue order."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 6.5), dpi=110)
-    order = np.argsort(score, kind="stable")  # most valuable drawn last, on top
-    size = float(np.clip(4000 / max(len(xy), 1), 4, 40))
-    sc = ax.scatter(xy[order, 0], xy[order, 1], c=score[order], cmap="viridis", vmin=0, vmax=1, s=size,
-                    linewidths=0)
-    fig.colorbar(sc, ax=ax, label="EXAMINE score")
-    if len(batch_xy):
-        ax.scatter(batch_xy[:, 0], batch_xy[:, 1], s=160, facecolors="none", edgecolors="#d9480f", linewidths=1.8,
-                   label=f"next batch ({len(batch_xy)}), numbered in queue order")
-        _number_batch(ax, batch_xy)
-        ax.legend(loc="best", frameon=True, framealpha=0.85)
-    ax.set_title(textwrap.fill(f"Embedding map: {method}", 80), fontsize=11)
-    ax.set(xticks=[], yticks=[])
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-
-
-def _number_batch(ax, batch_xy: np.ndarray) -> None:
-    """Queue numbers around the batch's rings, each at its own angle so that a tight cluster stays legible."""
-    from matplotlib import patheffects
-
-    halo = [patheffects.withStroke(linewidth=3, foreground="white")]
-    for i, (x, y) in enumerate(batch_xy):
-        angle = np.pi / 2 - 2 * np.pi * i / len(batch_xy)
-        radius = 14 + 6 * (i % 2)
-        ax.annotate(str(i + 1), (x, y), xytext=(radius * np.cos(angle), radius * np.sin(angle)),
-                    textcoords="offset points", ha="center", va="center", fontsize=9, fontweight="bold",
-                    color="#d9480f", path_effects=halo,
-                    arrowprops={"arrowstyle": "-", "color": "#d9480f", "lw": 0.6, "shrinkA": 4, "shrinkB": 6})
-
-
-# --------------------------------------------------------------------------- thumbnails
 
 
 def _sections(n: int, top: int) -> tuple[int, int]:
@@ -331,8 +247,9 @@ def write_thumbnails(data: ReportInput, positions: Sequence[int], out: Path, siz
         old.unlink()
     failed = {}
     for i in positions:
-        reason = write_thumbnail(_resolve(data.ranked.paths[i], data.base_dir),
-                                 out / _thumb_name(int(data.ranked.rank[i])), size)
+        reason = write_thumbnail(
+            _resolve(data.ranked.paths[i], data.base_dir), out / _thumb_name(int(data.ranked.rank[i])), size
+        )
         if reason:
             failed[i] = reason
     return failed
@@ -373,9 +290,11 @@ def _figure(data: ReportInput, i: int, failed: dict[int, str]) -> str:
         pic = f'<div class="missing" title="{_esc(failed[i])}">image unavailable</div>'
     else:
         pic = f'<img src="{_thumb_name(rank)}" alt="rank {rank}" loading="lazy">'
-    return (f'<figure data-rank="{rank}" data-sha256="{_esc(r.keys[i])}">{pic}<figcaption><b>#{rank}</b> · '
-            f'score {r.score[i]:.4f}<br><span class="name" title="{_esc(r.paths[i])}">'
-            f"{_esc(Path(r.paths[i]).name)}</span></figcaption></figure>")
+    return (
+        f'<figure data-rank="{rank}" data-sha256="{_esc(r.keys[i])}">{pic}<figcaption><b>#{rank}</b> · '
+        f'score {r.score[i]:.4f}<br><span class="name" title="{_esc(r.paths[i])}">'
+        f"{_esc(Path(r.paths[i]).name)}</span></figcaption></figure>"
+    )
 
 
 def _summary_rows(data: ReportInput, map_method: str) -> list[tuple[str, str]]:
@@ -387,8 +306,11 @@ def _summary_rows(data: ReportInput, map_method: str) -> list[tuple[str, str]]:
         ("Encoder version", f"<code>{_esc(data.encoder_version)}</code>"),
         ("Ranking policy", _esc(data.policy)),
         ("Scores", f"top {r.score[0]:.4f} · median {np.median(r.score):.4f} · lowest {r.score[-1]:.4f}"),
-        ("Embedding map", _esc(map_method) + (f"; {missing:,} ranked image(s) without a stored embedding left out"
-                                              if missing else "")),
+        (
+            "Embedding map",
+            _esc(map_method)
+            + (f"; {missing:,} ranked image(s) without a stored embedding left out" if missing else ""),
+        ),
         ("Source", _esc(data.source)),
         ("Generated", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
     ]
@@ -401,10 +323,14 @@ def _batch_table(data: ReportInput, batch: Sequence[int], failed: dict[int, str]
     for i in batch:
         rank = int(r.rank[i])
         pic = "—" if i in failed else f'<img src="{_thumb_name(rank)}" alt="rank {rank}">'
-        body.append(f"<tr><td>{rank}</td><td>{pic}</td><td>{r.score[i]:.4f}</td>"
-                    f"<td>{r.marginal[i]:.4g}</td><td>{_esc(r.paths[i])}</td></tr>")
-    return ('<table class="batch"><tr><th>rank</th><th>image</th><th>score</th><th>marginal</th>'
-            "<th>path</th></tr>" + "".join(body) + "</table>")
+        body.append(
+            f"<tr><td>{rank}</td><td>{pic}</td><td>{r.score[i]:.4f}</td>"
+            f"<td>{r.marginal[i]:.4g}</td><td>{_esc(r.paths[i])}</td></tr>"
+        )
+    return (
+        '<table class="batch"><tr><th>rank</th><th>image</th><th>score</th><th>marginal</th>'
+        "<th>path</th></tr>" + "".join(body) + "</table>"
+    )
 
 
 def _failed_list(failed: list[tuple[str, str]], limit: int = 200) -> str:
@@ -415,19 +341,27 @@ def _failed_list(failed: list[tuple[str, str]], limit: int = 200) -> str:
     return f"<details><summary>{len(failed):,} image(s) could not be read</summary><ul>{items}{more}</ul></details>"
 
 
-def render_html(data: ReportInput, *, top: int, batch: int, map_method: str, failed: dict[int, str],
-                has_errors_csv: bool) -> str:
+def render_html(
+    data: ReportInput, *, top: int, batch: int, map_method: str, failed: dict[int, str], has_errors_csv: bool
+) -> str:
     """The page: summary, next batch, plots, most and least valuable thumbnails."""
     n = len(data.ranked)
     top_n, bottom_n = _sections(n, top)
     summary = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in _summary_rows(data, map_method))
     downloads = '<a href="ranking.csv">ranking.csv</a>' + (
-        ' · <a href="ranking.errors.csv">ranking.errors.csv</a>' if has_errors_csv else "")
+        ' · <a href="ranking.errors.csv">ranking.errors.csv</a>' if has_errors_csv else ""
+    )
     most = "".join(_figure(data, i, failed) for i in range(top_n))
     least = "".join(_figure(data, i, failed) for i in range(n - bottom_n, n))
-    least_section = (f'<h2>Least valuable {bottom_n}</h2><p class="sub">The end of the queue: the images that add '
-                     f'least to the dominant direction of the embeddings, often atypical ones.</p>'
-                     f'<div class="grid" id="least">{least}</div>') if bottom_n else ""
+    least_section = (
+        (
+            f'<h2>Least valuable {bottom_n}</h2><p class="sub">The end of the queue: the images that add '
+            f"least to the dominant direction of the embeddings, often atypical ones.</p>"
+            f'<div class="grid" id="least">{least}</div>'
+        )
+        if bottom_n
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>EXAMINE report</title><style>{_CSS}</style></head><body>
@@ -454,8 +388,16 @@ Downloads: {downloads}</p>
 # --------------------------------------------------------------------------- building
 
 
-def build_report(data: ReportInput, out: str | Path, *, top: int = 24, batch: int = 10, map_method: str = "auto",
-                 thumb_size: int = 160, seed: int = 0) -> Path:
+def build_report(
+    data: ReportInput,
+    out: str | Path,
+    *,
+    top: int = 24,
+    batch: int = 10,
+    map_method: str = "auto",
+    thumb_size: int = 160,
+    seed: int = 0,
+) -> Path:
     """Write ``index.html``, ``scores.png``, ``map.png`` and ``thumbs/`` into ``out``; return the page's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -465,8 +407,14 @@ def build_report(data: ReportInput, out: str | Path, *, top: int = 24, batch: in
     failed = write_thumbnails(data, positions, out, thumb_size)
     plot_scores(data.ranked, top, batch, out / "scores.png")
     method = _write_map(data, batch, map_method, seed, out / "map.png")
-    page = render_html(data, top=top, batch=batch, map_method=method, failed=failed,
-                       has_errors_csv=(out / "ranking.errors.csv").is_file())
+    page = render_html(
+        data,
+        top=top,
+        batch=batch,
+        map_method=method,
+        failed=failed,
+        has_errors_csv=(out / "ranking.errors.csv").is_file(),
+    )
     (out / "index.html").write_text(page, encoding="utf-8")
     return out / "index.html"
 
@@ -502,9 +450,16 @@ def _ranking_csv(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
     dest = out / "ranking.csv"
     if args.images:
         try:
-            result = rank_folder(args.images, args.model_dir, encoder_config=encoder_config_from_args(args),
-                                 weights=args.weights, device=args.device, batch_size=args.batch_size or None,
-                                 pretrain_config=pretrain_config_from_args(args, None), log=print)
+            result = rank_folder(
+                args.images,
+                args.model_dir,
+                encoder_config=encoder_config_from_args(args),
+                weights=args.weights,
+                device=args.device,
+                batch_size=args.batch_size or None,
+                pretrain_config=pretrain_config_from_args(args, None),
+                log=print,
+            )
         except PipelineError as exc:
             raise CLIError(str(exc)) from exc
         write_ranking_csv(result, dest)
@@ -535,8 +490,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     X, has, version = _stored_embeddings(ranked, args)
     base_dir = Path.cwd() if args.images else csv_path.parent.resolve()
     data = ReportInput(ranked, X, has, version, RANK_POLICY, read_failures(csv_path), source, base_dir)
-    index = build_report(data, out, top=args.top, batch=args.batch, map_method=args.map,
-                         thumb_size=args.thumb_size, seed=args.seed)
+    index = build_report(
+        data, out, top=args.top, batch=args.batch, map_method=args.map, thumb_size=args.thumb_size, seed=args.seed
+    )
     print(f"wrote the report on {len(ranked)} images to {index}")
 
 
@@ -546,17 +502,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="static HTML report for admins: scores, embedding map, next batch, thumbnails",
         description="Write OUT/index.html (+ scores.png, map.png, thumbs/) from a ranking CSV of `examine rank` "
-                    "or by ranking IMAGES_DIR first. Relative links only: zip the folder and open it anywhere.",
+        "or by ranking IMAGES_DIR first. Relative links only: zip the folder and open it anywhere.",
     )
     p.add_argument("images", nargs="?", help="folder of images to rank first (as `examine rank` does)")
-    p.add_argument("--ranking", metavar="CSV",
-                   help="ranking CSV written by `examine rank` (path,sha256,marginal,score,rank)")
+    p.add_argument(
+        "--ranking", metavar="CSV", help="ranking CSV written by `examine rank` (path,sha256,marginal,score,rank)"
+    )
     p.add_argument("--out", default="report", help="folder to write (default ./report)")
-    p.add_argument("--top", type=int, default=24,
-                   help="how many of the most (and of the least) valuable images to show (default 24)")
+    p.add_argument(
+        "--top",
+        type=int,
+        default=24,
+        help="how many of the most (and of the least) valuable images to show (default 24)",
+    )
     p.add_argument("--batch", type=int, default=10, help="size of the next batch marked on the map (default 10)")
-    p.add_argument("--map", choices=["auto", "pca", "tsne"], default="auto",
-                   help=f"embedding map (auto: t-SNE for {TSNE_RANGE[0]}–{TSNE_RANGE[1]} images, else PCA)")
+    p.add_argument(
+        "--map",
+        choices=["auto", "pca", "tsne"],
+        default="auto",
+        help=f"embedding map (auto: t-SNE for {TSNE_RANGE[0]}–{TSNE_RANGE[1]} images, else PCA)",
+    )
     p.add_argument("--thumb-size", type=int, default=160, help="thumbnail size in pixels (default 160)")
     add_model_args(p)
     add_pretrain_args(p)

@@ -88,7 +88,7 @@ class _OutOfRange(Exception):
 _TINY_LAMBDA = 1e-200
 
 
-def _marginals(ops: "_Ops", X: Any, chunk_rows: int) -> np.ndarray:
+def _marginals(ops: _Ops, X: Any, chunk_rows: int) -> np.ndarray:
     n, d = X.shape
     if n <= d:
         lam, components = _spectrum_small_n(ops, X)
@@ -150,7 +150,7 @@ def value_order(values: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- spectrum
 
 
-def _spectrum_gram(ops: "_Ops", X: Any, chunk_rows: int):
+def _spectrum_gram(ops: _Ops, X: Any, chunk_rows: int):
     """Eigen-decomposition of G = XᵀX (float64, accumulated over row chunks)."""
     n, d = X.shape
     buf = ops.buffer((min(chunk_rows, n), d), like=X)  # reused: fresh pages cost
@@ -172,7 +172,7 @@ def _spectrum_gram(ops: "_Ops", X: Any, chunk_rows: int):
     return lam, components()
 
 
-def _spectrum_small_n(ops: "_Ops", X: Any):
+def _spectrum_small_n(ops: _Ops, X: Any):
     """Thin SVD when n ≤ d: z_i = (σ_j U_ij)_j, no d × d matrix needed."""
     X64 = ops.to_numpy(ops.float64(X))
     if not np.all(np.isfinite(X64)):
@@ -188,7 +188,7 @@ def _spectrum_small_n(ops: "_Ops", X: Any):
     return s**2, iter([(0, Z)])
 
 
-def _sigma1_without(ops: "_Ops", X: Any, row: int, chunk_rows: int) -> float:
+def _sigma1_without(ops: _Ops, X: Any, row: int, chunk_rows: int) -> float:
     """σ1 of X with one row removed, from a fresh Gram of the remaining rows."""
     n, d = X.shape
     if n <= d:
@@ -198,7 +198,7 @@ def _sigma1_without(ops: "_Ops", X: Any, row: int, chunk_rows: int) -> float:
     return float(np.sqrt(max(np.linalg.eigvalsh(G)[-1], 0.0)))
 
 
-def _gram(ops: "_Ops", X: Any, chunk_rows: int, buf: Any, skip_row: int | None = None) -> np.ndarray:
+def _gram(ops: _Ops, X: Any, chunk_rows: int, buf: Any, skip_row: int | None = None) -> np.ndarray:
     """XᵀX in float64, summed over row chunks (optionally leaving one row out)."""
     n, d = X.shape
     G = ops.zeros((d, d))
@@ -211,7 +211,7 @@ def _gram(ops: "_Ops", X: Any, chunk_rows: int, buf: Any, skip_row: int | None =
     return ops.to_numpy(G)
 
 
-def _raise_not_finite(ops: "_Ops", X: Any, chunk_rows: int) -> None:
+def _raise_not_finite(ops: _Ops, X: Any, chunk_rows: int) -> None:
     bad: list[int] = []
     for start in range(0, X.shape[0], chunk_rows):
         rows = ops.bad_rows(X[start : start + chunk_rows])
@@ -226,7 +226,7 @@ def _raise_not_finite(ops: "_Ops", X: Any, chunk_rows: int) -> None:
 # --------------------------------------------------------------------------- root solve
 
 
-def _solve_chunk(ops: "_Ops", z: Any, gaps: np.ndarray) -> np.ndarray:
+def _solve_chunk(ops: _Ops, z: Any, gaps: np.ndarray) -> np.ndarray:
     """Root δ of the secular equation for every row of a chunk of projections."""
     r = len(gaps)
     if r == 0:  # d == 1 or n == 1 component: removing the row removes all of it
@@ -332,7 +332,7 @@ class _Ops:
         self.device = device
 
     @classmethod
-    def for_input(cls, X: Any) -> "_Ops":
+    def for_input(cls, X: Any) -> _Ops:
         mod = type(X).__module__
         if mod.startswith("torch"):
             import torch
@@ -359,9 +359,7 @@ class _Ops:
         except (ValueError, TypeError) as exc:
             raise TypeError(f"X must be a 2-D numeric array: {exc}") from exc
         if arr.dtype.kind not in "fiu":
-            raise TypeError(
-                f"X must hold real numbers (float32/float64 or integers), got dtype {arr.dtype}"
-            )
+            raise TypeError(f"X must hold real numbers (float32/float64 or integers), got dtype {arr.dtype}")
         _check_shape(arr.shape)
         return arr
 

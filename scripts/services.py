@@ -37,8 +37,17 @@ DEFAULT_LS_BIN = REPO_ROOT / ".venv-ls" / "bin" / "label-studio"
 ADMIN_EMAIL = "admin@example.com"
 
 __all__ = [
-    "BackendServer", "LabelStudioServer", "Service", "ServiceError", "ServiceTimeout",
-    "ensure_port_free", "free_port", "label_studio_bin", "label_studio_env", "log_tail", "stop_process_group",
+    "BackendServer",
+    "LabelStudioServer",
+    "Service",
+    "ServiceError",
+    "ServiceTimeout",
+    "ensure_port_free",
+    "free_port",
+    "label_studio_bin",
+    "label_studio_env",
+    "log_tail",
+    "stop_process_group",
 ]
 
 
@@ -85,22 +94,34 @@ class Service:
 
     name = "server"
 
-    def __init__(self, cmd: list[str], env: Mapping[str, str], log_path: Path, health_url: str,
-                 cwd: Path = REPO_ROOT, name: str | None = None) -> None:
+    def __init__(
+        self,
+        cmd: list[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        health_url: str,
+        cwd: Path = REPO_ROOT,
+        name: str | None = None,
+    ) -> None:
         self.cmd, self._env, self.log_path = list(cmd), dict(env), Path(log_path)
         self.health_url, self.cwd = health_url, Path(cwd)
         self.name = name or self.name
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> "Service":
+    def start(self, timeout: float = 180.0) -> Service:
         """Start the process (unless running) and block until ``health_url`` answers 200."""
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                self.cmd, cwd=self.cwd, env=self.process_env(), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                self.cmd,
+                cwd=self.cwd,
+                env=self.process_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         try:
             self.wait_healthy(timeout)
@@ -126,14 +147,17 @@ class Service:
             if self.healthy():
                 return
             time.sleep(0.3)
-        raise ServiceTimeout(f"{self.name} did not answer {self.health_url} within {timeout:.0f} s; "
-                             f"log {self.log_path}:\n{self.log_tail()}")
+        raise ServiceTimeout(
+            f"{self.name} did not answer {self.health_url} within {timeout:.0f} s; "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def check_alive(self) -> None:
         """Raise ServiceError (with the log's tail) if the process has exited."""
         if self.proc is not None and self.proc.poll() is not None:
-            raise ServiceError(f"{self.name} exited with code {self.proc.returncode}; "
-                               f"log {self.log_path}:\n{self.log_tail()}")
+            raise ServiceError(
+                f"{self.name} exited with code {self.proc.returncode}; log {self.log_path}:\n{self.log_tail()}"
+            )
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -188,15 +212,32 @@ class LabelStudioServer(Service):
         self.host, self.port = host, port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.username, self.password, self.token = credentials or (
-            ADMIN_EMAIL, secrets.token_urlsafe(12), secrets.token_hex(20))
+            ADMIN_EMAIL,
+            secrets.token_urlsafe(12),
+            secrets.token_hex(20),
+        )
         self.startup_timeout = startup_timeout
         self.extra_env = dict(extra_env or {})
         self.task_lock_ttl = task_lock_ttl
         self._pat: str | None = None
-        cmd = [str(self.executable), "start", "--no-browser", "--internal-host", host,
-               "--port", str(self.port), "--host", self.url]
-        super().__init__(cmd, {}, Path(log_path) if log_path else self.data_dir / "label-studio.log",
-                         self.url + "/health", cwd=self.data_dir)
+        cmd = [
+            str(self.executable),
+            "start",
+            "--no-browser",
+            "--internal-host",
+            host,
+            "--port",
+            str(self.port),
+            "--host",
+            self.url,
+        ]
+        super().__init__(
+            cmd,
+            {},
+            Path(log_path) if log_path else self.data_dir / "label-studio.log",
+            self.url + "/health",
+            cwd=self.data_dir,
+        )
 
     def __repr__(self) -> str:
         return f"LabelStudioServer(url={self.url!r}, data_dir={str(self.data_dir)!r})"
@@ -207,18 +248,20 @@ class LabelStudioServer(Service):
 
     def env(self) -> dict[str, str]:
         """Environment of the server process: scripted, offline, local files served, SSRF checks off."""
-        env = label_studio_env(self.data_dir, self.files_root, self.username, self.password, self.token,
-                               task_lock_ttl=self.task_lock_ttl)
+        env = label_studio_env(
+            self.data_dir, self.files_root, self.username, self.password, self.token, task_lock_ttl=self.task_lock_ttl
+        )
         env.update(self.extra_env)
         return env
 
     def process_env(self) -> dict[str, str]:
         return self.env()
 
-    def start(self, timeout: float | None = None) -> "LabelStudioServer":
+    def start(self, timeout: float | None = None) -> LabelStudioServer:
         if not self.executable.is_file():
-            raise FileNotFoundError(f"Label Studio executable not found at {self.executable}; "
-                                    "run `make setup-ls` or set LABEL_STUDIO_BIN")
+            raise FileNotFoundError(
+                f"Label Studio executable not found at {self.executable}; run `make setup-ls` or set LABEL_STUDIO_BIN"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
         super().start(self.startup_timeout if timeout is None else timeout)
@@ -227,8 +270,7 @@ class LabelStudioServer(Service):
     def personal_access_token(self) -> str:
         """A personal access token of the admin, created on the first call (``POST /api/token/``), then cached."""
         if self._pat is None:
-            resp = requests.post(f"{self.url}/api/token/", headers={"Authorization": f"Token {self.token}"},
-                                 timeout=30)
+            resp = requests.post(f"{self.url}/api/token/", headers={"Authorization": f"Token {self.token}"}, timeout=30)
             if resp.status_code != 201:
                 raise ServiceError(f"POST /api/token/ -> {resp.status_code}: {resp.text[:200]}")
             self._pat = resp.json()["token"]
@@ -247,8 +289,16 @@ class BackendServer(Service):
 
     name = "backend"
 
-    def __init__(self, env: Mapping[str, str], log_path: str | os.PathLike[str], *, host: str = "127.0.0.1",
-                 port: int | None = None, python: str = sys.executable, cwd: Path = REPO_ROOT) -> None:
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_path: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        python: str = sys.executable,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
         self.host, self.port = host, port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.env = {**os.environ, **env, "HOST": host, "PORT": str(self.port)}  # read at every start
@@ -257,7 +307,7 @@ class BackendServer(Service):
     def process_env(self) -> dict[str, str]:
         return self.env
 
-    def start(self, timeout: float = 120.0) -> "BackendServer":
+    def start(self, timeout: float = 120.0) -> BackendServer:
         super().start(timeout)
         return self
 

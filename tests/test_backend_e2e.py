@@ -66,21 +66,35 @@ def env(label_studio, tmp_path_factory):
     good_ids = client.import_files(pid, files)
     broken = png(tiles[0])[:200]  # a truncated PNG
     broken_id = client.import_files(pid, {"broken.png": broken})[0]
-    bad_ids = client.import_tasks(pid, [
-        {"image": f"{label_studio.url}/data/upload/{pid}/no-such-file.png"},  # 404 on Label Studio
-        {"image": "ftp://example.invalid/slide.png"},  # a scheme the backend refuses
-    ])
-    ml = client.add_ml_backend(pid, backend.url, "examine", auth_method="BASIC_AUTH",
-                               basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1])
-    ctx = dict(client=client, pid=pid, backend=backend, model_dir=model_dir, good=sorted(good_ids),
-               broken=broken_id, bad=list(bad_ids), ml=ml, label_studio=label_studio)
+    bad_ids = client.import_tasks(
+        pid,
+        [
+            {"image": f"{label_studio.url}/data/upload/{pid}/no-such-file.png"},  # 404 on Label Studio
+            {"image": "ftp://example.invalid/slide.png"},  # a scheme the backend refuses
+        ],
+    )
+    ml = client.add_ml_backend(
+        pid, backend.url, "examine", auth_method="BASIC_AUTH", basic_auth_user=AUTH[0], basic_auth_pass=AUTH[1]
+    )
+    ctx = dict(
+        client=client,
+        pid=pid,
+        backend=backend,
+        model_dir=model_dir,
+        good=sorted(good_ids),
+        broken=broken_id,
+        bad=list(bad_ids),
+        ml=ml,
+        label_studio=label_studio,
+    )
     yield ctx
     backend.stop()
 
 
 def published(env) -> dict:
     return env["backend"].wait(
-        env["pid"], lambda s: s["published_version"] and not s["pending"] and s["counts"]["embedded"] >= N_GOOD,
+        env["pid"],
+        lambda s: s["published_version"] and not s["pending"] and s["counts"]["embedded"] >= N_GOOD,
         auth=AUTH,
     )
 
@@ -137,8 +151,10 @@ def test_connected_and_every_unlabeled_task_scored(env):
     assert set(scores) == set(env["good"])
     assert all(0.0 < s <= 1.0 for s in scores.values())
     views = client.list_views(pid)
-    assert any(v["data"].get("title") == "EXAMINE priority" and v["data"]["ordering"] == ["tasks:predictions_score"]
-               for v in views)
+    assert any(
+        v["data"].get("title") == "EXAMINE priority" and v["data"]["ordering"] == ["tasks:predictions_score"]
+        for v in views
+    )
 
 
 def test_bad_tasks_are_reported_per_task(env):
@@ -176,11 +192,12 @@ def test_annotations_reorder_the_stream_quickly_and_stay_untouched(env):
             if nxt and nxt["id"] != head and status["published_version"] != before["published_version"]:
                 break
             assert time.monotonic() - t0 < LATENCY_BOUND_S, (
-                f"stream did not move within {LATENCY_BOUND_S} s\n{env['backend'].log_tail()}")
+                f"stream did not move within {LATENCY_BOUND_S} s\n{env['backend'].log_tail()}"
+            )
             time.sleep(0.1)
         latencies.append(time.monotonic() - t0)
         before = status
-    print(f"annotation → new head served: {['%.2f s' % x for x in latencies]}")
+    print(f"annotation → new head served: {[f'{x:.2f} s' for x in latencies]}")
     status = published(env)
     expected = expected_order(env, status)
     scores = scores_of(client, pid, status["published_version"])
@@ -206,8 +223,12 @@ def test_restart_keeps_store_and_does_not_reembed(env):
     import requests
 
     # Label Studio calls /setup on reconnect; a new TASKS_CREATED embeds only the new task.
-    r = requests.post(env["backend"].url + "/setup", auth=AUTH, timeout=10,
-                      json={"project": f"{env['pid']}.0", "schema": LABEL_CONFIG})
+    r = requests.post(
+        env["backend"].url + "/setup",
+        auth=AUTH,
+        timeout=10,
+        json={"project": f"{env['pid']}.0", "schema": LABEL_CONFIG},
+    )
     assert r.status_code == 200
     tid = env["client"].import_files(env["pid"], {"new.png": png(medical_tiles(1, size=64, seed=99)[0])})[0]
     env["backend"].wait(env["pid"], lambda s: s["counts"]["embedded"] >= N_GOOD + 1 and not s["pending"], auth=AUTH)
@@ -226,12 +247,16 @@ def test_quiet_project_gets_the_full_ranking_and_old_versions_are_deleted(env):
         status = env["backend"].status(pid, auth=AUTH)
         versions = client.list_model_versions(pid)
         scored = scores_of(client, pid, status["published_version"])
-        unlabeled = {t["id"] for t in client.iter_tasks(pid) if t["id"] in env["good"] and not t.get("total_annotations")}
+        unlabeled = {
+            t["id"] for t in client.iter_tasks(pid) if t["id"] in env["good"] and not t.get("total_annotations")
+        }
         if set(scored) == unlabeled and list(versions) == [status["published_version"]]:
             break
         time.sleep(1)
     else:
-        raise AssertionError(f"versions {versions}, {len(scored)} scored of {len(unlabeled)}\n{env['backend'].log_tail()}")
+        raise AssertionError(
+            f"versions {versions}, {len(scored)} scored of {len(unlabeled)}\n{env['backend'].log_tail()}"
+        )
 
 
 def test_start_training_continues_mae_and_reembeds(env):
@@ -239,7 +264,14 @@ def test_start_training_continues_mae_and_reembeds(env):
     first = published(env)
     client.train_ml_backend(env["ml"]["id"])
     status = env["backend"].wait(
-        pid, lambda s: s["encoder_version"] != first["encoder_version"] and s["published_version"] != first["published_version"]
-        and not s["pending"], timeout=300, auth=AUTH)
+        pid,
+        lambda s: (
+            s["encoder_version"] != first["encoder_version"]
+            and s["published_version"] != first["published_version"]
+            and not s["pending"]
+        ),
+        timeout=300,
+        auth=AUTH,
+    )
     assert (env["model_dir"] / "projects" / str(pid) / "encoder" / "encoder.safetensors").is_file()
     assert status["counts"]["embedded"] == len(env["good"])

@@ -80,8 +80,13 @@ class Setup:
         self.ls, self.client = ls, LabelStudio(ls.url, ls.token)
         self.model_dir = tmp / "model"
         shutil.copytree(encoder_dir, self.model_dir / "encoder")
-        env = {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token, "MODEL_DIR": str(self.model_dir),
-               **FAST, **(extra or {})}
+        env = {
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_API_KEY": ls.token,
+            "MODEL_DIR": str(self.model_dir),
+            **FAST,
+            **(extra or {}),
+        }
         if auth:
             env.update(BASIC_AUTH_USER=AUTH[0], BASIC_AUTH_PASS=AUTH[1])
         self.auth = AUTH if auth else None
@@ -125,8 +130,13 @@ class Setup:
                     if n != 1:
                         bad[t["id"]] = n
                 st = self.status()
-                if (not bad and current == st["published_version"] and not st["pending"]
-                        and str(current).startswith("examine-") and set(must_rank) <= ids):
+                if (
+                    not bad
+                    and current == st["published_version"]
+                    and not st["pending"]
+                    and str(current).startswith("examine-")
+                    and set(must_rank) <= ids
+                ):
                     return time.monotonic() - t0
                 last = (current, bad, st)
             except (requests.RequestException, ValueError, KeyError) as exc:
@@ -226,13 +236,23 @@ def test_basic_auth_turned_on_for_a_connected_project(setup_factory):
     s.backend.env.update(BASIC_AUTH_USER=AUTH[0], BASIC_AUTH_PASS=AUTH[1])
     s.auth = AUTH
     s.backend.start()
-    s.client.request("PATCH", f"/api/ml/{ml['id']}", json={
-        "project": s.pid, "url": s.backend.url, "auth_method": "BASIC_AUTH",
-        "basic_auth_user": AUTH[0], "basic_auth_pass": AUTH[1]})
+    s.client.request(
+        "PATCH",
+        f"/api/ml/{ml['id']}",
+        json={
+            "project": s.pid,
+            "url": s.backend.url,
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": AUTH[0],
+            "basic_auth_pass": AUTH[1],
+        },
+    )
     s.backend.wait(s.pid, lambda st: st["synced"] and not st["pending"], auth=AUTH, timeout=60)
     hooks = s.client.list_webhooks(s.pid)
-    assert any(h["url"] == s.backend.url + "/webhook" and h["headers"].get("Authorization", "").startswith("Basic ")
-               for h in hooks), hooks
+    assert any(
+        h["url"] == s.backend.url + "/webhook" and h["headers"].get("Authorization", "").startswith("Basic ")
+        for h in hooks
+    ), hooks
     mark = s.backend.log_path.stat().st_size
     t0 = time.monotonic()
     new = s.import_tiles(1)
@@ -311,7 +331,7 @@ MALFORMED = [
 
 def test_malformed_requests_get_400_never_500(setup_factory):
     s = setup_factory(extra={"EXAMINE_MAX_REQUEST_MB": "1"})
-    ids = s.import_tiles(2)
+    s.import_tiles(2)
     s.connect()
     pid = s.pid
     s.backend.wait(pid, lambda st: st["published_version"] and not st["pending"])
@@ -320,7 +340,10 @@ def test_malformed_requests_get_400_never_500(setup_factory):
         ("/webhook", f'{{"action": "ANNOTATION_CREATED", "project": {pid}, "annotation": {{"task": "a"}}}}'.encode()),
         ("/webhook", f'{{"action": "ANNOTATION_CREATED", "project": {pid}, "task": 5}}'.encode()),
         ("/webhook", f'{{"action": "TASKS_DELETED", "project": {pid}, "tasks": {{"id": 1}}}}'.encode()),
-        ("/webhook", f'{{"action": "ANNOTATIONS_DELETED", "project": {pid}, "annotations": [{{"id": null}}]}}'.encode()),
+        (
+            "/webhook",
+            f'{{"action": "ANNOTATIONS_DELETED", "project": {pid}, "annotations": [{{"id": null}}]}}'.encode(),
+        ),
         ("/webhook", f'{{"action": "PROJECT_UPDATED", "project": {{"id": {pid}, "label_config": 3}}}}'.encode()),
         ("/predict", b'{"tasks": [{"id": 1.5}], "project": 1}'),
     ]
@@ -354,19 +377,30 @@ def test_a_slow_image_host_cannot_delay_webhooks(setup_factory):
     try:
         s = setup_factory(extra={"ALLOWED_HOSTS": f"127.0.0.1:{port}", "EXAMINE_RECONCILE_S": "300"})
         good = s.import_tiles(3)
-        slow = s.client.import_tasks(s.pid, [{"image": f"http://127.0.0.1:{port}/img{i}.png?X-Amz-Signature=s3cr3t"}
-                                            for i in range(6)])
+        slow = s.client.import_tasks(
+            s.pid, [{"image": f"http://127.0.0.1:{port}/img{i}.png?X-Amz-Signature=s3cr3t"} for i in range(6)]
+        )
         s.connect()
-        hook = {"action": "ANNOTATION_UPDATED", "project": {"id": s.pid},
-                "annotation": {"id": 999999, "task": good[0], "result": []}}
+        hook = {
+            "action": "ANNOTATION_UPDATED",
+            "project": {"id": s.pid},
+            "annotation": {"id": 999999, "task": good[0], "result": []},
+        }
         # Measure once the worker is stuck on the slow host.
         s.backend.wait(s.pid, lambda st: st["counts"]["embedded"] >= 3 and "running" in st["pending"], timeout=60)
         stop = time.monotonic() + 8
         worst, times = 0.0, []
         with requests.Session() as sess:
-            pred = threading.Thread(target=lambda: [requests.post(
-                s.backend.url + "/predict", json={"project": s.pid, "tasks": [{"id": t} for t in slow]}, timeout=30)
-                for _ in range(5)])
+            pred = threading.Thread(
+                target=lambda: [
+                    requests.post(
+                        s.backend.url + "/predict",
+                        json={"project": s.pid, "tasks": [{"id": t} for t in slow]},
+                        timeout=30,
+                    )
+                    for _ in range(5)
+                ]
+            )
             pred.start()
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
@@ -376,8 +410,10 @@ def test_a_slow_image_host_cannot_delay_webhooks(setup_factory):
                 assert r.status_code in (200, 201)
                 time.sleep(0.05)
             pred.join(60)
-        print(f"{len(times)} webhook answers while images hang: median {np.median(times) * 1000:.1f} ms, "
-              f"slowest {worst * 1000:.1f} ms")
+        print(
+            f"{len(times)} webhook answers while images hang: median {np.median(times) * 1000:.1f} ms, "
+            f"slowest {worst * 1000:.1f} ms"
+        )
         assert worst < 0.1
         st = s.backend.wait(s.pid, lambda st: len(st["errors"]) == len(slow), timeout=120)
         for err in st["errors"].values():

@@ -56,8 +56,9 @@ def test_png_bomb_under_the_pixel_limit_stays_under_300_mb(tmp_path):
     assert len(data) < 16_000 and 11000 * 11000 < 2**27
     path = tmp_path / "bomb.png"
     path.write_bytes(data)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"15 KB PNG bomb, 11,000² pixels: +{result['extra_mb']:.0f} MB peak RSS")

@@ -69,9 +69,12 @@ def test_webhook_answers_fast_and_queues_one_rerank(tmp_path):
     app, backend = make_app(tmp_path)
     known(backend, 3, 5)
     c = app.test_client()
-    payload = {"action": "ANNOTATION_CREATED", "project": {"id": 3},
-               "annotation": {"id": 11, "task": 5, "result": [{"value": {"choices": ["tumour"]}}]},
-               "task": {"id": 5, "project": 3, "data": {"image": "/data/upload/3/a.png"}}}
+    payload = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 3},
+        "annotation": {"id": 11, "task": 5, "result": [{"value": {"choices": ["tumour"]}}]},
+        "task": {"id": 5, "project": 3, "data": {"image": "/data/upload/3/a.png"}},
+    }
     t0 = time.perf_counter()
     for _ in range(5):
         assert c.post("/webhook", json=payload).status_code == 201
@@ -92,8 +95,15 @@ def test_setup_of_a_project_label_studio_cannot_confirm_is_refused_and_never_log
     app, backend = make_app(tmp_path)
     secret = "0123456789abcdef0123456789abcdef01234567"
     with caplog.at_level(logging.DEBUG):
-        r = app.test_client().post("/setup", json={"project": "7.1795638417", "schema": CONFIG,
-                                                  "hostname": "http://127.0.0.1:1", "access_token": secret})
+        r = app.test_client().post(
+            "/setup",
+            json={
+                "project": "7.1795638417",
+                "schema": CONFIG,
+                "hostname": "http://127.0.0.1:1",
+                "access_token": secret,
+            },
+        )
     assert r.status_code == 502 and "verify project 7" in r.get_json()["error"]
     assert secret not in caplog.text
     assert not (tmp_path / "projects" / "7").exists() and not backend.states.exists(7)
@@ -113,13 +123,17 @@ def test_forged_events_for_unknown_projects_and_tasks_change_nothing(tmp_path):
     app, backend = make_app(tmp_path)
     c = app.test_client()
     for pid in range(100, 130):
-        r = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": pid,
-                                     "annotation": {"id": 1, "task": 1, "result": []}})
+        r = c.post(
+            "/webhook",
+            json={"action": "ANNOTATION_CREATED", "project": pid, "annotation": {"id": 1, "task": 1, "result": []}},
+        )
         assert r.status_code == 200 and r.get_json()["status"] == "ignored"
     assert list((tmp_path / "projects").iterdir()) == []
     state = known(backend, 2, 8)
-    r = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": 2,
-                                 "annotation": {"id": 5, "task": 999, "result": []}})
+    r = c.post(
+        "/webhook",
+        json={"action": "ANNOTATION_CREATED", "project": 2, "annotation": {"id": 5, "task": 999, "result": []}},
+    )
     assert r.status_code == 201 and 999 not in state.tasks and backend.jobs.pending(2) == {"sync"}
     c.post("/webhook", json={"action": "TASKS_DELETED", "project": 2, "tasks": [{"id": 12345}]})
     assert set(state.tasks) == {8}
@@ -178,8 +192,15 @@ def test_payload_helpers():
 
 
 def test_settings_from_env_and_their_errors(tmp_path):
-    s = Settings.from_env({"PORT": "9191", "ALLOWED_HOSTS": "a.org, b.org", "EXAMINE_DATA_ROOTS": "/x,/y",
-                           "EXAMINE_SAMPLING": "keep", "LABEL_STUDIO_API_KEY": "tok"})
+    s = Settings.from_env(
+        {
+            "PORT": "9191",
+            "ALLOWED_HOSTS": "a.org, b.org",
+            "EXAMINE_DATA_ROOTS": "/x,/y",
+            "EXAMINE_SAMPLING": "keep",
+            "LABEL_STUDIO_API_KEY": "tok",
+        }
+    )
     assert s.port == 9191 and s.allowed_hosts == ("a.org", "b.org") and len(s.data_roots) == 2
     assert "tok" not in repr(s)
     with pytest.raises(ValueError, match="PORT"):
@@ -217,8 +238,12 @@ def test_annotation_deletion_is_resolved_in_the_background(tmp_path):
     app, backend = make_app(tmp_path)
     known(backend, 2, 8)
     c = app.test_client()
-    created = {"action": "ANNOTATION_CREATED", "project": {"id": 2},
-               "annotation": {"id": 31, "task": 8, "result": [{"value": {"choices": ["a"]}}]}, "task": {"id": 8}}
+    created = {
+        "action": "ANNOTATION_CREATED",
+        "project": {"id": 2},
+        "annotation": {"id": 31, "task": 8, "result": [{"value": {"choices": ["a"]}}]},
+        "task": {"id": 8},
+    }
     c.post("/webhook", json=created)
     t0 = time.perf_counter()
     r = c.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 2}, "annotations": [{"id": 31}]})

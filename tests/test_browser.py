@@ -33,15 +33,24 @@ _MISSING = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
-    pytest.mark.skipif(bool(_MISSING), reason=f"headless browser test needs {' and '.join(_MISSING)} "
-                       "(Debian: apt-get install chromium chromium-driver; scripts/system-deps.sh does it)"),
+    pytest.mark.skipif(
+        bool(_MISSING),
+        reason=f"headless browser test needs {' and '.join(_MISSING)} "
+        "(Debian: apt-get install chromium chromium-driver; scripts/system-deps.sh does it)",
+    ),
 ]
 
 N_TILES = 30
 WAIT_S = 60.0
 CHROMIUM_ARGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,900",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,900",
 )
 
 
@@ -50,11 +59,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, DemoI
     """A published demo in a temp dir: 30 tiles, a small random-init encoder, short task locks."""
     if not label_studio_bin().is_file():
         pytest.fail(f"needs Label Studio at {label_studio_bin()}: run `make setup-ls`", pytrace=False)
-    cfg = DemoConfig(root=tmp_path_factory.mktemp("demo"), ls_port=free_port(), backend_port=free_port(),
-                     tiles=N_TILES, task_lock_ttl=3, ready_timeout_s=300, label_studio_bin=label_studio_bin())
+    cfg = DemoConfig(
+        root=tmp_path_factory.mktemp("demo"),
+        ls_port=free_port(),
+        backend_port=free_port(),
+        tiles=N_TILES,
+        task_lock_ttl=3,
+        ready_timeout_s=300,
+        label_studio_bin=label_studio_bin(),
+    )
     # A small real encoder keeps the test fast; MAE pretraining has its own tests.
     create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(
-        cfg.model_dir / "encoder")
+        cfg.model_dir / "encoder"
+    )
     with Demo(cfg, say=print) as d:
         yield d, d.setup()
 
@@ -122,8 +139,11 @@ def top_ranked_task(client: LabelStudio, pid: int) -> int:
     """The unlabeled task with the lowest prediction score of the project's current model_version."""
     version = client.get_project(pid)["model_version"]
     labeled = {t["id"] for t in client.iter_tasks(pid) if t.get("is_labeled")}
-    scores = {p["task"]: p["score"] for p in client.list_predictions(project=pid)
-              if p.get("model_version") == version and p["task"] not in labeled}
+    scores = {
+        p["task"]: p["score"]
+        for p in client.list_predictions(project=pid)
+        if p.get("model_version") == version and p["task"] not in labeled
+    }
     assert len(scores) == N_TILES, f"{len(scores)} tasks scored under {version!r}, expected {N_TILES}"
     return min(scores, key=scores.get)
 

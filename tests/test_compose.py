@@ -9,16 +9,10 @@ project notes): the backend reachable on the private network, local files served
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import fnmatch
 import json
-import os
 import re
-import subprocess
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,11 +35,32 @@ LS_PORT = 8080
 # The backend's settings (backend/settings). Every one is declared in each backend service; those in
 # REQUIRED_SETTINGS need a value, the others may be left to pass through from .env (a key with no value).
 BACKEND_SETTINGS = {
-    "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "MODEL_DIR", "HOST", "PORT", "WORKERS", "THREADS",
-    "BASIC_AUTH_USER", "BASIC_AUTH_PASS", "LOG_LEVEL", "EXAMINE_MODEL", "EXAMINE_WEIGHTS", "EXAMINE_DEVICE",
-    "EXAMINE_SAMPLING", "EXAMINE_POLICY", "ALLOWED_HOSTS", "EXAMINE_DATA_ROOTS",
+    "LABEL_STUDIO_URL",
+    "LABEL_STUDIO_API_KEY",
+    "MODEL_DIR",
+    "HOST",
+    "PORT",
+    "WORKERS",
+    "THREADS",
+    "BASIC_AUTH_USER",
+    "BASIC_AUTH_PASS",
+    "LOG_LEVEL",
+    "EXAMINE_MODEL",
+    "EXAMINE_WEIGHTS",
+    "EXAMINE_DEVICE",
+    "EXAMINE_SAMPLING",
+    "EXAMINE_POLICY",
+    "ALLOWED_HOSTS",
+    "EXAMINE_DATA_ROOTS",
 }
-OPTIONAL_SETTINGS = {"BASIC_AUTH_USER", "BASIC_AUTH_PASS", "EXAMINE_MODEL", "EXAMINE_WEIGHTS", "EXAMINE_POLICY", "ALLOWED_HOSTS"}
+OPTIONAL_SETTINGS = {
+    "BASIC_AUTH_USER",
+    "BASIC_AUTH_PASS",
+    "EXAMINE_MODEL",
+    "EXAMINE_WEIGHTS",
+    "EXAMINE_POLICY",
+    "ALLOWED_HOSTS",
+}
 REQUIRED_SETTINGS = BACKEND_SETTINGS - OPTIONAL_SETTINGS
 
 # The variables an admin must put in .env; everything else has a default.
@@ -73,7 +88,7 @@ def _interpolate_braced(text: str, start: int, env: dict[str, str]) -> tuple[str
     """
     match = _NAME.match(text, start)
     if not match:
-        raise ValueError(f"invalid interpolation at {text[start - 2:start + 20]!r}")
+        raise ValueError(f"invalid interpolation at {text[start - 2 : start + 20]!r}")
     name, i = match.group(), match.end()
     operator = ""
     for candidate in (":-", ":?", ":+", "-", "?", "+"):
@@ -179,8 +194,9 @@ def volume_mounts(service: dict) -> list[dict]:
     mounts = []
     for item in service.get("volumes", []):
         if isinstance(item, dict):
-            mounts.append({"source": item.get("source"), "target": item["target"],
-                           "read_only": bool(item.get("read_only"))})
+            mounts.append(
+                {"source": item.get("source"), "target": item["target"], "read_only": bool(item.get("read_only"))}
+            )
             continue
         parts = item.split(":")
         # A Windows drive letter never occurs here; the short form is SOURCE:TARGET[:MODE] or TARGET.
@@ -499,15 +515,25 @@ def test_no_secret_literals(raw_compose):
     # Nothing that looks like a token or key anywhere in the file (comments included).
     text = COMPOSE_FILE.read_text()
     # (long runs mixing digits and lower-case letters: hex tokens, base64 keys, JWT personal access tokens)
-    suspicious = [run for run in re.findall(r"[A-Za-z0-9+/_.=-]{32,}", text)
-                  if re.search(r"[0-9]", run) and re.search(r"[a-z]", run)]
+    suspicious = [
+        run
+        for run in re.findall(r"[A-Za-z0-9+/_.=-]{32,}", text)
+        if re.search(r"[0-9]", run) and re.search(r"[a-z]", run)
+    ]
     assert not suspicious
 
 
 def test_header_tells_admins_how_to_run_it():
     header = COMPOSE_FILE.read_text().split("\nname:", 1)[0]
-    for needle in ("docker compose up -d", "docker compose up -d examine-cpu", "http://examine:9090",
-                   ".env", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN", "/label-studio/files/"):
+    for needle in (
+        "docker compose up -d",
+        "docker compose up -d examine-cpu",
+        "http://examine:9090",
+        ".env",
+        "LABEL_STUDIO_PASSWORD",
+        "LABEL_STUDIO_USER_TOKEN",
+        "/label-studio/files/",
+    ):
         assert needle in header, needle
 
 
@@ -515,10 +541,10 @@ def test_header_tells_admins_how_to_run_it():
 
 
 def test_dockerfile_variants(dockerfile):
-    args = {a.split("=", 1)[0]: a.split("=", 1)[1] if "=" in a else None
-            for kind, a in dockerfile if kind == "ARG"}
-    stages = {args_.split()[-1]: args_.split()[0] for kind, args_ in dockerfile
-              if kind == "FROM" and " AS " in args_.upper()}
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] if "=" in a else None for kind, a in dockerfile if kind == "ARG"}
+    stages = {
+        args_.split()[-1]: args_.split()[0] for kind, args_ in dockerfile if kind == "FROM" and " AS " in args_.upper()
+    }
     stages = {name.lower(): image for name, image in stages.items()}
     # CUDA by default, CPU with --build-arg VARIANT=cpu.
     assert args["VARIANT"] == "cuda"
@@ -532,6 +558,7 @@ def test_dockerfile_variants(dockerfile):
 
 def test_dockerfile_installs_requirements_before_the_code(dockerfile):
     """Cache-friendly order: the dependency layer does not depend on the source files."""
+
     def index(predicate) -> int:
         return next(i for i, item in enumerate(dockerfile) if predicate(*item))
 

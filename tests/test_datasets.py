@@ -37,6 +37,7 @@ def tiles() -> list[np.ndarray]:
 
 # ---------------------------------------------------------------- medical tiles
 
+
 def test_sources_are_the_bundled_files():
     sources = tile_sources()
     assert {"ihc", "retina", "cell"} <= set(sources)
@@ -95,6 +96,7 @@ def test_write_medical_tiles(tmp_path, fmt):
 
 # ---------------------------------------------------------------- Fashion-MNIST
 
+
 @needs_fashion
 def test_fashion_mnist_from_debian_package():
     images, labels = load_fashion_mnist("test", limit=500)
@@ -132,11 +134,17 @@ def test_fashion_mnist_folder_override_and_errors(tmp_path, monkeypatch, tiles):
 
 # ---------------------------------------------------------------- MedMNIST
 
+
 def test_load_medmnist(tmp_path, tiles):
     images = np.stack([np.asarray(Image.fromarray(t).resize((28, 28))) for t in tiles])
     path = tmp_path / "pathmnist.npz"
-    np.savez(path, train_images=images, train_labels=np.arange(6).reshape(6, 1), test_images=images[:2],
-             test_labels=np.zeros((2, 1), np.uint8))
+    np.savez(
+        path,
+        train_images=images,
+        train_labels=np.arange(6).reshape(6, 1),
+        test_images=images[:2],
+        test_labels=np.zeros((2, 1), np.uint8),
+    )
     loaded, labels = load_medmnist(path)
     np.testing.assert_array_equal(loaded, images)
     assert labels.dtype == np.int64 and labels.tolist() == list(range(6))
@@ -158,6 +166,7 @@ def test_load_medmnist_errors(tmp_path):
 
 
 # ---------------------------------------------------------------- corruptions
+
 
 def sharpness(image: np.ndarray) -> float:
     gray = image.astype(np.float64).mean(axis=-1) if image.ndim == 3 else image.astype(np.float64)

@@ -53,9 +53,15 @@ def test_probe_is_copied_into_the_image():
     assert PROBE.read_text().startswith("#!/usr/bin/env python3\n")
 
 
-@pytest.mark.parametrize("auth,status,healthy", [
-    (None, 200, True), (None, 503, False), (("user", "s3cret"), 200, True), (("user", "wrong"), 200, False),
-])
+@pytest.mark.parametrize(
+    "auth,status,healthy",
+    [
+        (None, 200, True),
+        (None, 503, False),
+        (("user", "s3cret"), 200, True),
+        (("user", "wrong"), 200, False),
+    ],
+)
 def test_backend_healthcheck_probe(auth, status, healthy):
     """Run the probe against a stand-in /health (with Basic auth when the service uses it)."""
     expected_auth = "Basic " + base64.b64encode(b"user:s3cret").decode()

@@ -45,10 +45,16 @@ def test_nvjpeg_decodes_like_pillow():
 def test_cuda_pipeline_matches_cpu_within_bf16(tmp_path):
     tiles = medical_tiles(40, size=256, seed=6)
     datas = [encode(t, "JPEG", quality=90) for t in tiles[:34]]
-    datas += [encode(tiles[34], "PNG"), encode(tiles[35], "JPEG", progressive=True),
-              encode(tiles[36][:, :, 0], "JPEG"), encode(np.ascontiguousarray(tiles[37][:, :200]), "JPEG"),
-              encode((tiles[38].astype(np.uint16) * 257)[:, :, 0], "PNG"), datas[3], b"not an image",
-              datas[4][:200]]
+    datas += [
+        encode(tiles[34], "PNG"),
+        encode(tiles[35], "JPEG", progressive=True),
+        encode(tiles[36][:, :, 0], "JPEG"),
+        encode(np.ascontiguousarray(tiles[37][:, :200]), "JPEG"),
+        encode((tiles[38].astype(np.uint16) * 257)[:, :, 0], "PNG"),
+        datas[3],
+        b"not an image",
+        datas[4][:200],
+    ]
     sources = [(f"item {i}", (lambda d=d: d)) for i, d in enumerate(datas)]
     enc = create_encoder(CFG)
     reports, vectors = {}, {}

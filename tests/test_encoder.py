@@ -46,7 +46,9 @@ def test_save_load_round_trip(tmp_path, tiles):
     enc.save(tmp_path)
     back = Encoder.load(tmp_path)
     assert back.version == enc.version and back.config == enc.config
-    np.testing.assert_array_equal(embed_arrays(tiles[:3], back, device="cpu"), embed_arrays(tiles[:3], enc, device="cpu"))
+    np.testing.assert_array_equal(
+        embed_arrays(tiles[:3], back, device="cpu"), embed_arrays(tiles[:3], enc, device="cpu")
+    )
 
 
 def test_official_mae_pth_with_decoder_keys_loads(tmp_path):
@@ -100,13 +102,20 @@ def test_pretrained_weights_load_offline_from_the_hub_cache(hub_cache, tmp_path,
     import timm
 
     source = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, patch_size=8)
-    cfg = {"architecture": "vit_tiny_patch16_224", "num_classes": 0, "num_features": 192,
-           "model_args": {"img_size": 32, "patch_size": 8},
-           "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    cfg = {
+        "architecture": "vit_tiny_patch16_224",
+        "num_classes": 0,
+        "num_features": 192,
+        "model_args": {"img_size": 32, "patch_size": 8},
+        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    }
     _write_hub_cache(hub_cache, "timm/vit_tiny_patch16_224.augreg_in21k", source, cfg)
     _write_hub_cache(hub_cache, "lab/tiny-pathology", source, cfg)
     want = embed_arrays(tiles, Encoder(CFG, source.eval()))
-    for name, kwargs in (("vit_tiny_patch16_224.augreg_in21k", ()), ("hf-hub:lab/tiny-pathology", (("init_values", None),))):
+    for name, kwargs in (
+        ("vit_tiny_patch16_224.augreg_in21k", ()),
+        ("hf-hub:lab/tiny-pathology", (("init_values", None),)),
+    ):
         enc = create_encoder(EncoderConfig(name, img_size=32, patch_size=8, model_kwargs=kwargs))
         np.testing.assert_allclose(embed_arrays(tiles, enc), want, atol=1e-5)
         enc.save(tmp_path / "saved")  # a saved pretrained encoder reloads from its own file

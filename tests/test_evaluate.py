@@ -40,7 +40,10 @@ def _brute_shapley(X, y, x_test, y_test, k):
         for size in range(n):
             w = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
             for S in itertools.combinations(others, size):
-                phi[i] += w * (_knn_utility(list(S) + [i], X, y, x_test, y_test, k) - _knn_utility(list(S), X, y, x_test, y_test, k))
+                phi[i] += w * (
+                    _knn_utility(list(S) + [i], X, y, x_test, y_test, k)
+                    - _knn_utility(list(S), X, y, x_test, y_test, k)
+                )
     return phi
 
 
@@ -100,8 +103,13 @@ def test_pixel_pca_embedder():
     from examine.evaluate.data import LabeledSet
 
     rng = np.random.default_rng(0)
-    data = LabeledSet("toy", rng.integers(0, 255, (30, 6, 6), dtype=np.uint8), np.arange(30) % 2,
-                      rng.integers(0, 255, (10, 6, 6), dtype=np.uint8), np.arange(10) % 2)
+    data = LabeledSet(
+        "toy",
+        rng.integers(0, 255, (30, 6, 6), dtype=np.uint8),
+        np.arange(30) % 2,
+        rng.integers(0, 255, (10, 6, 6), dtype=np.uint8),
+        np.arange(10) % 2,
+    )
     X, T, embed = ev.pixel_pca_embedder(4)(data)
     assert X.shape == (30, 4) and T.shape == (10, 4)
     np.testing.assert_allclose(embed(data.test), T)
@@ -126,12 +134,38 @@ def _parse(argv):
 @pytest.mark.skipif(not FMNIST.is_file(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_evaluate_quick_end_to_end(tmp_path):
     """Both data sets, the MAE recipe (tiny epochs) and pixel PCA, every part of the report."""
-    args = _parse(["evaluate", "--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), "--seeds", "1",
-                   "--n-train", "120", "--n-test", "60", "--pool-size", "100", "--n-value", "40", "--n-tiles", "24",
-                   "--budgets", "10,20"])
+    args = _parse(
+        [
+            "evaluate",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--seeds",
+            "1",
+            "--n-train",
+            "120",
+            "--n-test",
+            "60",
+            "--pool-size",
+            "100",
+            "--n-value",
+            "40",
+            "--n-tiles",
+            "24",
+            "--budgets",
+            "10,20",
+        ]
+    )
     args.func(args)
-    for name in ("RESULTS.md", "simulation-fashion-mnist.png", "simulation-medical-tiles-by-source.png",
-                 "valuation.png", "quality.png"):
+    for name in (
+        "RESULTS.md",
+        "simulation-fashion-mnist.png",
+        "simulation-medical-tiles-by-source.png",
+        "valuation.png",
+        "quality.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     md = (tmp_path / "RESULTS.md").read_text()
     assert "examine evaluate" in md and "CPUs" in md and "linear probe" in md

@@ -7,7 +7,6 @@ import pickle
 import struct
 import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,7 +62,9 @@ def png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 def dicom_bytes(array: np.ndarray, photometric: str = "MONOCHROME2", **tags) -> bytes:
@@ -96,10 +97,19 @@ def assert_rgb(image: np.ndarray, shape: tuple[int, int]) -> None:
 
 # ---------------------------------------------------------------- formats
 
+
 @pytest.mark.parametrize(
     ("fmt", "options", "tolerance"),
-    [("PNG", {}, 0), ("BMP", {}, 0), ("PPM", {}, 0), ("TIFF", {}, 0), ("TIFF", {"compression": "tiff_lzw"}, 0),
-     ("JPEG", {"quality": 95}, 4), ("WEBP", {"quality": 95}, 5), ("TIFF", {"compression": "jpeg"}, 5)],
+    [
+        ("PNG", {}, 0),
+        ("BMP", {}, 0),
+        ("PPM", {}, 0),
+        ("TIFF", {}, 0),
+        ("TIFF", {"compression": "tiff_lzw"}, 0),
+        ("JPEG", {"quality": 95}, 4),
+        ("WEBP", {"quality": 95}, 5),
+        ("TIFF", {"compression": "jpeg"}, 5),
+    ],
     ids=["png", "bmp", "ppm", "tiff", "tiff-lzw", "jpeg", "webp", "tiff-jpeg"],
 )
 def test_rgb_formats_round_trip(tile, tmp_path, fmt, options, tolerance):
@@ -161,6 +171,7 @@ def test_exif_orientation_is_applied(tile):
 
 
 # ---------------------------------------------------------------- TIFF and deep data
+
 
 def test_16bit_tiff_is_windowed_to_full_contrast(gray16):
     image = load_image(tiff_bytes(gray16))
@@ -227,6 +238,7 @@ def test_tiff_pyramid_decodes_the_smallest_sufficient_level(tile):
 
 # ---------------------------------------------------------------- DICOM
 
+
 def test_dicom_rescale_and_window_from_tags(gray16):
     stored = gray16 + 24  # Hounsfield = stored − 1024
     data = dicom_bytes(stored, RescaleSlope=1, RescaleIntercept=-1024, WindowCenter=500, WindowWidth=1001)
@@ -273,6 +285,7 @@ def test_dicom_without_pixels_is_refused():
 
 # ---------------------------------------------------------------- max_side
 
+
 def test_max_side_shrinks_keeping_aspect(tile):
     data = encode(tile, "PNG")
     assert load_image(data, max_side=64).shape == (48, 64, 3)
@@ -290,6 +303,7 @@ def test_max_side_on_large_jpeg_matches_full_decode():
 
 
 # ---------------------------------------------------------------- failures
+
 
 def assert_fails(source, reason: str, *, item: str | None = None, **kwargs) -> ImageLoadError:
     with pytest.raises(ImageLoadError) as info:
@@ -391,6 +405,7 @@ def test_error_survives_pickling():
 
 # ---------------------------------------------------------------- batch and helpers
 
+
 def test_batch_continues_past_bad_images(tile, tmp_path):
     good = tmp_path / "good.png"
     good.write_bytes(encode(tile, "PNG"))
@@ -404,7 +419,16 @@ def test_batch_continues_past_bad_images(tile, tmp_path):
 
 
 def test_list_images(tmp_path):
-    for name in ["b.png", "a.JPG", "sub/c.tif", "sub/deeper/d.dcm", ".hidden.png", ".cache/e.png", "notes.txt", "f.PNG"]:
+    for name in [
+        "b.png",
+        "a.JPG",
+        "sub/c.tif",
+        "sub/deeper/d.dcm",
+        ".hidden.png",
+        ".cache/e.png",
+        "notes.txt",
+        "f.PNG",
+    ]:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")

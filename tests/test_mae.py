@@ -30,14 +30,22 @@ def test_resume_continues_from_the_checkpoint(tmp_path, tiles):
     cfg = PretrainConfig(epochs=2, batch_size=32, warmup_epochs=1)
     _, first = pretrain(tiles[:64], tmp_path, cfg, encoder_config=CFG, device="cpu", progress=False)
     seen = []
-    _, all_losses = pretrain(tiles[:64], tmp_path, PretrainConfig(epochs=3, batch_size=32, warmup_epochs=1),
-                             encoder_config=CFG, device="cpu", progress=False, on_epoch=lambda e, l: seen.append(e))
+    _, all_losses = pretrain(
+        tiles[:64],
+        tmp_path,
+        PretrainConfig(epochs=3, batch_size=32, warmup_epochs=1),
+        encoder_config=CFG,
+        device="cpu",
+        progress=False,
+        on_epoch=lambda epoch, loss: seen.append(epoch),
+    )
     assert seen == [3] and all_losses[:2] == first
 
 
 def test_masking_keeps_a_quarter_of_patches():
-    from examine.encoder import create_encoder
     import torch
+
+    from examine.encoder import create_encoder
 
     mae = MAE(create_encoder(CFG), mask_ratio=0.75)
     latent, mask, _ = mae.encode_visible(torch.zeros(2, 3, 32, 32))
@@ -83,6 +91,7 @@ def test_image_bank_augment_shapes_and_symmetries():
     ramp[:, :, 1] = np.arange(16, dtype=np.uint8)[:, None] * 8
     bank = ImageBank([ramp], torch.device("cpu"), 16)
     seen = set()
+
     def direction(c):  # (along x?, increasing?) of a ramp channel
         dx, dy = float(c[:, -1].mean() - c[:, 0].mean()), float(c[-1].mean() - c[0].mean())
         return (abs(dx) > abs(dy), (dx if abs(dx) > abs(dy) else dy) > 0)

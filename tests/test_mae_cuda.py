@@ -32,8 +32,15 @@ def test_cuda_pretraining_learns_saves_and_resumes(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         pretrain(tiles, tmp_path / "b", cfg, encoder_config=CFG, device="cuda", progress=False, on_epoch=interrupt)
     seen: list[int] = []
-    _, resumed = pretrain(tiles, tmp_path / "b", cfg, encoder_config=CFG, device="cuda", progress=False,
-                          on_epoch=lambda e, l: seen.append(e))
+    _, resumed = pretrain(
+        tiles,
+        tmp_path / "b",
+        cfg,
+        encoder_config=CFG,
+        device="cuda",
+        progress=False,
+        on_epoch=lambda epoch, loss: seen.append(epoch),
+    )
     assert seen == [4, 5, 6], seen  # it resumed after epoch 3's checkpoint instead of starting again
     report = f"fresh run {losses}, interrupted run {first}, resumed {resumed}"
     assert resumed[:3] == first[:3], report  # the checkpoint's history is kept

@@ -21,7 +21,9 @@ def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     write_medical_tiles(root / "images", 30, size=48, seed=5)
     (root / "images" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
-    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(root / "model" / "encoder")
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(
+        root / "model" / "encoder"
+    )
     return root
 
 
@@ -52,8 +54,23 @@ def test_write_ranking_csv_and_errors(folder, tmp_path):
 
 def test_cli_rank_policy_and_errors(folder, tmp_path, capsys):
     out = tmp_path / "q.csv"
-    assert main(["rank", str(folder / "images"), "--model-dir", str(folder / "model"), "-o", str(out),
-                 "--device", "cpu", "--policy", "paper"]) == 0
+    assert (
+        main(
+            [
+                "rank",
+                str(folder / "images"),
+                "--model-dir",
+                str(folder / "model"),
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+                "--policy",
+                "paper",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr()
     assert "policy paper" in text.out and "broken.jpg" in text.err
     assert main(["rank", str(tmp_path / "nothing"), "--model-dir", str(folder / "model")]) == 2
@@ -72,5 +89,7 @@ def test_pretrained_name_skips_mae_pretraining(folder, tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(EncoderError, match="Hugging Face cache"):
-        rank_folder(folder / "images", tmp_path / "m", encoder_config=EncoderConfig("vit_tiny_patch16_224.augreg_in21k", 32))
+        rank_folder(
+            folder / "images", tmp_path / "m", encoder_config=EncoderConfig("vit_tiny_patch16_224.augreg_in21k", 32)
+        )
     assert not (tmp_path / "m" / "encoder").exists()

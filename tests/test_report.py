@@ -64,8 +64,21 @@ def _check_report(out: Path, ranking_rows: list[dict], n_thumbs: int) -> str:
 
 def test_report_from_ranking_csv(pool, tmp_path, capsys):
     out = tmp_path / "report"
-    argv = ["report", "--ranking", str(pool["ranking"]), "--model-dir", str(pool["model_dir"]),
-            "--out", str(out), "--top", "8", "--batch", "5", "--map", "pca"]
+    argv = [
+        "report",
+        "--ranking",
+        str(pool["ranking"]),
+        "--model-dir",
+        str(pool["model_dir"]),
+        "--out",
+        str(out),
+        "--top",
+        "8",
+        "--batch",
+        "5",
+        "--map",
+        "pca",
+    ]
     assert main(argv) == 0
     page = _check_report(out, _csv_rows(pool["ranking"]), n_thumbs=16)  # top 8 + bottom 8 (batch 5 inside the top)
     assert f"{N_TILES}</td>" in page  # images ranked
@@ -110,9 +123,14 @@ def test_report_user_errors(pool, tmp_path, capsys, case):
         argv += ["--ranking", csv_path]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    expected = {"missing-csv": "no such ranking CSV", "missing-model-dir": "no such model directory",
-                "bad-columns": "missing column(s) path, sha256", "bad-number": "line 2",
-                "both": "not both", "neither": "not both"}[case]
+    expected = {
+        "missing-csv": "no such ranking CSV",
+        "missing-model-dir": "no such model directory",
+        "bad-columns": "missing column(s) path, sha256",
+        "bad-number": "line 2",
+        "both": "not both",
+        "neither": "not both",
+    }[case]
     assert err.startswith("examine: error:") and expected in err
     args = build_parser().parse_args(argv)
     with pytest.raises(CLIError):
@@ -123,8 +141,9 @@ def test_report_refuses_a_model_dir_without_these_embeddings(pool, tmp_path):
     other = tmp_path / "other-model"
     create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=1).save(other / "encoder")
     with pytest.raises(CLIError, match="no embeddings stored"):
-        args = build_parser().parse_args(["report", "--ranking", str(pool["ranking"]), "--model-dir", str(other),
-                                          "--out", str(tmp_path / "out")])
+        args = build_parser().parse_args(
+            ["report", "--ranking", str(pool["ranking"]), "--model-dir", str(other), "--out", str(tmp_path / "out")]
+        )
         args.func(args)
 
 

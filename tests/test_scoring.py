@@ -42,9 +42,7 @@ def with_singular_values(rng, n, d, svals):
 rng0 = np.random.default_rng(12345)
 
 
-@pytest.mark.parametrize(
-    "shape", [(2, 1), (2, 3), (3, 3), (5, 20), (20, 5), (64, 8), (9, 9), (40, 1), (7, 64)]
-)
+@pytest.mark.parametrize("shape", [(2, 1), (2, 3), (3, 3), (5, 20), (20, 5), (64, 8), (9, 9), (40, 1), (7, 64)])
 def test_random_shapes(shape):
     assert_matches_brute_force(rng0.standard_normal(shape) + 0.3)
 

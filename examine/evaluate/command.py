@@ -6,8 +6,8 @@ import argparse
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -75,8 +75,16 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
                 budgets = [b for b in cfg.budgets if b <= pool // 5 or b == min(cfg.budgets)]
                 with single_thread():
                     result.simulation = simulate_annotation(
-                        X, data.y_train, T, data.y_test, selectors(data.n_classes), budgets=budgets,
-                        seeds=cfg.seeds, pool_size=pool, log=log)
+                        X,
+                        data.y_train,
+                        T,
+                        data.y_test,
+                        selectors(data.n_classes),
+                        budgets=budgets,
+                        seeds=cfg.seeds,
+                        pool_size=pool,
+                        log=log,
+                    )
                 result.seconds = time.perf_counter() - t0
                 report.timings[f"simulate {data.name} {emb_name}"] = result.seconds
             report.sets.append(result)
@@ -93,8 +101,12 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
         imgs, bad, kinds = plant_corruptions(tiles, cfg.fraction, rng)
         Z = fitted[(key, cfg.embedders[0])](imgs)
         with single_thread():
-            report.quality = {"n": len(imgs), "n_bad": int(bad.sum()), "auroc": quality_screening(Z, bad, kinds),
-                              "embedder": f"{cfg.embedders[0]} fitted on {sets[key].name}"}
+            report.quality = {
+                "n": len(imgs),
+                "n_bad": int(bad.sum()),
+                "auroc": quality_screening(Z, bad, kinds),
+                "embedder": f"{cfg.embedders[0]} fitted on {sets[key].name}",
+            }
         report.timings["quality"] = time.perf_counter() - t0
     report.timings["total"] = time.perf_counter() - t_all
     path = write_report(report, Path(cfg.out))
@@ -111,16 +123,32 @@ def _valuation(cfg: EvalConfig, data: LabeledSet, embed: EmbedFn, emb_name: str,
         idx = rng.choice(len(data.train), size=min(cfg.n_value, len(data.train)), replace=False)
         imgs, bad, _ = plant_corruptions(data.train[idx], cfg.fraction, rng)
         with single_thread():
-            res = valuation_curves(embed(imgs), data.y_train[idx], bad, T, data.y_test, seed=seed,
-                                   preprocess=("none", "center"), step=max(5, len(idx) // 16))
-        log(f"  valuation set {seed}: AUROC(low value = corrupted) "
-            + ", ".join(f"{k} {v:.3f}" for k, v in res["auroc"].items()))
+            res = valuation_curves(
+                embed(imgs),
+                data.y_train[idx],
+                bad,
+                T,
+                data.y_test,
+                seed=seed,
+                preprocess=("none", "center"),
+                step=max(5, len(idx) // 16),
+            )
+        log(
+            f"  valuation set {seed}: AUROC(low value = corrupted) "
+            + ", ".join(f"{k} {v:.3f}" for k, v in res["auroc"].items())
+        )
         runs.append(res)
     methods = list(runs[0]["curves"])
-    return {"dataset": data.name, "embedder": emb_name, "n": len(idx), "seeds": n_seeds, "fraction": cfg.fraction,
-            "steps": runs[0]["steps"],
-            "curves": {m: {k: np.stack([r["curves"][m][k] for r in runs]) for k in runs[0]["curves"][m]} for m in methods},
-            "auroc": {m: np.array([r["auroc"][m] for r in runs]) for m in methods}}
+    return {
+        "dataset": data.name,
+        "embedder": emb_name,
+        "n": len(idx),
+        "seeds": n_seeds,
+        "fraction": cfg.fraction,
+        "steps": runs[0]["steps"],
+        "curves": {m: {k: np.stack([r["curves"][m][k] for r in runs]) for k in runs[0]["curves"][m]} for m in methods},
+        "auroc": {m: np.array([r["auroc"][m] for r in runs]) for m in methods},
+    }
 
 
 def _csv(kind: Callable[[str], object], allowed: tuple[str, ...] | None = None) -> Callable[[str], list]:
@@ -150,8 +178,16 @@ def _positive(text: str) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     cfg = EvalConfig(**vars(args))
     if cfg.quick:  # smoke-test sizes where no explicit value was given
-        quick = dict(seeds=2, n_train=400, n_test=200, pool_size=300, n_value=60, n_tiles=48, budgets=[10, 20, 50],
-                     pretrain_epochs=1)
+        quick = dict(
+            seeds=2,
+            n_train=400,
+            n_test=200,
+            pool_size=300,
+            n_value=60,
+            n_tiles=48,
+            budgets=[10, 20, 50],
+            pretrain_epochs=1,
+        )
         for k, v in quick.items():
             if getattr(cfg, k) == getattr(EvalConfig, k):
                 setattr(cfg, k, v)
@@ -169,19 +205,37 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``evaluate`` sub-command."""
     d = EvalConfig
     p = subparsers.add_parser(
-        "evaluate", help="the evidence: annotation simulation, valuation curves, quality screening → RESULTS.md",
+        "evaluate",
+        help="the evidence: annotation simulation, valuation curves, quality screening → RESULTS.md",
         description="Run every queue (examine's policies, random, k-center, TypiClust, ProbCover) on the same "
-                    "embeddings of labeled image sets and write plots and RESULTS.md.")
-    p.add_argument("--datasets", type=_csv(str, DATASETS), default=d.datasets,
-                   help=f"comma-separated: {', '.join(DATASETS)} or MedMNIST .npz paths (default: %(default)s)")
-    p.add_argument("--embedders", type=_csv(str, EMBEDDERS), default=d.embedders,
-                   help="mae (the default CPU MAE recipe, pretrained on each set's training images) and/or pixel-pca")
-    p.add_argument("--model-dir", help="use this encoder (written by `examine pretrain`) instead of pretraining per set")
+        "embeddings of labeled image sets and write plots and RESULTS.md.",
+    )
+    p.add_argument(
+        "--datasets",
+        type=_csv(str, DATASETS),
+        default=d.datasets,
+        help=f"comma-separated: {', '.join(DATASETS)} or MedMNIST .npz paths (default: %(default)s)",
+    )
+    p.add_argument(
+        "--embedders",
+        type=_csv(str, EMBEDDERS),
+        default=d.embedders,
+        help="mae (the default CPU MAE recipe, pretrained on each set's training images) and/or pixel-pca",
+    )
+    p.add_argument(
+        "--model-dir", help="use this encoder (written by `examine pretrain`) instead of pretraining per set"
+    )
     p.add_argument("--seeds", type=_positive, default=d.seeds)
-    p.add_argument("--budgets", type=_csv(int), default=d.budgets,
-                   help="label budgets (default %(default)s; 500 is supported but costs about 15 CPU minutes per method "
-                        "and set on 2 cores; budgets above a fifth of the pool are left out)")
-    p.add_argument("--n-train", type=_positive, default=d.n_train, help="training images per set (the pool is drawn from them)")
+    p.add_argument(
+        "--budgets",
+        type=_csv(int),
+        default=d.budgets,
+        help="label budgets (default %(default)s; 500 is supported but costs about 15 CPU minutes per method "
+        "and set on 2 cores; budgets above a fifth of the pool are left out)",
+    )
+    p.add_argument(
+        "--n-train", type=_positive, default=d.n_train, help="training images per set (the pool is drawn from them)"
+    )
     p.add_argument("--n-test", type=_positive, default=d.n_test)
     p.add_argument("--pool-size", type=_positive, default=d.pool_size)
     p.add_argument("--n-value", type=_positive, default=d.n_value, help="images in a valuation set")
@@ -189,7 +243,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip", type=_csv(str, ("simulation", "valuation", "quality")), default=[])
     p.add_argument("--out", default=d.out, help="folder for RESULTS.md and the plots (default %(default)s)")
     p.add_argument("--cache", default=d.cache, help="folder for the pretrained encoders (reused by later runs)")
-    p.add_argument("--pretrain-epochs", type=_positive, default=None,
-                   help="MAE epochs instead of the recipe's (the committed results use the recipe)")
+    p.add_argument(
+        "--pretrain-epochs",
+        type=_positive,
+        default=None,
+        help="MAE epochs instead of the recipe's (the committed results use the recipe)",
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, 2 seeds, 1 MAE epoch: a smoke test")
     p.set_defaults(func=_cmd_evaluate)

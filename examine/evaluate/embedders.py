@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -33,8 +33,10 @@ class Embedder:
         embed = self.fit(data)
         X, T = np.asarray(embed(data.train), np.float64), np.asarray(embed(data.test), np.float64)
         if X.shape[0] != len(data.train) or T.shape[0] != len(data.test) or X.ndim != 2 or X.shape[1] != T.shape[1]:
-            raise ValueError(f"embedder {self.name!r} returned shapes {X.shape}, {T.shape} for "
-                             f"{len(data.train)} + {len(data.test)} images")
+            raise ValueError(
+                f"embedder {self.name!r} returned shapes {X.shape}, {T.shape} for "
+                f"{len(data.train)} + {len(data.test)} images"
+            )
         return X, T, embed
 
 
@@ -83,12 +85,16 @@ def mae_embedder(
                 cfg = replace(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, epochs))
             digest = hashlib.sha256(np.ascontiguousarray(data.train).tobytes()).hexdigest()[:12]
             key = json.dumps([enc_cfg.__dict__, cfg.__dict__], sort_keys=True, default=str)
-            folder = Path(cache_dir) / f"{data.name.replace(' ', '-')}-{digest}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+            folder = (
+                Path(cache_dir)
+                / f"{data.name.replace(' ', '-')}-{digest}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+            )
             if (folder / "encoder.json").is_file():
                 encoder = Encoder.load(folder)
             else:
-                encoder, _ = pretrain(_rgb(data.train), folder, cfg, encoder_config=enc_cfg, device="cpu",
-                                      progress=progress)
+                encoder, _ = pretrain(
+                    _rgb(data.train), folder, cfg, encoder_config=enc_cfg, device="cpu", progress=progress
+                )
         return lambda images: embed_arrays(_rgb(images), encoder)
 
     return Embedder("MAE (default CPU recipe)" if model_dir is None else f"MAE encoder {model_dir}", fn)

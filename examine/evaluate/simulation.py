@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -102,7 +102,9 @@ def simulate_annotation(
     if len(X_all) != len(y_all) or len(X_test) != len(y_test):
         raise ValueError("embeddings and labels differ in length")
     if y_all.ndim != 1:
-        raise ValueError(f"labels must be one class per image, got shape {y_all.shape} (multi-label sets are not simulated)")
+        raise ValueError(
+            f"labels must be one class per image, got shape {y_all.shape} (multi-label sets are not simulated)"
+        )
     budgets = sorted(int(b) for b in budgets)
     if not budgets or budgets[0] < 1:
         raise ValueError("budgets must be positive")

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,9 @@ def valuation_curves(
     max_points = max(0, min(n // 2, n - 10))
     values: dict[str, np.ndarray] = {}
     for prep in preprocess:
-        values["examine" if prep == preprocess[0] else f"examine[{prep}]"] = rank(X, policy="paper", preprocess=prep).value
+        values["examine" if prep == preprocess[0] else f"examine[{prep}]"] = rank(
+            X, policy="paper", preprocess=prep
+        ).value
     values["random"] = np.random.default_rng(seed).random(n)
     values["knn-shapley"] = knn_shapley(Xs, y, Ts, y_test, k=knn_k)
 
@@ -96,14 +99,18 @@ def valuation_curves(
         for s in steps:
             keep_h, keep_l = np.ones(n, bool), np.ones(n, bool)
             keep_h[order[:s]] = False
-            keep_l[order[n - s:] if s else []] = False
+            keep_l[order[n - s :] if s else []] = False
             c["remove_high"].append(utility(Xs[keep_h], y[keep_h]))
             c["remove_low"].append(utility(Xs[keep_l], y[keep_l]))
             top = order[: max(s, step)]
             c["add_high"].append(utility(Xs[top], y[top]))
         curves[name] = {k: np.asarray(a) for k, a in c.items()}
-    return {"values": values, "steps": steps, "curves": curves,
-            "auroc": {name: auroc(-v, bad) for name, v in values.items()}}
+    return {
+        "values": values,
+        "steps": steps,
+        "curves": curves,
+        "auroc": {name: auroc(-v, bad) for name, v in values.items()},
+    }
 
 
 def quality_screening(
