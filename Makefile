@@ -6,7 +6,7 @@ VENV_LS := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
 PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup setup-ls system-deps test test-fast bench demo rank clean image-test
+.PHONY: setup setup-ls system-deps lint test test-fast bench demo rank clean image-test
 
 $(VENV)/.installed: pyproject.toml requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ setup-ls: $(VENV_LS)/.installed
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: setup setup-ls
+# The linter, the formatter's check and the type checker run before the tests.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: setup setup-ls lint
 	$(VENV)/bin/python -m pytest -q
 
 test-fast: setup
