@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from backend.jobs import JobQueue
 from backend.labelstudio import LabelStudio
 from backend.settings import Settings
 from backend.state import StateStore
@@ -21,6 +22,7 @@ class BackendContext(Protocol):
     settings: Settings
     workspace: Workspace
     states: StateStore
+    jobs: JobQueue
     problems: list[str]  # backend-wide problems shown at /status
     publishes: int
     publish_failures: int

@@ -387,7 +387,8 @@ class LabelStudio:
         """Delete every prediction of ``version`` (slow: ~280 per second); returns how many."""
         body = self._json("DELETE", f"/api/projects/{pid}/model-versions/", json={"model_version": version})
         if isinstance(body, dict):
-            return int(body.get("deleted_predictions", body.get("deleted", 0)))
+            deleted: Any = body.get("deleted_predictions", body.get("deleted", 0))
+            return int(deleted)
         return int(body or 0)
 
     # ------------------------------------------------------------------ views

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from examine.encoder import EncoderConfig
 from examine.mae import recipe_encoder_config
@@ -227,7 +228,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every variable; a malformed value raises ValueError naming the variable."""
         env = os.environ if env is None else env
-        values = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f.metadata["env"])
             if raw is None or raw == "":

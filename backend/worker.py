@@ -25,7 +25,7 @@ import logging
 import re
 import time
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast, overload
 
 import numpy as np
 
@@ -216,7 +216,8 @@ class ProjectWorker:
             for t in tasks:
                 tid = int(t["id"])
                 info = self.state.tasks.setdefault(tid, TaskInfo())
-                data = t.get("data") if isinstance(t.get("data"), dict) else {}
+                raw = t.get("data")
+                data: dict = raw if isinstance(raw, dict) else {}
                 key = self.state.image_key or guess_image_key(data)
                 uri = data.get(key) if key else None
                 if not isinstance(uri, str) or not uri:
@@ -297,9 +298,7 @@ class ProjectWorker:
         """Embed some tasks; returns how many failed for passing reasons (retried by the next reconcile)."""
         store = self._store(encoder)
         with self.state.lock:
-            items = [
-                (t, self.state.tasks[t].uri) for t in task_ids if t in self.state.tasks and self.state.tasks[t].uri
-            ]
+            items = [(t, uri) for t in task_ids if t in self.state.tasks and (uri := self.state.tasks[t].uri)]
         if not items:
             return 0
         fetcher = ImageFetcher(self.settings, self.backend.image_client(self.pid))
@@ -346,6 +345,10 @@ class ProjectWorker:
                 log.warning("project %s: task %s skipped for training: %s", self.pid, tid, exc)
         return images
 
+    @overload
+    def _store(self, encoder: Encoder) -> EmbeddingStore: ...
+    @overload
+    def _store(self, encoder: None = None) -> EmbeddingStore | None: ...
     def _store(self, encoder: Encoder | None = None) -> EmbeddingStore | None:
         """The store of the current encoder; what opening it repaired is reported."""
         encoder = encoder or self.backend.encoder(self.pid)
@@ -417,7 +420,7 @@ class ProjectWorker:
             if not rows:
                 return None
             try:
-                X = store.get([i.key for _, i in rows])
+                X = store.get([cast(str, i.key) for _, i in rows])  # rows hold only tasks with a key
                 break
             except StoreError as exc:  # truncated while open: reopening repairs it
                 if attempt:

@@ -17,6 +17,7 @@ import os
 import zipfile
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -161,7 +162,7 @@ def write_medical_tiles(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     tiles, sources = medical_tiles_with_sources(n, size, seed)
-    options = {"quality": 95} if fmt in ("jpg", "jpeg", "webp") else {}
+    options: dict[str, Any] = {"quality": 95} if fmt in ("jpg", "jpeg", "webp") else {}
     paths = []
     for i, (tile, source) in enumerate(zip(tiles, sources)):
         path = out / f"tile_{i:05d}_{source}.{fmt}"
@@ -181,6 +182,7 @@ def _random_tile(image: np.ndarray, size: int, rng: np.random.Generator) -> np.n
             return tile
         if dark < best_dark:
             best, best_dark = tile, dark
+    assert best is not None  # dark <= 1 < 2.0 = best_dark: the first attempt sets it
     return best
 
 

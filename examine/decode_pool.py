@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
 
 import numpy as np
 
@@ -24,6 +25,8 @@ from examine.images import ImageLoadError, load_image
 __all__ = ["DecodeResult", "decode_square", "decode_rgb", "decode_training_file", "DecodePool"]
 
 DecodeResult = tuple["np.ndarray | None", "ImageLoadError | None"]
+#: What a decoder reads an image from: its bytes, or a file path.
+_Data = TypeVar("_Data", bytes, str)
 
 
 def _as_error(item: str, exc: Exception) -> ImageLoadError:
@@ -47,6 +50,7 @@ def decode_square(item: str, data: bytes, img_size: int) -> DecodeResult:
     img, err = decode_rgb(item, data, img_size)
     if err is not None:
         return None, err
+    assert img is not None  # decode_rgb returns an image or an error
     try:
         return to_square_tensor(img, img_size).numpy(), None
     except Exception as exc:
@@ -68,7 +72,7 @@ def _init_worker() -> None:
 
 
 def _run_chunk(
-    fn: Callable[[str, bytes, int], DecodeResult], jobs: list[tuple[str, bytes]], size: int
+    fn: Callable[[str, _Data, int], DecodeResult], jobs: list[tuple[str, _Data]], size: int
 ) -> list[DecodeResult]:
     return [fn(item, data, size) for item, data in jobs]
 
@@ -101,7 +105,7 @@ class DecodePool:
             cls._pool, cls._size = None, 0
 
     def submit(
-        self, fn: Callable[[str, bytes, int], DecodeResult], jobs: Sequence[tuple[str, bytes]], size: int
+        self, fn: Callable[[str, _Data, int], DecodeResult], jobs: Sequence[tuple[str, _Data]], size: int
     ) -> Callable[[], list[DecodeResult]]:
         """Start decoding ``jobs`` (item, bytes); the returned function waits for the results, in order."""
         jobs = list(jobs)
@@ -109,7 +113,7 @@ class DecodePool:
             return lambda: _run_chunk(fn, jobs, size)
         pool = self._get(self.workers)
         per = max(1, -(-len(jobs) // (2 * self.workers)))  # about two chunks per worker
-        futures: list[tuple[list[tuple[str, bytes]], Future]] = []
+        futures: list[tuple[list[tuple[str, _Data]], Future]] = []
         try:
             for s in range(0, len(jobs), per):
                 part = jobs[s : s + per]

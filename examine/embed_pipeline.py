@@ -311,6 +311,7 @@ class _Encode:
 
     @torch.inference_mode()
     def launch(self, batch: _Batch) -> Callable[[], np.ndarray]:
+        assert batch.x is not None  # only batches with images are launched
         if self.device.type != "cuda":
             x = (batch.x - self.mean) / self.std
             out = self.encoder(x).float().cpu().numpy()

@@ -125,22 +125,24 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle/zip errors vary by torch version
             raise EncoderError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
-        sd = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
-        if not isinstance(sd, dict):
+        state = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else None
+        if not isinstance(state, dict):
             raise EncoderError(f"{path}: expected a state dict (or {{'model': state_dict}}), got {type(obj).__name__}")
+        sd = state
     sd = {k.removeprefix("module.").removeprefix("encoder."): v for k, v in sd.items()}
     return {k: v for k, v in sd.items() if not k.startswith(_NON_ENCODER_PREFIXES)}
 
 
 def _fit_pos_embed(sd: dict[str, torch.Tensor], model: nn.Module) -> None:
     """Resample absolute position embeddings saved at another image size."""
+    vit: Any = model  # a timm ViT: attributes the nn.Module stubs do not know
     pe = sd.get("pos_embed")
-    if pe is None or pe.shape == model.pos_embed.shape:
+    if pe is None or pe.shape == vit.pos_embed.shape:
         return
     from timm.layers import resample_abs_pos_embed
 
     sd["pos_embed"] = resample_abs_pos_embed(
-        pe, new_size=model.patch_embed.grid_size, num_prefix_tokens=model.num_prefix_tokens
+        pe, new_size=vit.patch_embed.grid_size, num_prefix_tokens=vit.num_prefix_tokens
     )
 
 
@@ -159,8 +161,8 @@ class Encoder(nn.Module):
     def __init__(self, config: EncoderConfig, vit: nn.Module):
         super().__init__()
         self.config = config
-        self.vit = vit
-        self._version: str | None = None
+        self.vit: Any = vit  # a timm ViT: attributes the nn.Module stubs do not know
+        self._version: str | None = None  # type: ignore[assignment]  # shadows nn.Module._version (int), as before
 
     @property
     def dim(self) -> int:

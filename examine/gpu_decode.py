@@ -14,6 +14,7 @@ centre crop, then ImageNet normalisation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 
@@ -130,7 +131,7 @@ def square_images(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     out = torch.empty((len(images), 3, size, size), dtype=torch.float32, device=device)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, im in enumerate(images):
-        groups.setdefault(tuple(im.shape[1:]), []).append(i)
+        groups.setdefault(cast(tuple[int, int], tuple(im.shape[1:])), []).append(i)
     for idx in groups.values():
         batch = torch.stack([images[i] for i in idx]) if len(idx) > 1 else images[idx[0]][None]
         res = square_batch(batch, size)

@@ -499,7 +499,7 @@ def _dicom_modality_lut(arr: np.ndarray, ds: Any) -> np.ndarray:
     try:
         from pydicom.pixels import apply_modality_lut
     except ImportError:  # pydicom 2.x
-        from pydicom.pixel_data_handlers.util import apply_modality_lut
+        from pydicom.pixel_data_handlers.util import apply_modality_lut  # type: ignore[no-redef]  # same function, older path
     return apply_modality_lut(arr, ds)
 
 
@@ -507,7 +507,7 @@ def _dicom_color_lut(arr: np.ndarray, ds: Any) -> np.ndarray:
     try:
         from pydicom.pixels import apply_color_lut
     except ImportError:  # pydicom 2.x
-        from pydicom.pixel_data_handlers.util import apply_color_lut
+        from pydicom.pixel_data_handlers.util import apply_color_lut  # type: ignore[no-redef]  # same function, older path
     return apply_color_lut(arr, ds)
 
 

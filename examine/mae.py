@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -372,7 +373,7 @@ class _BatchedEpochs:
         self.drop_last = n >= 2 * self.bs
         self.steps_per_epoch = n // self.bs if self.drop_last else -(-n // self.bs)
         self.total, self.warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
-        self.step_fn = mae
+        self.step_fn: Callable[..., Any] = mae
         if _should_compile(cfg, dev, (cfg.epochs - first_epoch) * n):
             self.step_fn = torch.compile(mae)
         self.n_patches = mae.encoder.vit.patch_embed.num_patches
@@ -462,7 +463,7 @@ def pretrain(
         **({"fused": True} if dev.type == "cuda" else {}),
     )
     ckpt = out / CHECKPOINT_NAME
-    meta = {"epoch": 0, "losses": [], "config": asdict(cfg), "encoder": asdict(encoder.config)}
+    meta: dict[str, Any] = {"epoch": 0, "losses": [], "config": asdict(cfg), "encoder": asdict(encoder.config)}
     if resume and ckpt.is_file():
         saved = _checkpoint_meta(ckpt)
         if saved.get("encoder") == _as_json(asdict(encoder.config)):

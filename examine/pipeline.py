@@ -152,7 +152,7 @@ def rank_folder(
     ]
     if len(ok) < 2:
         raise PipelineError(f"{folder}: fewer than 2 readable images; nothing to rank")
-    keys = [report.keys[i] for i in ok]
+    keys = [k for k in report.keys if k is not None]  # the same as report.keys[i] for i in ok
     X = ws.store(encoder).get(keys)
     ranking = rank(X, policy=policy)
     m = marginal_singular_values(X)

@@ -7,11 +7,13 @@ for labels); ``ValueError`` when its shape or values are (wrong length, NaN or i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 __all__ = ["as_matrix", "as_mask", "as_labels"]
+
+_Labels = TypeVar("_Labels", bound="Sequence[Any] | np.ndarray")
 
 
 def as_matrix(X: Any) -> np.ndarray:
@@ -46,7 +48,7 @@ def as_mask(labeled: Any, n: int) -> np.ndarray:
     return mask
 
 
-def as_labels(labels: Sequence[Any] | None, n: int) -> Sequence[Any] | None:
+def as_labels(labels: _Labels | None, n: int) -> _Labels | None:
     """``labels`` unchanged after checking it has one entry per row (None passes)."""
     if labels is None:
         return None

@@ -77,6 +77,7 @@ def load_training_images(
             results = waiting()
             for img, err in results:
                 if err is None:
+                    assert img is not None  # a decoder returns an image or an error
                     images.append(img)
                 else:
                     errors.append(err)

@@ -97,7 +97,7 @@ def ensure_tiles(cfg: DemoConfig) -> tuple[list[Path], bool]:
     return write_medical_tiles(cfg.tiles_dir, cfg.tiles, size=cfg.tile_size, seed=cfg.seed), True
 
 
-def api(client: LabelStudio, method: str, path: str, **kwargs: object) -> Any:
+def api(client: LabelStudio, method: str, path: str, **kwargs: Any) -> Any:
     """A Label Studio API call the client has no method for; the decoded JSON answer."""
     resp = client.request(method, path, **kwargs)
     return resp.json() if resp is not None and resp.content else None

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("IMAGE_TEST_CACHE", "/var/cache/examine-image-test"))
@@ -52,13 +53,18 @@ def run(
     timeout: float | None = None,
 ) -> subprocess.CompletedProcess:
     """Run a command; its output goes to ``log`` (appended) when given, else is captured or inherited."""
+    proc: subprocess.CompletedProcess[Any]  # bytes into the log, else text
     if log is not None:
         with open(log, "ab") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, timeout=timeout)
     else:
         proc = subprocess.run(cmd, capture_output=capture, text=True, env=env, timeout=timeout)
     if check and proc.returncode != 0:
-        tail = proc.stdout[-3000:] + proc.stderr[-3000:] if capture else (tail_of(log) if log else "")
+        tail = (
+            cast(str, proc.stdout)[-3000:] + cast(str, proc.stderr)[-3000:]
+            if capture
+            else (tail_of(log) if log else "")
+        )
         raise Failed(f"{' '.join(cmd[:6])} ... exited with {proc.returncode}\n{tail}")
     return proc
 

@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as `python scripts/image_test.py`: make `scripts.*` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -66,7 +67,7 @@ class Http:
     def __init__(self, base: str, token: str | None = None) -> None:
         self.base, self.token = base, token
 
-    def __call__(self, method: str, path: str, body: object | None = None, timeout: float = 60) -> object:
+    def __call__(self, method: str, path: str, body: object | None = None, timeout: float = 60) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")

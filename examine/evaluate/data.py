@@ -42,9 +42,11 @@ def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 6
         te, yte = load_fashion_mnist("test", n_test)
         return LabeledSet("Fashion-MNIST", tr, ytr, te, yte)
     if name == "medical-tiles":
-        tr, ytr = medical_tiles_with_sources(n_train, tile_size, seed=0)
-        te, yte = medical_tiles_with_sources(n_test, tile_size, seed=1)
-        return LabeledSet("medical tiles by source", np.stack(tr), np.asarray(ytr), np.stack(te), np.asarray(yte))
+        tiles_tr, src_tr = medical_tiles_with_sources(n_train, tile_size, seed=0)
+        tiles_te, src_te = medical_tiles_with_sources(n_test, tile_size, seed=1)
+        return LabeledSet(
+            "medical tiles by source", np.stack(tiles_tr), np.asarray(src_tr), np.stack(tiles_te), np.asarray(src_te)
+        )
     path = Path(name)
     if path.suffix == ".npz":
         if not path.is_file():

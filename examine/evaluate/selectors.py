@@ -10,6 +10,7 @@ NeurIPS 2022).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -28,10 +29,10 @@ def _random(X: np.ndarray, labeled: np.ndarray, labels: np.ndarray, batch: int, 
     return rng.choice(np.flatnonzero(~labeled), size=batch, replace=False)
 
 
-def _policy(policy: str, preprocess: str | None = None, **options: object) -> Selector:
+def _policy(policy: str, preprocess: str | None = None, **options: Any) -> Selector:
     def select(X: np.ndarray, labeled: np.ndarray, labels: np.ndarray, batch: int, seed: int) -> np.ndarray:
         lab = [labels[i] if labeled[i] else None for i in range(len(X))]
-        kwargs = dict(options)
+        kwargs: dict[str, Any] = dict(options)
         if preprocess is not None:
             kwargs["preprocess"] = preprocess
         return rank(X, labeled=labeled, labels=lab, policy=policy, seed=seed, batch=batch, **kwargs).order[:batch]
