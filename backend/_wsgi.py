@@ -39,7 +39,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-else:
+elif __name__ != "__mp_main__":  # a decoding worker process (spawn) imports this module again: no second backend there
     _settings = Settings.from_env()
     _logging(_settings)
     app = create_app(_settings)

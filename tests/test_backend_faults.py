@@ -181,7 +181,7 @@ def test_label_studio_stopped_while_a_publish_is_due(setup_factory, label_studio
     head = s.client.next_task(s.pid)["id"]
     s.annotate(head)
     before = s.annotations()
-    proc, label_studio._proc = label_studio._proc, None
+    proc, label_studio.proc = label_studio.proc, None
     stop_process_group(proc)  # a real stop of the real server (its data stays)
     down = time.monotonic()
     time.sleep(20)
