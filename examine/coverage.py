@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# Imported with the module, not at the first re-rank: importing scikit-learn holds the GIL for a while, which a
+# service (the backend) should pay at start, not while it answers webhooks.
+from sklearn.cluster import KMeans, MiniBatchKMeans
+
 from examine.scoring import examine_scores, value_order
 
 __all__ = ["cluster_pool", "coverage_order"]
@@ -35,8 +39,6 @@ MIN_CLUSTER_SIZE = 5
 
 def cluster_pool(X: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     """k-means cluster index (0 … k−1) of every row of ``X``; deterministic given ``seed``."""
-    from sklearn.cluster import KMeans, MiniBatchKMeans
-
     n = len(X)
     k = int(max(1, min(k, n)))
     if k == 1:

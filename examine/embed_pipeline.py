@@ -42,7 +42,7 @@ Source = tuple[str, Callable[[], bytes]]
 
 _FETCH_THREADS = 8
 # Below this many images to decode, decoding in the producer thread beats starting processes.
-_INLINE_DECODE = 4
+_INLINE_DECODE = 64  # fewer images decode in this process: no worker processes (each imports torch) for a handful
 _RAMP_START = 64  # first CUDA batch
 _AHEAD = 2  # batches the producer may have ready before the encoder takes them
 # While embedding on CUDA, threads hand the GIL over within this many seconds (Python's default,
