@@ -16,8 +16,9 @@ from examine.cli_args import (
     add_pretrain_args,
     encoder_config_from_args,
     pretrain_config_from_args,
+    rank_folder_from_args,
 )
-from examine.encoder import EncoderConfig, EncoderError
+from examine.encoder import EncoderError
 from examine.ranking import DEFAULT_POLICY, POLICIES
 from examine.scoring import marginal_singular_values, scores_from_marginals, value_order
 
@@ -74,10 +75,6 @@ def cmd_score(args: argparse.Namespace) -> None:
             print(f"{rank[i]:>6}  {i:>8}  {m[i]:.6e}  {s[i]:.6f}")
 
 
-def _encoder_config(args: argparse.Namespace) -> EncoderConfig | None:
-    return encoder_config_from_args(args)
-
-
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from examine.pipeline import PipelineError, list_folder, pretrain_on
 
@@ -86,7 +83,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         pretrain_on(
             paths,
             Path(args.out) / "encoder",
-            encoder_config=_encoder_config(args),
+            encoder_config=encoder_config_from_args(args),
             pretrain_config=pretrain_config_from_args(args, len(paths)),
             device=args.device,
             log=print,
@@ -103,7 +100,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         paths = list_folder(args.images)
         ws = Workspace(args.model_dir)
         encoder = prepare_encoder(
-            paths, ws, encoder_config=_encoder_config(args), weights=args.weights, pretrain_if_missing=False
+            paths, ws, encoder_config=encoder_config_from_args(args), weights=args.weights, pretrain_if_missing=False
         )
         report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
     except (PipelineError, EncoderError) as exc:
@@ -117,22 +114,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
-    from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
+    from examine.pipeline import write_ranking_csv
 
-    try:
-        result = rank_folder(
-            args.images,
-            args.model_dir,
-            policy=args.policy,
-            encoder_config=_encoder_config(args),
-            weights=args.weights,
-            device=args.device,
-            batch_size=args.batch_size or None,
-            pretrain_config=pretrain_config_from_args(args, None),
-            log=print,
-        )
-    except (PipelineError, EncoderError) as exc:
-        raise CLIError(str(exc)) from exc
+    result = rank_folder_from_args(args, policy=args.policy)
     for path, reason in result.errors:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(

@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from examine.encoder import EncoderConfig
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, recipe_encoder_config
 
-__all__ = ["CLIError", "add_model_args", "add_pretrain_args", "encoder_config_from_args", "pretrain_config_from_args"]
+if TYPE_CHECKING:
+    from examine.pipeline import FolderRanking
+
+__all__ = [
+    "CLIError",
+    "add_model_args",
+    "add_pretrain_args",
+    "encoder_config_from_args",
+    "pretrain_config_from_args",
+    "rank_folder_from_args",
+]
 
 
 class CLIError(Exception):
@@ -90,3 +101,28 @@ def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) ->
     _, base = default_pretrain_config(args.device)
     epochs = args.epochs or (auto_epochs(n_images) if n_images else base.epochs)
     return replace(base, epochs=epochs, seed=args.seed, batch_size=args.batch_size or base.batch_size)
+
+
+def rank_folder_from_args(args: argparse.Namespace, *, policy: str | None = None) -> FolderRanking:
+    """:func:`examine.pipeline.rank_folder` with the encoder and pretraining options of the command line.
+
+    Raises :class:`CLIError` for what the user can fix (no images, an encoder that cannot be built).
+    """
+    from examine.encoder import EncoderError
+    from examine.pipeline import PipelineError, rank_folder
+
+    kwargs = {} if policy is None else {"policy": policy}
+    try:
+        return rank_folder(
+            args.images,
+            args.model_dir,
+            encoder_config=encoder_config_from_args(args),
+            weights=args.weights,
+            device=args.device,
+            batch_size=args.batch_size or None,
+            pretrain_config=pretrain_config_from_args(args, None),
+            log=print,
+            **kwargs,
+        )
+    except (PipelineError, EncoderError) as exc:
+        raise CLIError(str(exc)) from exc

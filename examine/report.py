@@ -36,9 +36,9 @@ from examine.cli_args import (
     add_model_args,
     add_pretrain_args,
     encoder_config_from_args,
-    pretrain_config_from_args,
+    rank_folder_from_args,
 )
-from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
+from examine.pipeline import write_ranking_csv
 from examine.report_map import MAX_MAP_POINTS, TSNE_RANGE, _map_subset, _pyplot, map_coordinates, plot_map
 
 __all__ = ["Ranked", "ReportInput", "read_ranking", "read_failures", "map_coordinates", "build_report", "add_parser"]
@@ -449,19 +449,7 @@ def _ranking_csv(args: argparse.Namespace, out: Path) -> tuple[Path, str]:
     """The CSV to report on, in ``out`` (ranked here from IMAGES_DIR, or copied), and a description of the source."""
     dest = out / "ranking.csv"
     if args.images:
-        try:
-            result = rank_folder(
-                args.images,
-                args.model_dir,
-                encoder_config=encoder_config_from_args(args),
-                weights=args.weights,
-                device=args.device,
-                batch_size=args.batch_size or None,
-                pretrain_config=pretrain_config_from_args(args, None),
-                log=print,
-            )
-        except PipelineError as exc:
-            raise CLIError(str(exc)) from exc
+        result = rank_folder_from_args(args)
         write_ranking_csv(result, dest)
         return dest, f"images folder {args.images}"
     src = Path(args.ranking)
