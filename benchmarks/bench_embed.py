@@ -27,6 +27,7 @@ from _tiles import device_name, jpeg_tiles, save_json  # noqa: E402
 from examine.device import autocast, default_workers, resolve_device  # noqa: E402
 from examine.embed import default_batch_size, embed_sources, path_sources  # noqa: E402
 from examine.encoder import EncoderConfig, create_encoder  # noqa: E402
+from examine.mae import recipe_encoder_config  # noqa: E402
 from examine.store import EmbeddingStore  # noqa: E402
 
 
@@ -114,7 +115,8 @@ def main() -> None:
     ap.add_argument(
         "--models",
         default=None,
-        help="model@size,... (default vit_base_patch16_224@224 on CUDA; vit_tiny@96 and vit_base@224 on the CPU)",
+        help="model@size or 'recipe' (the device's pretraining recipe),... (default vit_base_patch16_224@224 on "
+        "CUDA; the recipe, vit_tiny@96 and vit_base@224 on the CPU)",
     )
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--workers", type=int, default=None)
@@ -131,7 +133,9 @@ def main() -> None:
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
     n = args.images or (8192 if cuda else 512)
-    models = args.models or ("vit_base_patch16_224@224" if cuda else "vit_tiny_patch16_224@96,vit_base_patch16_224@224")
+    models = args.models or (
+        "vit_base_patch16_224@224" if cuda else "recipe,vit_tiny_patch16_224@96,vit_base_patch16_224@224"
+    )
     bs = args.batch_size or default_batch_size(device)
     workers = default_workers(device) if args.workers is None else args.workers
     name = device_name(device)
@@ -146,8 +150,13 @@ def main() -> None:
         paths = jpeg_tiles(Path(args.tiles_dir) if args.tiles_dir else tmp / "tiles", n, size=256)
         print(f"{n} distinct 256-px JPEG files ready in {time.perf_counter() - t0:.1f} s", flush=True)
         for spec in models.split(","):
-            model, size = spec.split("@")
-            enc = create_encoder(EncoderConfig(model, img_size=int(size)))
+            if spec == "recipe":  # the encoder examine rank and the backend pretrain on this device
+                cfg = recipe_encoder_config(device)
+                model, size = cfg.model, str(cfg.img_size)
+            else:
+                model, size = spec.split("@")
+                cfg = EncoderConfig(model, img_size=int(size))
+            enc = create_encoder(cfg)
             m_n = n if cuda or model.startswith("vit_tiny") else min(n, 64)  # ViT-B on 2 cores: ~1 img/s
             m_paths = paths[:m_n]
             repeats = args.repeats or (1 if cuda else 3)

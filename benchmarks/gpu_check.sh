@@ -42,6 +42,16 @@ step cuda_tests 120 "$PY" -m pytest -q --noconftest -p no:cacheprovider -rs test
 if [ "${COMPILE:-1}" = 1 ] && [ $((SECONDS - T0)) -lt 150 ]; then  # torch.compile last: it may take minutes
   step bench_pretrain_compiled $((270 - (SECONDS - T0))) "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --images "$N_PRE" --epochs "$EPOCHS" --steps "$STEPS" --tiles-dir "$TILES" --json "$JSON" --only-compiled
 fi
+# RECIPE=1: also compare MAE recipes for CUDA by linear probe (issue 9; ~6 more minutes, figures in
+# cuda_recipe.json). RECIPE_SETS: data sets, e.g. medical-tiles,path/to/fashion-mnist.npz.
+if [ "${RECIPE:-0}" = 1 ]; then
+  RECIPE_LIMIT="${RECIPE_LIMIT:-420}"
+  if [ -z "${RECIPE_SETS:-}" ]; then
+    RECIPE_SETS=medical-tiles; [ -d /usr/share/datasets/fashion-mnist ] && RECIPE_SETS="fashion-mnist,$RECIPE_SETS"
+  fi
+  step bench_cuda_recipe "$RECIPE_LIMIT" "$PY" benchmarks/bench_cuda_recipe.py --device "$DEVICE" --datasets "$RECIPE_SETS" \
+    --deadline-s $((RECIPE_LIMIT - 100)) --json "$OUT_DIR/cuda_recipe.json" $([ "${QUICK:-0}" = 1 ] && echo --quick)
+fi
 SUMMARY=""
 for k in "${!RC[@]}"; do SUMMARY="$SUMMARY\"$k\": ${RC[$k]}, "; done
 "$PY" - "$JSON" "{${SUMMARY%, }}" "$((SECONDS - T0))" <<'PYEOF'

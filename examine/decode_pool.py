@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ __all__ = ["DecodeResult", "decode_square", "decode_rgb", "decode_training_file"
 DecodeResult = tuple["np.ndarray | None", "ImageLoadError | None"]
 #: What a decoder reads an image from: its bytes, or a file path.
 _Data = TypeVar("_Data", bytes, str)
+_T = TypeVar("_T")
 
 
 def _as_error(item: str, exc: Exception) -> ImageLoadError:
@@ -103,6 +104,29 @@ class DecodePool:
             if cls._pool is not None:
                 cls._pool.shutdown(wait=False, cancel_futures=True)
             cls._pool, cls._size = None, 0
+
+    def call(self, fn: Callable[..., _T], *args: Any) -> Callable[[], _T]:
+        """Start ``fn(*args)`` in a worker (``fn`` and ``args`` picklable); the returned function waits for it.
+
+        For work that cannot crash a process (reading files): without workers, or when the
+        pool is broken, ``fn`` runs in the thread that asks for the result.
+        """
+        if self.workers == 0:
+            return lambda: fn(*args)
+        try:
+            fut = self._get(self.workers).submit(fn, *args)
+        except BrokenProcessPool:
+            self._reset()
+            return lambda: fn(*args)
+
+        def result() -> _T:
+            try:
+                return fut.result()
+            except BrokenProcessPool:
+                self._reset()
+                return fn(*args)
+
+        return result
 
     def submit(
         self, fn: Callable[[str, _Data, int], DecodeResult], jobs: Sequence[tuple[str, _Data]], size: int

@@ -2,7 +2,8 @@
 
 Stages, each ahead of the next::
 
-    fetch + sha256 (threads) → decode (processes; nvJPEG batches on CUDA)
+    fetch + sha256 (processes for local files, threads otherwise)
+        → decode (processes; nvJPEG batches on CUDA)
         → resize + normalise (device, side stream) → encoder (caller's thread)
         → async copy to pinned memory → append to the store (one batch later)
 
@@ -96,39 +97,63 @@ def path_sources(paths: Iterable[str | Path]) -> list[Source]:
 
 # ------------------------------------------------------------------ fetch
 
+# (bytes, sha256, error, whether nvJPEG decodes it like Pillow — None when not looked at)
+_Fetched = tuple["bytes | None", "str | None", "ImageLoadError | None", "bool | None"]
 
-def _fetch(source: Source) -> tuple[bytes | None, str | None, ImageLoadError | None]:
+
+def _fetch(source: Source, look_at_jpeg: bool = False) -> _Fetched:
     item, fetch = source
     try:
         data = fetch()
     except ImageLoadError as exc:
-        return None, None, exc
+        return None, None, exc, None
     except Exception as exc:  # network, permission, ...: reported per item
-        return None, None, ImageLoadError(item, f"cannot read the image ({type(exc).__name__}: {exc})")
+        return None, None, ImageLoadError(item, f"cannot read the image ({type(exc).__name__}: {exc})"), None
     if not data:
-        return None, None, ImageLoadError(item, "the image is empty (0 bytes)")
-    return data, hashlib.sha256(data).hexdigest(), None
+        return None, None, ImageLoadError(item, "the image is empty (0 bytes)"), None
+    gpu_ok = None
+    if look_at_jpeg:
+        from examine.gpu_decode import jpeg_size
+
+        gpu_ok = jpeg_size(data) is not None
+    return data, hashlib.sha256(data).hexdigest(), None, gpu_ok
 
 
-def _fetch_many(sources: list[Source]) -> list[tuple[bytes | None, str | None, ImageLoadError | None]]:
-    return [_fetch(s) for s in sources]
+def _fetch_many(sources: list[Source], look_at_jpeg: bool = False) -> list[_Fetched]:
+    return [_fetch(s, look_at_jpeg) for s in sources]
 
 
 def _fetch_chunks(
-    sources: Sequence[Source], chunks: list[range], pool: ThreadPoolExecutor, ahead: int = 2
-) -> Iterator[tuple[range, list]]:
-    """Yield (chunk, fetched) in order, with the next ``ahead`` chunks being fetched meanwhile."""
+    sources: Sequence[Source],
+    chunks: list[range],
+    threads: ThreadPoolExecutor,
+    processes: DecodePool,
+    *,
+    look_at_jpeg: bool = False,
+    ahead: int = 2,
+) -> Iterator[tuple[range, list[_Fetched]]]:
+    """Yield (chunk, fetched) in order, with the next ``ahead`` chunks being fetched meanwhile.
 
-    def start(chunk: range) -> list:
-        per = max(1, -(-len(chunk) // _FETCH_THREADS))
-        return [pool.submit(_fetch_many, [sources[i] for i in chunk[s : s + per]]) for s in range(0, len(chunk), per)]
+    Local files are read, hashed (and their JPEG headers looked at) in the worker processes:
+    thousands of small reads a second in threads of this process would compete for the GIL
+    with the thread that keeps the GPU busy. Other sources (closures over HTTP sessions)
+    are fetched by threads.
+    """
+
+    def start(chunk: range) -> list[Callable[[], list[_Fetched]]]:
+        part = [sources[i] for i in chunk]
+        if processes.workers and all(isinstance(fetch, _FileSource) for _, fetch in part):
+            per = max(1, -(-len(part) // processes.workers))
+            return [processes.call(_fetch_many, part[s : s + per], look_at_jpeg) for s in range(0, len(part), per)]
+        per = max(1, -(-len(part) // _FETCH_THREADS))
+        return [threads.submit(_fetch_many, part[s : s + per], look_at_jpeg).result for s in range(0, len(part), per)]
 
     inflight = [start(c) for c in chunks[:ahead]]
     for k, chunk in enumerate(chunks):
         if k + ahead < len(chunks):
             inflight.append(start(chunks[k + ahead]))
         parts = inflight.pop(0)
-        yield chunk, [r for fut in parts for r in fut.result()]
+        yield chunk, [r for wait in parts for r in wait()]
 
 
 def _chunks(n: int, batch_size: int, *, ramp: bool) -> list[range]:
@@ -227,7 +252,10 @@ class _Producer(threading.Thread):
         try:
             with ThreadPoolExecutor(_FETCH_THREADS, thread_name_prefix="examine-fetch") as fetchers:
                 held = None
-                for chunk, fetched in _fetch_chunks(self.sources, self.chunks, fetchers):
+                fetched_chunks = _fetch_chunks(
+                    self.sources, self.chunks, fetchers, self.pool, look_at_jpeg=self.device.type == "cuda"
+                )
+                for chunk, fetched in fetched_chunks:
                     if self.stop.is_set():
                         return
                     started = self.start_decode(chunk, fetched)
@@ -243,17 +271,16 @@ class _Producer(threading.Thread):
     def start_decode(self, chunk: range, fetched: list) -> tuple:
         """Claim keys and start decoding this chunk's new images (CPU work in processes)."""
         todo: list[tuple[int, str, bytes]] = []
-        for i, (data, key, err) in zip(chunk, fetched):
+        on_gpu: list[bool] = []
+        for i, (data, key, err, gpu_ok) in zip(chunk, fetched):
             if err is not None:
                 self.tracker.report.errors[i] = err
-            elif self.tracker.claim(i, key):
+            elif data is not None and key is not None and self.tracker.claim(i, key):
                 todo.append((i, key, data))
+                on_gpu.append(bool(gpu_ok))
         if self.device.type != "cuda":
             jobs = [(self.sources[i][0], data) for i, _, data in todo]
             return todo, self.pool.submit(decode_square, jobs, self.size), None
-        from examine.gpu_decode import jpeg_size
-
-        on_gpu = [jpeg_size(data) is not None for _, _, data in todo]
         jobs = [(self.sources[i][0], data) for (i, _, data), g in zip(todo, on_gpu) if not g]
         return todo, self.pool.submit(decode_rgb, jobs, self.size), on_gpu
 

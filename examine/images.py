@@ -308,8 +308,9 @@ def _pillow_to_rgb(
     _check_pixels(label, im.size[0], im.size[1], max_pixels)
     if max_side is not None and im.format == "JPEG":
         w, h = _fit(im.size[0], im.size[1], max_side)
-        # Decode at 1/2, 1/4 or 1/8 scale, keeping ≥ 2× the target for a clean resample.
-        im.draft(None, (2 * w, 2 * h))
+        # Decode at 1/2, 1/4 or 1/8 scale, never below the target: libjpeg's scaled IDCT is itself a clean
+        # downsample, and callers already ask for a margin over what they finally use (the embedder 4×).
+        im.draft(None, (w, h))
     im.load()
     ImageOps.exif_transpose(im, in_place=True)
     if max_side is not None:

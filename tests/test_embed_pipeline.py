@@ -50,7 +50,8 @@ def serial_reference(datas: list[bytes], enc, batch_size: int) -> dict[str, np.n
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_cpu_pipeline_is_bit_identical_to_the_serial_loop(tmp_path, workers):
+def test_cpu_pipeline_is_bit_identical_to_the_serial_loop(tmp_path, workers, monkeypatch):
+    monkeypatch.setattr("examine.embed_pipeline._INLINE_DECODE", 0)  # workers=2: files read and decoded by processes
     tiles = medical_tiles(11, size=48, seed=3)
     datas = [encode(t, "JPEG", quality=90) if i % 2 else encode(t, "PNG") for i, t in enumerate(tiles)]
     datas.insert(5, datas[1])  # a duplicate across positions
@@ -82,6 +83,31 @@ def test_errors_name_items_with_worker_processes(tmp_path):
     assert sorted(rep.errors) == [6, 7]
     assert rep.errors[6].item == "task bad" and rep.errors[7].item == "task trunc"
     assert rep.added == 6
+
+
+def test_file_read_errors_name_the_file_when_processes_read_them(tmp_path, monkeypatch):
+    from examine import embed_pipeline
+
+    monkeypatch.setattr(embed_pipeline, "_INLINE_DECODE", 0)
+    tiles = medical_tiles(4, size=40, seed=2)
+    paths = []
+    for i, t in enumerate(tiles):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(encode(t, "PNG"))
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "a-folder.png").mkdir()
+    paths[2:2] = [tmp_path / "missing.png", tmp_path / "empty.png", tmp_path / "a-folder.png", paths[0]]
+    enc = create_encoder(CFG)
+    store = EmbeddingStore(tmp_path / "store", enc.version, enc.dim)
+    rep = embed_sources(path_sources(paths), enc, store, batch_size=3, device="cpu", workers=2, progress=False)
+    assert sorted(rep.errors) == [2, 3, 4], rep.errors
+    assert rep.errors[2].item.endswith("missing.png") and "FileNotFoundError" in str(rep.errors[2])
+    assert rep.errors[3].item.endswith("empty.png") and "empty" in str(rep.errors[3])
+    assert rep.errors[4].item.endswith("a-folder.png")
+    assert rep.added == 4 and rep.keys[5] == rep.keys[0]
+    # the same bytes read in this process give the same keys
+    fetched = embed_pipeline._fetch_many(path_sources(paths[:2]), True)
+    assert [f[1] for f in fetched] == rep.keys[:2] and [f[3] for f in fetched] == [False, False]
 
 
 def test_jpeg_size_sends_only_plain_jpegs_to_nvjpeg():
