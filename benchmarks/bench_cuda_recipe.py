@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--datasets", default="fashion-mnist,medical-tiles")
     ap.add_argument("--deadline-s", type=float, default=400.0, help="start no candidate that would end after this")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default=None, help="comma-separated candidate numbers (0 = the first listed) to run")
     ap.add_argument("--quick", action="store_true", help="200/100 images, 2 epochs: to try the script on a CPU")
     ap.add_argument("--write-npz", default=None, help="write the first data set as a MedMNIST-style .npz and stop")
     args = ap.parse_args()
@@ -135,12 +136,15 @@ def main() -> None:
     print(
         f"device {device} ({device_name(device)}); sets: {', '.join(f'{d.name} {len(d.train)}/{len(d.test)}' for d in sets)}"
     )
-    for d in sets:
+    for d in sets if not args.only else []:
         acc = pixel_pca(d)
         print(f"{d.name}: pixel PCA-64 probe {acc:.4f}", flush=True)
         save_json(args.json, f"recipe/{d.name}/pixel-pca-64", {"probe": round(acc, 4)})
     with tempfile.TemporaryDirectory() as tmp:
+        only = {int(k) for k in args.only.split(",")} if args.only else None
         for k, (label, enc_cfg, cfg) in enumerate(candidates(n_train)):
+            if only is not None and k not in only:
+                continue
             if args.quick:
                 cfg = replace(cfg, epochs=2, warmup_epochs=1)
             per_set: list[float] = []
@@ -148,7 +152,10 @@ def main() -> None:
                 elapsed = time.perf_counter() - t_start
                 guess = per_set[0] if per_set else None
                 if elapsed > args.deadline_s or (guess is not None and elapsed + guess > args.deadline_s):
-                    print(f"skipped {label} on {d.name}: {elapsed:.0f} s + ~{guess:.0f} s > deadline", flush=True)
+                    print(
+                        f"skipped {label} on {d.name}: {elapsed:.0f} s spent, deadline {args.deadline_s:.0f} s",
+                        flush=True,
+                    )
                     continue
                 t0 = time.perf_counter()
                 res = run_candidate(d, enc_cfg, cfg, device, Path(tmp) / f"{k}-{d.name}")

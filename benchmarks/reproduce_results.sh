@@ -4,4 +4,4 @@
 # queue is simulated. Needs `make setup` first (Fashion-MNIST comes from Debian's dataset-fashion-mnist).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/examine evaluate --datasets fashion-mnist,medical-tiles --embedders mae,pixel-pca --seeds 5 --out benchmarks "$@"
+.venv/bin/examine evaluate --datasets fashion-mnist,medical-tiles,digits --embedders mae,pixel-pca --seeds 5 --out benchmarks "$@"

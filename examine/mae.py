@@ -97,7 +97,7 @@ CPU_ENCODER = EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8, p
 CPU_PRETRAIN = PretrainConfig(batch_size=128, base_lr=1.5e-3, warmup_epochs=1)
 CPU_SAMPLES = 60_000
 #: The CUDA recipe (benchmarks/bench_cuda_recipe.py compares it with other candidates by linear probe).
-CUDA_ENCODER = EncoderConfig("vit_small_patch16_224", img_size=224)
+CUDA_ENCODER = EncoderConfig("vit_small_patch16_224", img_size=224, pool="grid")
 CUDA_PRETRAIN = PretrainConfig(
     epochs=100,
     batch_size=256,

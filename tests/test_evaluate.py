@@ -125,6 +125,27 @@ def test_medical_tiles_are_labeled_by_source():
         ev.load_labeled_set("/nonexistent/pathmnist.npz", 1, 1)
 
 
+def test_digits_check_set_is_split_once_and_fully():
+    data = ev.load_labeled_set("digits", 5000, 2000)
+    assert data.train.shape[1:] == (8, 8) and data.train.dtype == np.uint8 and data.n_classes == 10
+    assert len(data.train) + len(data.test) == 1797 and data.train.max() == 255
+    again = ev.load_labeled_set("digits", 100, 50)
+    np.testing.assert_array_equal(again.test, data.test[:50])  # the same split whatever the sizes asked
+    np.testing.assert_array_equal(again.train, data.train[:100])
+
+
+def test_headroom_is_the_all_label_probe_minus_random():
+    from examine.evaluate.results import SetResult, headroom
+    from examine.evaluate.simulation import SimulationResult
+
+    acc = np.array([[0.5, 0.6, 0.7], [0.7, 0.8, 0.9]])  # 2 seeds × budgets 10, 20, 50
+    sim = SimulationResult(budgets=[10, 20, 50], accuracy={"random": acc}, seconds={"random": 0.0})
+    r = SetResult("d", "e", 10, 5, 2, 10, 0.9)
+    r.simulation = sim
+    head, sd = headroom(r)
+    assert head == pytest.approx(0.9 - np.mean([0.65, 0.85])) and sd == pytest.approx(0.1)
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="examine")
     add_parser(parser.add_subparsers(dest="command", required=True))
@@ -133,10 +154,12 @@ def _parse(argv):
 
 @pytest.mark.skipif(not FMNIST.is_file(), reason="Debian package dataset-fashion-mnist is not installed")
 def test_evaluate_quick_end_to_end(tmp_path):
-    """Both data sets, the MAE recipe (tiny epochs) and pixel PCA, every part of the report."""
+    """Two data sets, the MAE recipe (tiny epochs) and pixel PCA, every part of the report."""
     args = _parse(
         [
             "evaluate",
+            "--datasets",
+            "fashion-mnist,medical-tiles",
             "--quick",
             "--out",
             str(tmp_path),

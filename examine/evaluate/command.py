@@ -24,7 +24,7 @@ __all__ = ["EvalConfig", "run_evaluation", "add_parser"]
 class EvalConfig(argparse.Namespace):
     """Parsed options (the defaults are the committed ``benchmarks/RESULTS.md``)."""
 
-    datasets: list[str] = ["fashion-mnist", "medical-tiles"]
+    datasets: list[str] = ["fashion-mnist", "medical-tiles", "digits"]
     embedders: list[str] = ["mae", "pixel-pca"]
     seeds: int = 5
     budgets: list[int] = list(BUDGETS[:-1])

@@ -12,7 +12,7 @@ from examine.datasets import load_fashion_mnist, load_medmnist, medical_tiles_wi
 __all__ = ["LabeledSet", "load_labeled_set", "DATASETS"]
 
 #: Names accepted by :func:`load_labeled_set` besides a path to a MedMNIST ``.npz`` file.
-DATASETS: tuple[str, ...] = ("fashion-mnist", "medical-tiles")
+DATASETS: tuple[str, ...] = ("fashion-mnist", "medical-tiles", "digits")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class LabeledSet:
 def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 64) -> LabeledSet:
     """Load ``fashion-mnist``, ``medical-tiles`` (labeled by source image) or a MedMNIST ``.npz`` path.
 
+    Digits: scikit-learn's 1,797 handwritten digits (8 × 8, shipped with it), a check set that no
+    choice of examine's was made on; split once with a fixed seed, the test part first.
     Medical tiles: real microscopy and fundus images shipped with scikit-image,
     cut into ``tile_size`` tiles; the label is the source image.  Train and test
     tiles come from independent draws (seeds 0 and 1).
@@ -47,6 +49,8 @@ def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 6
         return LabeledSet(
             "medical tiles by source", np.stack(tiles_tr), np.asarray(src_tr), np.stack(tiles_te), np.asarray(src_te)
         )
+    if name == "digits":
+        return _digits(n_train, n_test)
     path = Path(name)
     if path.suffix == ".npz":
         if not path.is_file():
@@ -55,3 +59,15 @@ def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 6
         te, yte = load_medmnist(path, "test")
         return LabeledSet(path.stem, tr[:n_train], ytr[:n_train], te[:n_test], yte[:n_test])
     raise ValueError(f"unknown dataset {name!r}; choose {', '.join(DATASETS)} or a MedMNIST .npz path")
+
+
+def _digits(n_train: int, n_test: int) -> LabeledSet:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.clip(np.asarray(bunch.images) * (255.0 / 16.0), 0, 255).round().astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(images))
+    cut = len(images) // 3  # a third for testing, the same third whatever the sizes asked
+    test, train = order[:cut][:n_test], order[cut:][:n_train]
+    y = np.asarray(bunch.target)
+    return LabeledSet("digits", images[train], y[train], images[test], y[test])
