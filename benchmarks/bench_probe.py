@@ -6,7 +6,9 @@
 A variant is ``IMG_SIZE/PATCH/POOL[/MASK_RATIO]`` of a vit_tiny.  Each is MAE-pretrained on the training
 images of each set (no labels), then a standardised logistic regression is fitted on its embeddings of
 the training set and scored on the test set; pixel PCA (64 components) and the same architecture at
-random initialisation are printed beside it, with the pretraining time, all in one run.
+random initialisation are printed beside it, with the pretraining time, all in one run.  ``--blocks``
+also reads the pretrained encoder out after earlier blocks (timm's ``forward_intermediates``, final norm
+applied), with the variant's pooling.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 from examine.embed import embed_arrays  # noqa: E402
-from examine.encoder import create_encoder  # noqa: E402
+from examine.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, create_encoder, to_square_tensor  # noqa: E402
 from examine.evaluate.data import load_labeled_set  # noqa: E402
 from examine.evaluate.embedders import _rgb, pixel_pca_embedder  # noqa: E402
 from examine.evaluate.results import machine  # noqa: E402
@@ -34,6 +39,27 @@ def _probe(X, T, data) -> float:
         return probe_accuracy(standardize(X, X), data.y_train, standardize(T, X), data.y_test)
 
 
+@torch.inference_mode()
+def block_embeddings(enc: Encoder, images: list[np.ndarray], block: int) -> np.ndarray:
+    """The encoder's read-out (mean or grid) of the tokens after ``block`` blocks (1-based), final norm applied."""
+    vit = enc.vit.eval()
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    out = []
+    for s in range(0, len(images), 256):
+        x = torch.stack([to_square_tensor(im, enc.config.img_size) for im in images[s : s + 256]])
+        (feats,) = vit.forward_intermediates(
+            (x - mean) / std, indices=[block - 1], norm=True, output_fmt="NCHW", intermediates_only=True
+        )
+        pooled = (
+            torch.nn.functional.adaptive_avg_pool2d(feats, 2).flatten(1)
+            if enc.config.pool == "grid"
+            else feats.mean((2, 3))
+        )
+        out.append(pooled.float().numpy())
+    return np.concatenate(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     default = f"{CPU_ENCODER.img_size}/{CPU_ENCODER.patch_size}/{CPU_ENCODER.pool}"
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=0, help="epochs (default: the recipe's for the set size)")
     p.add_argument("--n-train", type=int, default=5000)
     p.add_argument("--n-test", type=int, default=2000)
+    p.add_argument("--blocks", default="", help="comma-separated earlier blocks to read out too, e.g. 8,10 (of 12)")
     a = p.parse_args(argv)
     print(machine())
     for name in a.datasets.split(","):
@@ -66,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs in {secs:.0f} s, "
                 f"{cfg.epochs * len(data.train) / secs:.0f} img/s, loss {losses[0]:.3f} → {losses[-1]:.3f}"
             )
+            for block in [int(b) for b in a.blocks.split(",") if b]:
+                tr, te = _rgb(data.train), _rgb(data.test)
+                mb = _probe(block_embeddings(enc, tr, block), block_embeddings(enc, te, block), data)
+                print(f"    read out after block {block} of {len(enc.vit.blocks)}: probe {mb:.3f}", flush=True)
     return 0
 
 

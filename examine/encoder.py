@@ -162,7 +162,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.vit: Any = vit  # a timm ViT: attributes the nn.Module stubs do not know
-        self._version: str | None = None  # type: ignore[assignment]  # shadows nn.Module._version (int), as before
+        self._version_key: str | None = None  # computed once; nn.Module._version is torch's state-dict format number
 
     @property
     def dim(self) -> int:
@@ -172,18 +172,18 @@ class Encoder(nn.Module):
     @property
     def version(self) -> str:
         """Architecture + a hash of the weights: the key under which embeddings are stored."""
-        if self._version is None:
+        if self._version_key is None:
             c = self.config
             patch = c.patch_size or self.vit.patch_embed.patch_size[0]
             arch = "".join(
                 ch if ch.isalnum() or ch in "_-" else "-" for ch in c.model.removeprefix("hf-hub:").split(".")[0]
             )
-            self._version = f"{arch}-p{patch}-{c.img_size}px-{c.pool}-{weights_digest(self.vit)[:16]}"
-        return self._version
+            self._version_key = f"{arch}-p{patch}-{c.img_size}px-{c.pool}-{weights_digest(self.vit)[:16]}"
+        return self._version_key
 
     def weights_changed(self) -> None:
         """Forget the cached version after the weights were modified in place (training)."""
-        self._version = None
+        self._version_key = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.vit.forward_features(x)  # (B, prefix + N, D), after the final norm
