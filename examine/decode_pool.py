@@ -3,7 +3,8 @@
 The pool is created on first use and kept for the life of the process (starting
 workers costs an import of torch each), with the ``spawn`` start method: safe in
 a threaded server and after CUDA was initialised. Workers get the image *bytes*
-(the caller fetches them, since sources may be closures over HTTP sessions) and
+(the caller fetches them, since sources may be closures over HTTP sessions; local
+files are read and hashed in the workers too, through :meth:`DecodePool.call`) and
 return arrays; each result is ``(array, None)`` or ``(None, ImageLoadError)``
 naming the item, exactly as :func:`examine.images.load_image` would raise it.
 """
