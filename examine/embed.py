@@ -7,10 +7,11 @@ are back, and the next one is handed to the writer only once the previous one
 is stored: an interrupted run loses at most the batch being appended and the
 one still on the device.
 
-The stages overlap (:mod:`examine.embed_pipeline`): a producer thread fetches
-bytes ahead (threads: I/O), hashes them and decodes them — in worker processes
-on the CPU, or with nvJPEG in batches on CUDA (other formats fall back to the
-processes) — and resizes/normalises on the device; the caller's thread runs the
+The stages overlap (:mod:`examine.embed_pipeline`): a producer thread has the
+bytes fetched and hashed ahead (local files in worker processes, other sources
+in threads), decodes them — in the worker processes on the CPU, or with nvJPEG
+in batches on CUDA (other formats fall back to the processes) — and
+resizes/normalises on the device; the caller's thread runs the
 encoder, copies the embeddings out asynchronously and appends the previous
 batch to the store while the device computes the next.
 """
