@@ -34,6 +34,7 @@ from examine.device import resolve_device  # noqa: E402
 from examine.embed import embed_arrays  # noqa: E402
 from examine.encoder import Encoder, EncoderConfig  # noqa: E402
 from examine.evaluate.data import LabeledSet, load_labeled_set  # noqa: E402
+from examine.evaluate.embedders import _rgb, pixel_pca_embedder  # noqa: E402
 from examine.evaluate.simulation import probe_accuracy, standardize  # noqa: E402
 from examine.mae import (  # noqa: E402
     CPU_ENCODER,
@@ -65,21 +66,14 @@ def candidates(n_images: int) -> list[tuple[str, EncoderConfig, PretrainConfig]]
     ]
 
 
-def _rgb(images: np.ndarray) -> list[np.ndarray]:
-    return [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
-
-
 def probe(X: np.ndarray, T: np.ndarray, data: LabeledSet) -> float:
     return probe_accuracy(standardize(X, X), data.y_train, standardize(T, X), data.y_test)
 
 
 def pixel_pca(data: LabeledSet) -> float:
-    from sklearn.decomposition import PCA
-
-    flat = np.stack([im.reshape(-1) for im in data.train]).astype(np.float32) / 255.0
-    pca = PCA(64, random_state=0).fit(flat)
-    test = np.stack([im.reshape(-1) for im in data.test]).astype(np.float32) / 255.0
-    return probe(pca.transform(flat), pca.transform(test), data)
+    """The control of ``examine evaluate``: its pixel-PCA-64 embedding, same probe."""
+    X, T, _ = pixel_pca_embedder(64)(data)
+    return probe(X, T, data)
 
 
 def run_candidate(
