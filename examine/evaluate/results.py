@@ -167,8 +167,7 @@ def verdict(r: SetResult) -> str:
     d, ds = sim.delta(DEFAULT_POLICY)
     line = f"default `{DEFAULT_POLICY}` vs random {d:+.3f} ± {ds:.3f} (paired seed spread)"
     if "typiclust" in sim.accuracy:
-        cols = [j for j, b in enumerate(sim.budgets) if 20 <= b <= 200]
-        gap = float((sim.accuracy[DEFAULT_POLICY] - sim.accuracy["typiclust"])[:, cols].mean())
+        gap = float((sim.accuracy[DEFAULT_POLICY] - sim.accuracy["typiclust"])[:, sim.columns()].mean())
         line += f"; vs TypiClust {gap:+.3f}"
     if "paper" in sim.accuracy:
         line += f"; the paper's order vs random {sim.delta('paper')[0]:+.3f}"
@@ -185,8 +184,7 @@ def headroom(r: SetResult, budgets: tuple[int, int] = (20, 200)) -> tuple[float,
     """
     sim = r.simulation
     assert sim is not None
-    cols = [j for j, b in enumerate(sim.budgets) if budgets[0] <= b <= budgets[1]]
-    gap = r.full_probe - sim.accuracy["random"][:, cols].mean(axis=1)
+    gap = r.full_probe - sim.accuracy["random"][:, sim.columns(budgets)].mean(axis=1)
     return float(gap.mean()), float(gap.std())
 
 

@@ -72,10 +72,13 @@ class SimulationResult:
         a = self.accuracy[method]
         return a.mean(axis=0), a.std(axis=0)
 
+    def columns(self, budgets: tuple[int, int] = (20, 200)) -> list[int]:
+        """Indices of the budgets within ``budgets`` (inclusive), the range every summary averages over."""
+        return [j for j, b in enumerate(self.budgets) if budgets[0] <= b <= budgets[1]]
+
     def delta(self, method: str, budgets: tuple[int, int] = (20, 200)) -> tuple[float, float]:
         """Mean over seeds of the paired gain over random, averaged over budgets in ``budgets``, and its std over seeds."""
-        cols = [j for j, b in enumerate(self.budgets) if budgets[0] <= b <= budgets[1]]
-        d = (self.accuracy[method] - self.accuracy["random"])[:, cols].mean(axis=1)
+        d = (self.accuracy[method] - self.accuracy["random"])[:, self.columns(budgets)].mean(axis=1)
         return float(d.mean()), float(d.std())
 
 
