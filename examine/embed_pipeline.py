@@ -33,6 +33,7 @@ import torch
 from examine.decode_pool import DecodePool, decode_rgb, decode_square
 from examine.device import autocast, default_workers, resolve_device
 from examine.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder
+from examine.gpu_decode import jpeg_size, nvjpeg_decode, square_images
 from examine.images import ImageLoadError
 from examine.store import EmbeddingStore
 
@@ -111,11 +112,7 @@ def _fetch(source: Source, look_at_jpeg: bool = False) -> _Fetched:
         return None, None, ImageLoadError(item, f"cannot read the image ({type(exc).__name__}: {exc})"), None
     if not data:
         return None, None, ImageLoadError(item, "the image is empty (0 bytes)"), None
-    gpu_ok = None
-    if look_at_jpeg:
-        from examine.gpu_decode import jpeg_size
-
-        gpu_ok = jpeg_size(data) is not None
+    gpu_ok = jpeg_size(data) is not None if look_at_jpeg else None
     return data, hashlib.sha256(data).hexdigest(), None, gpu_ok
 
 
@@ -298,8 +295,6 @@ class _Producer(threading.Thread):
         return self.finish_cuda(n_sources, todo, waiter, on_gpu)
 
     def finish_cuda(self, n_sources: int, todo: list, waiter: Callable, on_gpu: list[bool]) -> _Batch:
-        from examine.gpu_decode import nvjpeg_decode, square_images
-
         with torch.cuda.stream(self.side):
             decoded = iter(nvjpeg_decode([d for (_, _, d), g in zip(todo, on_gpu) if g], self.device))
             cpu_results = iter(waiter())
