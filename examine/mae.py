@@ -292,7 +292,23 @@ def _load_checkpoint(path: Path, mae: MAE, opt: torch.optim.Optimizer) -> dict:
     return json.loads(metadata["meta"])
 
 
-class _PerImageEpochs:
+class _Epochs:
+    """What both epoch runners share: the model, optimiser, config and device, and the learning-rate schedule."""
+
+    def __init__(self, mae: MAE, opt: torch.optim.Optimizer, cfg: PretrainConfig, dev: torch.device):
+        self.mae, self.opt, self.cfg, self.dev = mae, opt, cfg, dev
+
+    def schedule(self, steps_per_epoch: int) -> None:
+        """Fix the schedule's length once the runner knows its steps per epoch."""
+        self.steps_per_epoch = steps_per_epoch
+        self.total, self.warmup = self.cfg.epochs * steps_per_epoch, self.cfg.warmup_epochs * steps_per_epoch
+
+    def set_lr(self, step: int) -> None:
+        for g in self.opt.param_groups:
+            g["lr"] = _lr_at(step, self.total, self.warmup, self.cfg)
+
+
+class _PerImageEpochs(_Epochs):
     """One epoch at a time: torchvision augmentation per image in DataLoader workers (the CPU recipe)."""
 
     def __init__(
@@ -304,7 +320,7 @@ class _PerImageEpochs:
         dev: torch.device,
         first_epoch: int,
     ):
-        self.mae, self.opt, self.cfg, self.dev = mae, opt, cfg, dev
+        super().__init__(mae, opt, cfg, dev)
         bs = min(cfg.batch_size, len(images))
         data = _AugmentedImages(images, mae.encoder.config.img_size, cfg.crop_scale)
         gen = torch.Generator().manual_seed(cfg.seed + first_epoch)
@@ -318,17 +334,14 @@ class _PerImageEpochs:
             pin_memory=dev.type == "cuda",
             persistent_workers=cfg.num_workers > 0,
         )
-        self.steps_per_epoch = len(self.loader)
-        self.total, self.warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
+        self.schedule(len(self.loader))
 
     def __call__(self, epoch: int) -> tuple[float, int]:
         cfg, dev, mae, opt = self.cfg, self.dev, self.mae, self.opt
         torch.manual_seed(cfg.seed * 100_003 + epoch)  # masks and augmentations per epoch, resumable
         running, count = 0.0, 0
         for i, batch in enumerate(self.loader):
-            step = epoch * self.steps_per_epoch + i
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, self.total, self.warmup, cfg)
+            self.set_lr(epoch * self.steps_per_epoch + i)
             batch = batch.to(dev, non_blocking=True)
             with autocast(dev):
                 loss = mae(batch)
@@ -347,7 +360,7 @@ def _should_compile(cfg: PretrainConfig, dev: torch.device, samples: int) -> boo
     return dev.type == "cuda" and samples >= COMPILE_MIN_SAMPLES and hasattr(torch, "compile")
 
 
-class _BatchedEpochs:
+class _BatchedEpochs(_Epochs):
     """One epoch at a time from an :class:`ImageBank`: augmentation and masking in batches on the device.
 
     No host synchronisation inside an epoch: the loss is summed on the device and
@@ -366,13 +379,12 @@ class _BatchedEpochs:
     ):
         from examine.gpu_augment import ImageBank
 
-        self.mae, self.opt, self.cfg, self.dev = mae, opt, cfg, dev
+        super().__init__(mae, opt, cfg, dev)
         self.bank = ImageBank(images, dev, mae.encoder.config.img_size)
         n = len(self.bank)
         self.bs = min(cfg.batch_size, n)
         self.drop_last = n >= 2 * self.bs
-        self.steps_per_epoch = n // self.bs if self.drop_last else -(-n // self.bs)
-        self.total, self.warmup = cfg.epochs * self.steps_per_epoch, cfg.warmup_epochs * self.steps_per_epoch
+        self.schedule(n // self.bs if self.drop_last else -(-n // self.bs))
         self.step_fn: Callable[..., Any] = mae
         if _should_compile(cfg, dev, (cfg.epochs - first_epoch) * n):
             self.step_fn = torch.compile(mae)
@@ -401,9 +413,7 @@ class _BatchedEpochs:
         count = 0
         for i in range(self.steps_per_epoch):
             idx = order[i * self.bs : (i + 1) * self.bs]
-            step = epoch * self.steps_per_epoch + i
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(step, self.total, self.warmup, cfg)
+            self.set_lr(epoch * self.steps_per_epoch + i)
             x = self.bank.augment(idx, cfg.crop_scale, gen)
             noise = torch.rand(len(idx), self.n_patches, device=dev, generator=gen)
             loss = self._loss(x, noise)
