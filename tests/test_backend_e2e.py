@@ -20,14 +20,10 @@ from examine.datasets import medical_tiles
 from examine.encoder import Encoder, EncoderConfig, create_encoder
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.store import EmbeddingStore
-from tests.backend_server import BackendServer
+from tests.backend_server import LABEL_CONFIG, BackendServer
 
 pytestmark = pytest.mark.e2e
 
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Choices name="tissue" toName="image"><Choice value="stained"/><Choice value="background"/></Choices>
-</View>"""
 AUTH = ("examine", "s3cret-pass")
 N_GOOD = 30
 LATENCY_BOUND_S = 5.0

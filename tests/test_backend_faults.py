@@ -27,15 +27,11 @@ from backend.labelstudio import LabelStudio
 from examine.datasets import medical_tiles
 from examine.encoder import EncoderConfig, create_encoder
 from scripts.procs import stop_process_group
-from tests.backend_server import BackendServer
+from tests.backend_server import LABEL_CONFIG, BackendServer
 from tests.lsserver import free_port
 
 pytestmark = pytest.mark.e2e
 
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <Choices name="tissue" toName="image"><Choice value="stained"/><Choice value="background"/></Choices>
-</View>"""
 AUTH = ("examine", "fault-pass")
 N_TILES = 12
 CONVERGE_S = 120.0  # the bound each test asserts (measured times are printed)
