@@ -31,10 +31,10 @@ class LabeledSet:
 
 
 def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 64) -> LabeledSet:
-    """Load ``fashion-mnist``, ``medical-tiles`` (labeled by source image) or a MedMNIST ``.npz`` path.
+    """Load ``fashion-mnist``, ``medical-tiles`` (labeled by source image), ``digits`` or a MedMNIST ``.npz`` path.
 
     Digits: scikit-learn's 1,797 handwritten digits (8 × 8, shipped with it), a check set that no
-    choice of examine's was made on; split once with a fixed seed, the test part first.
+    choice of examine's was made on; one fixed shuffle, its first third for testing.
     Medical tiles: real microscopy and fundus images shipped with scikit-image,
     cut into ``tile_size`` tiles; the label is the source image.  Train and test
     tiles come from independent draws (seeds 0 and 1).
