@@ -173,6 +173,8 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 stale_versions=len(state.stale_versions),
                 problems=list(state.problems) + list(backend.problems),
                 errors={str(k): v for k, v in state.errors().items()},
+                probe=dict(state.probe),
+                score="queue position / pool size: the lowest score is served first (not the EXAMINE value)",
             )
         return jsonify(out)
 

@@ -49,12 +49,36 @@ class _Collector:
                 per["last_publish_timestamp_seconds"].add_metric(label, st.last_publish)
                 per["last_publish_duration_seconds"].add_metric(label, st.last_publish_s or 0.0)
         yield from per.values()
+        yield from self._probe()
         yield CounterMetricFamily("examine_job_retries", "failed runs re-queued with backoff", value=b.jobs.retries)
         yield CounterMetricFamily("examine_publishes", "successful publishes", value=b.publishes)
         yield CounterMetricFamily("examine_publish_failures", "aborted publishes", value=b.publish_failures)
         yield GaugeMetricFamily(
             "examine_backend_problems", "backend-wide problems (encoder, store)", value=len(b.problems)
         )
+
+    def _probe(self) -> Iterator[Metric]:
+        b = self.backend
+        acc = GaugeMetricFamily(
+            "examine_probe_cv_accuracy", "cross-validated accuracy of the project's linear probe", labels=["project"]
+        )
+        per_class = GaugeMetricFamily(
+            "examine_labels", "labeled tasks per class of the config's Choices", labels=["project", "class"]
+        )
+        prelabeled = GaugeMetricFamily(
+            "examine_tasks_prelabeled", "unlabeled tasks carrying the probe's class", labels=["project"]
+        )
+        for pid in b.states.known_projects():
+            st = b.states.get(pid)
+            with st.lock:
+                probe = dict(st.probe)
+                n_pre = sum(1 for i in st.tasks.values() if i.predicted is not None and not i.labeled)
+            if probe.get("cv_accuracy") is not None:
+                acc.add_metric([str(pid)], float(probe["cv_accuracy"]))
+            for cls, n in (probe.get("counts") or {}).items():
+                per_class.add_metric([str(pid), str(cls)], int(n))
+            prelabeled.add_metric([str(pid)], n_pre)
+        yield from (acc, per_class, prelabeled)
 
 
 def render(backend: Backend) -> bytes:

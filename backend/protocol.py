@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from backend.jobs import KINDS
-from backend.payload import BadRequest, annotation_label, image_key_from_config, parse_id, task_ref
+from backend.payload import BadRequest, annotation_label, choices_from_config, image_key_from_config, parse_id, task_ref
+from backend.prelabel import result_for
 from backend.state import ProjectState
 
 if TYPE_CHECKING:
@@ -56,7 +57,9 @@ class ProjectProtocol:
         return self.state.published_version or PENDING_VERSION
 
     def predict(self, tasks: list[dict]) -> list[dict]:
-        """One result per task, same order: the task's published queue score. Never fetches an image.
+        """One result per task, same order: the task's published queue score and the probe's choice (if any).
+
+        Never fetches an image.
 
         Tasks the backend does not know yet queue a reconciliation (it lists them from Label Studio,
         embeds them and re-ranks); a task whose image failed is not retried here.
@@ -70,7 +73,10 @@ class ProjectProtocol:
         version = self.state.published_version or PENDING_VERSION
         out = []
         for tid in ids:
-            item: dict[str, Any] = {"result": [], "model_version": version}
+            with self.state.lock:
+                info = self.state.tasks.get(tid)
+                result = result_for(self.state, info) if info is not None else []
+            item: dict[str, Any] = {"result": result, "model_version": version}
             if tid in scores:
                 item["score"] = scores[tid]
             out.append(item)
@@ -105,7 +111,8 @@ class ProjectProtocol:
             if info is None:
                 return ["sync"]  # a task we do not know: Label Studio is asked, the event changes nothing
             info.labeled = True
-            info.label = annotation_label(ann) or info.label
+            name = self.state.choices["name"] if self.state.choices else None
+            info.label = annotation_label(ann, name) or info.label
             if aid is not None:
                 self.state.annotation_task[aid] = tid
         return None
@@ -143,7 +150,12 @@ class ProjectProtocol:
         if config is None:
             return []
         key = image_key_from_config(config)
-        return ["sync", "embed", "rank"] if key != self.state.image_key else []
+        if key != self.state.image_key:
+            return ["sync", "embed", "rank"]
+        tag = choices_from_config(config)
+        with self.state.lock:
+            same = (tag.as_dict() if tag else None) == self.state.choices
+        return [] if same else ["sync", "rank"]
 
     def _on_other(self, data: dict) -> list[str] | None:
         return None  # the table's jobs; Label Studio itself is read, the payload is not trusted

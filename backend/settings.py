@@ -99,6 +99,13 @@ class Settings:
     policy: str = field(
         default="", metadata={"env": "EXAMINE_POLICY", "doc": "ranking policy of examine.ranking (empty: its default)"}
     )
+    prelabel: bool = field(
+        default=True,
+        metadata={
+            "env": "EXAMINE_PRELABEL",
+            "doc": "1: every prediction carries the linear probe's class (pre-annotation) once 2 classes of the config's Choices are labeled; 0: scores only",
+        },
+    )
     allowed_hosts: tuple[str, ...] = field(
         default=(),
         metadata={
@@ -261,6 +268,11 @@ class Settings:
 
 def _convert(kind: object, raw: str) -> object:
     kind = str(kind)
+    if kind == "bool":
+        value = raw.strip().lower()
+        if value not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"expected 0 or 1, got {raw!r}")
+        return value in ("1", "true", "yes", "on")
     if kind == "int":
         return int(raw)
     if kind == "float":

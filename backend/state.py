@@ -31,6 +31,8 @@ class TaskInfo:
     labeled: bool = False
     label: str | None = None  # first class label of its latest annotation, for label-aware policies
     error: str | None = None  # why the task has no embedding (shown per task)
+    predicted: str | None = None  # the probe's class (pre-annotation) while unlabeled
+    predicted_p: float | None = None  # its probability
 
 
 @dataclass
@@ -39,6 +41,7 @@ class ProjectState:
 
     pid: int
     image_key: str | None = None
+    choices: dict[str, Any] | None = None  # the config's first Choices tag (backend.payload.ChoicesTag fields)
     tasks: dict[int, TaskInfo] = field(default_factory=dict)
     annotation_task: dict[int, int] = field(default_factory=dict)  # annotation id → task id
     encoder_version: str | None = None
@@ -50,6 +53,7 @@ class ProjectState:
     full_due: bool = False  # only the head of the current ranking is in Label Studio
     last_publish: float | None = None  # unix time of the last successful publish
     last_publish_s: float | None = None  # its duration
+    probe: dict[str, Any] = field(default_factory=dict)  # what the labels taught: classes, counts, accuracy, why off
     pending: list[str] = field(default_factory=list)  # job kinds not yet done (pending.json)
     problems: list[str] = field(default_factory=list)  # damaged files etc. (not saved; shown at /status)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
@@ -83,6 +87,8 @@ class ProjectState:
         return {
             "pid": self.pid,
             "image_key": self.image_key,
+            "choices": self.choices,
+            "probe": self.probe,
             "tasks": {str(t): asdict(i) for t, i in self.tasks.items()},
             "annotation_task": {str(a): t for a, t in self.annotation_task.items()},
             "encoder_version": self.encoder_version,
@@ -102,6 +108,8 @@ class ProjectState:
         return cls(
             pid=int(raw["pid"]),
             image_key=raw.get("image_key"),
+            choices=raw.get("choices") if isinstance(raw.get("choices"), dict) else None,
+            probe=dict(raw.get("probe") or {}),
             tasks={int(t): TaskInfo(**i) for t, i in raw.get("tasks", {}).items()},
             annotation_task={int(a): int(t) for a, t in raw.get("annotation_task", {}).items()},
             encoder_version=raw.get("encoder_version"),

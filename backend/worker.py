@@ -32,12 +32,20 @@ import numpy as np
 from backend.context import BackendContext
 from backend.fetch import ImageFetcher
 from backend.labelstudio import LabelStudio, LabelStudioError
-from backend.payload import VERSION_PREFIX, annotation_label, guess_image_key, image_key_from_config, new_version
+from backend.payload import (
+    VERSION_PREFIX,
+    annotation_label,
+    choices_from_config,
+    guess_image_key,
+    image_key_from_config,
+    new_version,
+)
+from backend.prelabel import learn, result_for
 from backend.state import ProjectState, TaskInfo
 from examine.embed import embed_sources
 from examine.encoder import Encoder, create_encoder, is_pretrained_name
 from examine.images import load_image
-from examine.ranking import DEFAULT_POLICY, rank
+from examine.ranking import DEFAULT_POLICY, LABEL_POLICIES, rank
 from examine.store import EmbeddingStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -84,13 +92,16 @@ class ProjectWorker:
                 return []
             raise
         follow: set[str] = set()
-        key = image_key_from_config(
-            project.get("label_config") if isinstance(project.get("label_config"), str) else None
-        )
+        config = project.get("label_config") if isinstance(project.get("label_config"), str) else None
+        key = image_key_from_config(config)
+        tag = choices_from_config(config)
         with self.state.lock:
             if key != self.state.image_key:
                 self.state.image_key = key
                 follow |= {"embed", "rank"}
+            if (tag.as_dict() if tag else None) != self.state.choices:
+                self.state.choices = tag.as_dict() if tag else None
+                follow.add("rank")
             before = {t: (i.uri, i.labeled) for t, i in self.state.tasks.items()}
         tasks = [t for t in client.iter_tasks(self.pid, page_size=5000) if isinstance(t, dict) and "id" in t]
         self._learn_tasks(tasks)
@@ -205,7 +216,10 @@ class ProjectWorker:
             with self.state.lock:
                 info = self.state.tasks.setdefault(tid, TaskInfo())
                 info.labeled = bool(anns) or bool(task.get("is_labeled"))
-                info.label = next((annotation_label(a) for a in reversed(anns) if annotation_label(a)), None)
+                name = self._choices_name()
+                info.label = next(
+                    (annotation_label(a, name) for a in reversed(anns) if annotation_label(a, name)), None
+                )
                 for a in anns:
                     if isinstance(a.get("id"), int):
                         self.state.annotation_task[a["id"]] = tid
@@ -232,7 +246,7 @@ class ProjectWorker:
                 for ann in t.get("annotations") or []:
                     if isinstance(ann, dict) and isinstance(ann.get("id"), int):
                         self.state.annotation_task[ann["id"]] = tid
-                        info.label = annotation_label(ann) or info.label
+                        info.label = annotation_label(ann, self._choices_name()) or info.label
 
     # -------------------------------------------------------------- embed
 
@@ -427,9 +441,11 @@ class ProjectWorker:
                     raise
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
+        learn(self.state, X, rows, enabled=self.settings.prelabel)
         if (~labeled).sum() <= 1 or len(rows) < 2:
             return [t for (t, i) in rows if not i.labeled]
-        labels = [i.label for _, i in rows]
+        # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
+        labels = [i.label for _, i in rows] if self.state.choices else None
         ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy())
         return [rows[j][0] for j in ranking.order]
 
@@ -440,8 +456,12 @@ class ProjectWorker:
         client = self.backend.client(self.pid)
         version = new_version()
         n = len(task_ids)
+        with self.state.lock:
+            results = {
+                tid: result_for(self.state, self.state.tasks[tid]) for tid in task_ids if tid in self.state.tasks
+            }
         preds = [
-            {"task": tid, "model_version": version, "score": (pos + 1) / n, "result": []}
+            {"task": tid, "model_version": version, "score": (pos + 1) / n, "result": results.get(tid, [])}
             for pos, tid in enumerate(task_ids)
         ]
         head = min(self.settings.head_size, n)
@@ -504,7 +524,11 @@ class ProjectWorker:
         return self.settings.policy or DEFAULT_POLICY
 
     def _policy_uses_labels(self) -> bool:
-        return self._policy() == "class-aware"
+        return self._policy() in LABEL_POLICIES or (self.settings.prelabel and bool(self.state.choices))
+
+    def _choices_name(self) -> str | None:
+        with self.state.lock:
+            return self.state.choices["name"] if self.state.choices else None
 
     # -------------------------------------------------------------- training
 

@@ -50,7 +50,9 @@ def cluster_pool(X: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     return km.fit_predict(np.asarray(X, dtype=np.float64)).astype(np.int64)
 
 
-def coverage_order(X: np.ndarray, labeled: np.ndarray, assign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def coverage_order(
+    X: np.ndarray, labeled: np.ndarray, assign: np.ndarray, within: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Serve clusters by coverage, each by its own EXAMINE order.
 
     Parameters
@@ -58,6 +60,7 @@ def coverage_order(X: np.ndarray, labeled: np.ndarray, assign: np.ndarray) -> tu
     X : (n, d) float array, already preprocessed (L2-normalised rows recommended).
     labeled : (n,) bool mask of labeled rows.
     assign : (n,) cluster index of each row.
+    within : (n,) value that orders each cluster instead of EXAMINE (higher first), optional.
 
     Returns
     -------
@@ -72,7 +75,9 @@ def coverage_order(X: np.ndarray, labeled: np.ndarray, assign: np.ndarray) -> tu
     level = np.zeros(n, dtype=np.int64)
     for c in range(k):
         members = np.flatnonzero(assign == c)
-        if len(members) >= 2:
+        if within is not None:
+            value[members] = within[members]
+        elif len(members) >= 2:
             value[members] = examine_scores(X[members])
         unl = members[~labeled[members]]
         if len(unl):

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from examine.coverage import cluster_pool, coverage_order
+from examine.probe import Probe, labeled_rows
 from examine.scoring import examine_scores, value_order
 from examine.validation import as_labels, as_mask, as_matrix
 
@@ -52,6 +53,7 @@ __all__ = [
     "PREPROCESSING",
     "DEFAULT_POLICY",
     "DEFAULT_PREPROCESS",
+    "LABEL_POLICIES",
     "rank",
     "preprocess_embeddings",
     "LinearProbe",
@@ -302,13 +304,105 @@ def _policy_clusters(X, labeled, labels, seed, opts):
     return coverage_order(X, labeled, assign)
 
 
+# ----------------------------------------------------------------- policies that learn from labels
+
+
+def _margins(X: np.ndarray, labeled: np.ndarray, labels: Sequence[Any] | None) -> tuple[np.ndarray, int] | None:
+    """The probe's margin of every row (low = unsure) and the number of classes seen; None below 2 classes."""
+    have, y = labeled_rows(labels, np.flatnonzero(labeled))
+    n_classes = len(set(y))
+    if n_classes < 2:
+        return None
+    return Probe().fit(X[have], y, reference=X).margin(X), n_classes
+
+
+def switch_budget(n_classes: int) -> int:
+    """Labels after which the queue trusts the probe's uncertainty more than coverage.
+
+    Cold-start studies (TypiClust; TCM, Doucet et al. 2024) find uncertainty useless until the
+    probe has seen a few examples of every class and coverage useless once it has; the switch
+    comes at ``SWITCH_PER_CLASS`` labels per class seen (at least ``2 * SWITCH_PER_CLASS``).
+    """
+    return SWITCH_PER_CLASS * max(2, n_classes)
+
+
+#: Labels per class before the default queue switches from coverage to uncertainty (measured: see README).
+SWITCH_PER_CLASS = 5
+
+
+def _uncertain_and_diverse(
+    X: np.ndarray, labeled: np.ndarray, margin: np.ndarray, batch: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster-Margin (Citovsky et al. 2021): the ``10 × batch`` most unsure rows, cut into ``batch``
+    k-means clusters, and from each its most unsure row first; then every other row by margin."""
+    rows = np.flatnonzero(~labeled)
+    by_margin = rows[np.lexsort((rows, margin[rows]))]
+    cand = by_margin[: min(len(rows), CANDIDATES_PER_PICK * batch)]
+    head: list[int] = []
+    if len(cand) > batch > 1:
+        assign = cluster_pool(X[cand], batch, seed=seed)
+        for c in range(int(assign.max()) + 1):
+            members = cand[assign == c]  # already in margin order
+            if len(members):
+                head.append(int(members[0]))
+        head.sort(key=lambda i: (margin[i], i))
+    taken = set(head)
+    order = np.asarray(head + [int(i) for i in by_margin if int(i) not in taken], np.int64)
+    value = np.full(len(X), np.nan)
+    value[rows] = 1.0 - margin[rows]  # uncertainty: 1 = most unsure
+    return value, order
+
+
+#: Cluster-Margin's candidate pool per pick of a batch.
+CANDIDATES_PER_PICK = 10
+
+
+def _policy_margin(X, labeled, labels, seed, opts):
+    m = _margins(X, labeled, labels)
+    if m is None:
+        return _policy_clusters(X, labeled, labels, seed, opts)
+    rows = np.flatnonzero(~labeled)
+    value = np.full(len(X), np.nan)
+    value[rows] = 1.0 - m[0][rows]
+    return value, rows[np.lexsort((rows, m[0][rows]))].astype(np.int64)
+
+
+def _policy_tcm(X, labeled, labels, seed, opts):
+    m = _margins(X, labeled, labels)
+    if m is None or labeled.sum() < switch_budget(m[1]):
+        return _policy_clusters(X, labeled, labels, seed, opts)
+    return _policy_margin(X, labeled, labels, seed, opts)
+
+
+def _policy_coverage_margin(X, labeled, labels, seed, opts):
+    m = _margins(X, labeled, labels)
+    if m is None:
+        return _policy_clusters(X, labeled, labels, seed, opts)
+    k = opts["clusters"] or int(labeled.sum()) + opts["batch"]
+    assign = cluster_pool(X, min(k, opts["max_clusters"]), seed=seed)
+    return coverage_order(X, labeled, assign, within=1.0 - m[0])
+
+
+def _policy_adaptive(X, labeled, labels, seed, opts):
+    m = _margins(X, labeled, labels)
+    if m is None or labeled.sum() < switch_budget(m[1]):
+        return _policy_clusters(X, labeled, labels, seed, opts)
+    return _uncertain_and_diverse(X, labeled, m[0], opts["batch"], seed)
+
+
 POLICIES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+    "adaptive": _policy_adaptive,
     "clusters": _policy_clusters,
+    "margin": _policy_margin,
+    "tcm": _policy_tcm,
+    "coverage-margin": _policy_coverage_margin,
     "paper": _policy_paper,
     "pool": _policy_pool,
     "deflation": _policy_deflation,
     "class-aware": _policy_class_aware,
 }
+#: Policies whose order depends on the labels themselves, not only on which rows are labeled.
+LABEL_POLICIES: frozenset[str] = frozenset({"adaptive", "margin", "tcm", "coverage-margin", "class-aware"})
 # Chosen by the annotation simulation in benchmarks/RESULTS.md (README, "Evidence").
 DEFAULT_POLICY: str = "clusters"
 DEFAULT_PREPROCESS: str = "center-l2"

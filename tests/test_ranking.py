@@ -175,3 +175,30 @@ def test_fashion_mnist_subset():
     for p in POLICIES:
         r = rank(X, labeled=labeled, labels=labels, policy=p)
         assert sorted(r.order.tolist()) == np.flatnonzero(~labeled).tolist()
+
+
+def test_adaptive_covers_first_then_asks_where_the_probe_is_unsure():
+    from examine.ranking import switch_budget
+
+    X, y = _blobs(n=400, k=2, seed=4)
+    few = _mask(len(X), [int(np.flatnonzero(y == 0)[0]), int(np.flatnonzero(y == 1)[0])])
+    cold = rank(X, labeled=few, labels=y, policy="adaptive")
+    np.testing.assert_array_equal(cold.order, rank(X, labeled=few, labels=y, policy="clusters").order)
+
+    many = _mask(len(X), range(switch_budget(2) + 10))
+    warm = rank(X, labeled=many, labels=y, policy="adaptive", batch=5)
+    margin = rank(X, labeled=many, labels=y, policy="margin")
+    # the first batch is drawn from the most unsure rows, and spread over them
+    candidates = set(margin.order[:50].tolist())
+    assert set(warm.order[:5].tolist()) <= candidates
+    assert warm.order[:5].tolist() != margin.order[:5].tolist() or len(candidates) <= 5
+    assert np.all(np.diff(warm.value[warm.order[5:]]) <= 1e-12)  # the rest by falling uncertainty
+
+
+def test_label_policies_ignore_rows_whose_label_is_unknown():
+    X, y = _blobs(n=200, k=2, seed=5)
+    labeled = _mask(len(X), range(40))
+    labels = [None if i % 2 else int(v) for i, v in enumerate(y)]  # half the labeled rows have no class
+    for p in ("adaptive", "margin", "tcm", "coverage-margin"):
+        r = rank(X, labeled=labeled, labels=labels, policy=p)
+        assert sorted(r.order.tolist()) == list(range(40, 200))

@@ -12,7 +12,7 @@ from examine.datasets import load_fashion_mnist, load_medmnist, medical_tiles_wi
 __all__ = ["LabeledSet", "load_labeled_set", "DATASETS"]
 
 #: Names accepted by :func:`load_labeled_set` besides a path to a MedMNIST ``.npz`` file.
-DATASETS: tuple[str, ...] = ("fashion-mnist", "medical-tiles", "digits")
+DATASETS: tuple[str, ...] = ("fashion-mnist", "medical-tiles", "digits", "shirts")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class LabeledSet:
 def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 64) -> LabeledSet:
     """Load ``fashion-mnist``, ``medical-tiles`` (labeled by source image), ``digits`` or a MedMNIST ``.npz`` path.
 
+    Shirts: Fashion-MNIST's T-shirt/top against shirt, a hard binary task (a check set).
     Digits: scikit-learn's 1,797 handwritten digits (8 × 8, shipped with it), a check set that no
     choice of examine's was made on; one fixed shuffle, its first third for testing.
     Medical tiles: real microscopy and fundus images shipped with scikit-image,
@@ -43,6 +44,8 @@ def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 6
         tr, ytr = load_fashion_mnist("train", n_train)
         te, yte = load_fashion_mnist("test", n_test)
         return LabeledSet("Fashion-MNIST", tr, ytr, te, yte)
+    if name == "shirts":
+        return _shirts(n_train, n_test)
     if name == "medical-tiles":
         tiles_tr, src_tr = medical_tiles_with_sources(n_train, tile_size, seed=0)
         tiles_te, src_te = medical_tiles_with_sources(n_test, tile_size, seed=1)
@@ -59,6 +62,17 @@ def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 6
         te, yte = load_medmnist(path, "test")
         return LabeledSet(path.stem, tr[:n_train], ytr[:n_train], te[:n_test], yte[:n_test])
     raise ValueError(f"unknown dataset {name!r}; choose {', '.join(DATASETS)} or a MedMNIST .npz path")
+
+
+def _shirts(n_train: int, n_test: int) -> LabeledSet:
+    """A hard two-class set, like the normal/abnormal tasks of medical imaging: Fashion-MNIST's
+    T-shirt/top (0) against shirt (6), the pair its classifiers confuse most."""
+    out = []
+    for split, n in (("train", n_train), ("test", n_test)):
+        images, labels = load_fashion_mnist(split, None if split == "test" else min(60_000, 6 * n))
+        keep = np.flatnonzero(np.isin(labels, (0, 6)))[:n]
+        out += [images[keep], (labels[keep] == 6).astype(np.int64)]
+    return LabeledSet("T-shirt vs shirt", out[0], out[1], out[2], out[3])
 
 
 def _digits(n_train: int, n_test: int) -> LabeledSet:

@@ -9,6 +9,7 @@ NeurIPS 2022).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,7 @@ def _skactiveml(name: str, n_classes: int) -> Selector:
     """A scikit-activeml pool strategy; labels are mapped to integers, unlabeled rows are NaN."""
 
     def select(X: np.ndarray, labeled: np.ndarray, labels: np.ndarray, batch: int, seed: int) -> np.ndarray:
-        from skactiveml.pool import CoreSet, ProbCover, TypiClust
+        from skactiveml.pool import CoreSet, ProbCover, TypiClust, UncertaintySampling
 
         y = np.full(len(X), np.nan)
         rows = np.flatnonzero(labeled)
@@ -52,6 +53,8 @@ def _skactiveml(name: str, n_classes: int) -> Selector:
             codes = {v: i for i, v in enumerate(sorted(set(labels[rows].tolist()), key=str))}
             y[rows] = [codes[v] for v in labels[rows]]
         state = seed * 100_003 + int(labeled.sum())
+        if name in ("margin", "entropy"):
+            return _uncertainty(UncertaintySampling, name, X, y, n_classes, batch, state)
         if name == "typiclust":
             strategy = TypiClust(random_state=state)
         elif name == "kcenter":
@@ -61,6 +64,32 @@ def _skactiveml(name: str, n_classes: int) -> Selector:
         return np.asarray(strategy.query(X, y, batch_size=batch), dtype=np.int64)
 
     return select
+
+
+def _uncertainty(strategy_cls: Any, name: str, X: np.ndarray, y: np.ndarray, n_classes: int, batch: int, state: int):
+    """scikit-activeml's margin or entropy sampling with the evaluation's probe (standardised logistic regression).
+
+    Before two classes are labeled the classifier knows nothing, and the pick is random (as scikit-activeml does).
+    """
+    from skactiveml.classifier import SklearnClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    labeled = ~np.isnan(y)
+    if len(np.unique(y[labeled])) < 2:
+        rng = np.random.default_rng(state)
+        return rng.choice(np.flatnonzero(~labeled), size=batch, replace=False)
+    clf = SklearnClassifier(
+        make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500, tol=1e-3)),
+        classes=np.arange(n_classes),
+        random_state=state,
+    )
+    method = "margin_sampling" if name == "margin" else "entropy"
+    strategy = strategy_cls(method=method, random_state=state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return np.asarray(strategy.query(X, y, clf=clf, batch_size=batch), dtype=np.int64)
 
 
 #: Policies simulated besides the default: the paper's static order, and the probe's predicted classes as

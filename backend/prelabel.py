@@ -1,0 +1,87 @@
+"""Pre-annotations: the project's linear probe, refit on every re-rank, and the results Label Studio shows.
+
+The probe (:class:`examine.probe.Probe`) learns the classes of the labeling config's first
+``<Choices>`` tag from the annotations' choices, on the stored embeddings. Each unlabeled task
+then carries the probe's class and probability; a published prediction turns them into a
+``choices`` result (its ``score`` stays the queue position). What the probe learned, or why it
+is off, is kept in the project's state for ``/status`` and ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from backend.payload import ChoicesTag
+from backend.state import ProjectState, TaskInfo
+from examine.probe import Probe
+
+log = logging.getLogger(__name__)
+
+__all__ = ["choices_tag", "learn", "result_for"]
+
+
+def choices_tag(state: ProjectState) -> ChoicesTag | None:
+    """The state's Choices tag, or None."""
+    raw = state.choices
+    if not raw:
+        return None
+    try:
+        return ChoicesTag(str(raw["name"]), str(raw["to_name"]), tuple(raw["choices"]), bool(raw["multiple"]))
+    except (KeyError, TypeError):
+        return None
+
+
+def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], *, enabled: bool) -> None:
+    """Fit the probe on the labeled rows of ``X`` and record each unlabeled task's class (caller holds no lock).
+
+    ``rows[j]`` is the task of ``X[j]``. Nothing is predicted when pre-annotation is off, the config
+    has no Choices tag, or fewer than two classes are labeled; ``state.probe["why"]`` says which.
+    """
+    tag = choices_tag(state)
+    labeled = [j for j, (_, info) in enumerate(rows) if info.labeled and info.label is not None]
+    y = [rows[j][1].label for j in labeled]
+    classes = list(tag.choices) if tag else []
+    counts = {c: 0 for c in classes}
+    for v in y:
+        counts[str(v)] = counts.get(str(v), 0) + 1
+    summary: dict[str, Any] = {"labels": len(y), "counts": counts, "prelabel": False, "cv_accuracy": None}
+    probe = None
+    if tag is None:
+        summary["why"] = (
+            "no pre-annotations: the labeling config has no <Choices> tag with two or more choices "
+            "(tasks are still ranked)"
+        )
+    elif sum(1 for n in counts.values() if n) < 2:
+        summary["why"] = "no pre-annotations yet: the probe needs labels of at least 2 classes"
+    else:
+        t0 = time.perf_counter()
+        probe = Probe(cv=True).fit(X[labeled], y, classes=classes, reference=X)
+        summary["cv_accuracy"] = probe.cv_accuracy_
+        summary["fit_s"] = round(time.perf_counter() - t0, 3)
+        if enabled:
+            summary["prelabel"] = True
+        else:
+            summary["why"] = "pre-annotations are off (EXAMINE_PRELABEL=0)"
+    unlabeled = [j for j, (_, info) in enumerate(rows) if not info.labeled]
+    predicted: dict[int, tuple[str, float]] = {}
+    if probe is not None and enabled and unlabeled:
+        P = probe.predict_proba(X[unlabeled])
+        best = np.argmax(P, axis=1)
+        for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
+            predicted[rows[j][0]] = (str(probe.classes_[k]), float(p))
+    with state.lock:
+        for tid, info in rows:
+            info.predicted, info.predicted_p = predicted.get(tid, (None, None))
+        state.probe = summary
+
+
+def result_for(state: ProjectState, info: TaskInfo) -> list[dict[str, Any]]:
+    """The Label Studio ``result`` of a task's prediction: the probe's choice, or [] when there is none."""
+    tag = choices_tag(state)
+    if tag is None or info.labeled or info.predicted is None:
+        return []
+    return [tag.result([info.predicted], info.predicted_p or 0.0)]

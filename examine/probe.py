@@ -1,0 +1,178 @@
+"""What the labels teach: a linear probe on the stored embeddings.
+
+A :class:`Probe` is scikit-learn's LogisticRegression (C=1) on embeddings
+standardised per feature with the statistics of the whole pool (labeled and
+unlabeled rows alike), the same probe that ``examine evaluate`` scores queues
+with.  It gives
+
+- the class of every image and its probability (pre-annotations),
+- the margin between the two most probable classes (how unsure it is: the
+  queue's uncertainty signal),
+- a cross-validated accuracy and the label count per class (what an admin asks:
+  is it learning yet?).
+
+The classes may be given up front (a Label Studio config names them before any
+is labeled); classes never labeled get probability 0.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+__all__ = ["Probe", "ProbeError", "labeled_rows"]
+
+#: At most this many folds for the cross-validated accuracy.
+CV_FOLDS = 5
+#: Above this many labels the cross-validation uses a stratified sample of them (its cost stays bounded).
+CV_MAX_ROWS = 2000
+
+
+class ProbeError(ValueError):
+    """The labels cannot train a probe (fewer than two classes, shapes that do not match)."""
+
+
+def labeled_rows(labels: Sequence[Any] | None, rows: np.ndarray) -> tuple[np.ndarray, list[Hashable]]:
+    """The rows among ``rows`` whose label is set (not None / NaN), and their labels."""
+    have: list[int] = []
+    vals: list[Hashable] = []
+    if labels is None:
+        return np.zeros(0, np.int64), vals
+    for i in rows:
+        lab = labels[int(i)]
+        if lab is None or (isinstance(lab, float) and math.isnan(lab)):
+            continue
+        if isinstance(lab, np.generic):
+            lab = lab.item()
+        have.append(int(i))
+        vals.append(lab)
+    return np.asarray(have, np.int64), vals
+
+
+class Probe:
+    """Logistic regression on standardised embeddings.
+
+    Parameters
+    ----------
+    C : float
+        Inverse L2 strength of scikit-learn's LogisticRegression (1, as in the evaluation).
+    max_iter : int
+        lbfgs iterations.
+    cv : bool
+        Compute :attr:`cv_accuracy_` while fitting (``CV_FOLDS``-fold stratified, when every
+        labeled class has at least two labels).
+
+    Attributes (after :meth:`fit`)
+    ------------------------------
+    classes_ : list
+        Every class the probe can output: the given ``classes`` first (in their order), then
+        any other class seen in the labels.
+    counts_ : dict
+        Labels per class (0 for a class never labeled).
+    cv_accuracy_ : float or None
+        Cross-validated accuracy on the labeled rows (None when it cannot be estimated).
+    """
+
+    def __init__(self, *, C: float = 1.0, max_iter: int = 500, cv: bool = False):
+        if C <= 0:
+            raise ValueError(f"C must be > 0, got {C}")
+        self.C = float(C)
+        self.max_iter = int(max_iter)
+        self.cv = bool(cv)
+
+    # ------------------------------------------------------------------ fitting
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: Sequence[Hashable],
+        *,
+        classes: Sequence[Hashable] | None = None,
+        reference: np.ndarray | None = None,
+    ) -> Probe:
+        """Fit on labeled rows ``X`` with labels ``y`` (≥ 2 distinct).
+
+        ``reference`` (default ``X``) gives the per-feature mean and standard deviation used to
+        standardise: pass the whole pool so that labeled and unlabeled rows share one scale.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        y_list = [v.item() if isinstance(v, np.generic) else v for v in y]
+        if X.ndim != 2 or len(y_list) != len(X):
+            raise ProbeError(f"X must be (n, d) with one label per row, got {X.shape} and {len(y_list)} labels")
+        seen = sorted(set(y_list), key=lambda v: (type(v).__name__, str(v)))
+        if len(seen) < 2:
+            raise ProbeError(f"a probe needs labels of at least 2 classes, got {len(seen)}")
+        given = list(dict.fromkeys(classes or []))
+        self.classes_ = given + [c for c in seen if c not in given]
+        code = {c: k for k, c in enumerate(self.classes_)}
+        codes = np.asarray([code[v] for v in y_list], np.int64)
+        ref = X if reference is None else np.asarray(reference, dtype=np.float64)
+        if ref.ndim != 2 or ref.shape[1] != X.shape[1]:
+            raise ProbeError(f"reference must have {X.shape[1]} columns, got shape {ref.shape}")
+        self.mean_ = ref.mean(axis=0)
+        sd = ref.std(axis=0)
+        sd[sd == 0] = 1.0
+        self.scale_ = sd
+        Z = self._standardise(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # expected on a handful of labels
+            self.model_ = self._new_model().fit(Z, codes)
+            self.cv_accuracy_ = self._cross_validate(Z, codes) if self.cv else None
+        self.counts_ = {c: int(n) for c, n in zip(self.classes_, np.bincount(codes, minlength=len(self.classes_)))}
+        self.n_labels_ = len(codes)
+        return self
+
+    def _new_model(self) -> LogisticRegression:
+        return LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-3)
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        return (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+
+    def _cross_validate(self, Z: np.ndarray, codes: np.ndarray) -> float | None:
+        counts = np.bincount(codes)
+        counts = counts[counts > 0]
+        folds = int(min(CV_FOLDS, counts.min()))
+        if folds < 2:
+            return None
+        rng = np.random.default_rng(0)
+        if len(codes) > CV_MAX_ROWS:  # a stratified sample keeps the cost bounded at thousands of labels
+            keep = np.sort(rng.choice(len(codes), CV_MAX_ROWS, replace=False))
+            Z, codes = Z[keep], codes[keep]
+            counts = np.bincount(codes)
+            folds = int(min(CV_FOLDS, counts[counts > 0].min()))
+            if folds < 2:
+                return None
+        correct = 0
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(Z, codes):
+            if len(np.unique(codes[train])) < 2:
+                correct += int(np.sum(codes[test] == codes[train][0]))
+                continue
+            model = self._new_model().fit(Z[train], codes[train])
+            correct += int(np.sum(model.predict(Z[test]) == codes[test]))
+        return correct / len(codes)
+
+    # ------------------------------------------------------------------ using it
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """(n, len(classes_)) probabilities; classes never labeled get 0."""
+        Z = self._standardise(X)
+        P = np.zeros((len(Z), len(self.classes_)))
+        P[:, self.model_.classes_] = self.model_.predict_proba(Z)
+        return P
+
+    def predict(self, X: np.ndarray) -> list[Hashable]:
+        """The most probable class of each row."""
+        return [self.classes_[k] for k in np.argmax(self.predict_proba(X), axis=1)]
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """Probability of the most probable class minus the second's (0 = most unsure, 1 = sure)."""
+        P = self.predict_proba(X)
+        top2 = np.partition(P, P.shape[1] - 2, axis=1)[:, -2:]
+        return top2[:, 1] - top2[:, 0]

@@ -1,0 +1,127 @@
+"""Pre-annotations: the Choices tag, the probe's classes on unlabeled tasks, /predict and /status."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.app import create_app
+from backend.payload import annotation_label, choices_from_config
+from backend.prelabel import learn, result_for
+from backend.settings import Settings
+from backend.state import ProjectState, TaskInfo
+
+CONFIG = (
+    '<View><Image name="img" value="$image"/>'
+    '<Choices name="tissue" toName="img"><Choice value="tumour"/><Choice value="stroma"/><Choice value="fat"/></Choices>'
+    "</View>"
+)
+
+
+def test_choices_tag_is_read_from_the_config():
+    tag = choices_from_config(CONFIG)
+    assert tag is not None and (tag.name, tag.to_name, tag.choices, tag.multiple) == (
+        "tissue",
+        "img",
+        ("tumour", "stroma", "fat"),
+        False,
+    )
+    multi = CONFIG.replace('toName="img">', 'toName="img" choice="multiple">')
+    assert choices_from_config(multi).multiple
+    boxes = '<View><Image name="i" value="$image"/><RectangleLabels name="b" toName="i"><Label value="x"/></RectangleLabels></View>'
+    assert choices_from_config(boxes) is None
+    assert choices_from_config("<View><Choices") is None and choices_from_config(None) is None
+    one = '<View><Image name="i" value="$image"/><Choices name="c" toName="i"><Choice value="x"/></Choices></View>'
+    assert choices_from_config(one) is None
+
+
+def test_annotation_label_reads_only_the_choices_tag_when_named():
+    ann = {
+        "result": [
+            {"from_name": "box", "value": {"rectanglelabels": ["cell"]}},
+            {"from_name": "tissue", "value": {"choices": ["fat"]}},
+        ]
+    }
+    assert annotation_label(ann) == "cell"
+    assert annotation_label(ann, "tissue") == "fat"
+    assert annotation_label({"was_cancelled": True, **ann}, "tissue") is None
+
+
+def project(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    names = ["tumour", "stroma", "fat"]
+    y = rng.integers(0, 2, n)  # fat is never labeled
+    X = np.eye(3)[y] * 5 + rng.normal(size=(n, 3))
+    state = ProjectState(pid=1, choices=choices_from_config(CONFIG).as_dict())
+    for t in range(n):
+        state.tasks[t + 1] = TaskInfo(uri=f"/data/upload/1/{t}.png", key=f"k{t}")
+        if t < 20:
+            state.tasks[t + 1].labeled, state.tasks[t + 1].label = True, names[y[t]]
+    rows = sorted(state.tasks.items())
+    return state, X, rows, [names[v] for v in y]
+
+
+def test_learn_predicts_every_unlabeled_task_and_reports_what_it_learned():
+    state, X, rows, truth = project()
+    learn(state, X, rows, enabled=True)
+    unlabeled = [(t, i) for t, i in rows if not i.labeled]
+    assert all(i.predicted is not None and 0.5 <= i.predicted_p <= 1 for _, i in unlabeled)
+    assert np.mean([i.predicted == truth[t - 1] for t, i in unlabeled]) > 0.9
+    assert all(i.predicted is None for t, i in rows if i.labeled)
+    assert state.probe["prelabel"] and state.probe["labels"] == 20
+    assert set(state.probe["counts"]) == {"tumour", "stroma", "fat"} and state.probe["counts"]["fat"] == 0
+    assert state.probe["cv_accuracy"] > 0.9
+    res = result_for(state, unlabeled[0][1])
+    assert res == [
+        {
+            "from_name": "tissue",
+            "to_name": "img",
+            "type": "choices",
+            "value": {"choices": [unlabeled[0][1].predicted]},
+            "score": pytest.approx(unlabeled[0][1].predicted_p, abs=1e-4),
+        }
+    ]
+
+
+def test_no_prelabel_when_off_without_choices_or_with_one_class():
+    state, X, rows, _ = project()
+    learn(state, X, rows, enabled=False)
+    assert not state.probe["prelabel"] and "EXAMINE_PRELABEL=0" in state.probe["why"]
+    assert state.probe["cv_accuracy"] is not None  # the probe is still measured for /status
+    assert all(result_for(state, i) == [] for _, i in rows)
+
+    state.choices = None
+    learn(state, X, rows, enabled=True)
+    assert "no <Choices> tag" in state.probe["why"] and all(i.predicted is None for _, i in rows)
+
+    state, X, rows, _ = project()
+    for _, info in rows:
+        if info.labeled:
+            info.label = "tumour"
+    learn(state, X, rows, enabled=True)
+    assert "at least 2 classes" in state.probe["why"]
+
+
+def test_predict_and_status_carry_the_probe(tmp_path):
+    app = create_app(Settings(model_dir=tmp_path), start=False)
+    backend = app.config["EXAMINE_BACKEND"]
+    state, X, rows, _ = project()
+    learn(state, X, rows, enabled=True)
+    live = backend.states.get(1)
+    live.choices, live.tasks, live.probe, live.queue = state.choices, state.tasks, state.probe, [30, 21]
+    backend.states.save(live)
+    c = app.test_client()
+    out = c.post("/predict", json={"project": "1.1", "tasks": [{"id": 30}, {"id": 1}]}).get_json()["results"]
+    assert out[0]["result"][0]["value"]["choices"] == [state.tasks[30].predicted] and out[0]["score"] == 0.5
+    assert out[1]["result"] == []  # labeled
+    status = c.get("/projects/1/status").get_json()
+    assert status["probe"]["labels"] == 20 and "lowest score is served first" in status["score"]
+    metrics = c.get("/metrics").get_data(as_text=True)
+    assert 'examine_labels{class="fat",project="1"} 0.0' in metrics and "examine_probe_cv_accuracy" in metrics
+
+
+@pytest.mark.parametrize("raw, value", [("0", False), ("1", True), ("false", False), ("on", True)])
+def test_prelabel_setting(raw, value):
+    assert Settings.from_env({"EXAMINE_PRELABEL": raw}).prelabel is value
+    with pytest.raises(ValueError, match="EXAMINE_PRELABEL"):
+        Settings.from_env({"EXAMINE_PRELABEL": "maybe"})
