@@ -127,8 +127,15 @@ def cmd_rank(args: argparse.Namespace) -> None:
     if err_path is not None:
         print(f"{len(result.errors)} unreadable image(s) listed in {err_path}")
     print(f"wrote the queue of {len(result.paths)} images to {args.output} (policy {result.policy}); label first:")
-    for p in result.paths[: min(args.top, len(result.paths))]:
-        print(f"  {p}")
+    for i, p in enumerate(result.paths[: min(args.top, len(result.paths))]):
+        guess = f"   (probe: {result.predicted[i]})" if result.predicted is not None else ""
+        print(f"  {p}{guess}")
+    if result.labeled:
+        cv = result.probe_cv_accuracy
+        print(
+            f"{result.labeled} labeled image(s) left out of the queue"
+            + (f"; the probe's cross-validated accuracy on them: {cv:.3f}" if cv is not None else "")
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"queue policy of examine.ranking (default {DEFAULT_POLICY}; paper: the static EXAMINE order)",
     )
     p.add_argument("--top", type=int, default=10, help="how many of the most valuable images to print")
+    p.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="labels given so far (header 'path,label'; paths relative to IMAGES): those images leave the queue, "
+        "the queue learns from them, and ranking.csv gets the probe's 'predicted' class and its 'probability'",
+    )
     add_model_args(p)
     add_pretrain_args(p)
     p.set_defaults(func=cmd_rank)

@@ -106,13 +106,16 @@ def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) ->
 def rank_folder_from_args(args: argparse.Namespace, *, policy: str | None = None) -> FolderRanking:
     """:func:`examine.pipeline.rank_folder` with the encoder and pretraining options of the command line.
 
-    Raises :class:`CLIError` for what the user can fix (no images, an encoder that cannot be built).
+    Raises :class:`CLIError` for what the user can fix (no images, an encoder that cannot be built,
+    a labels file that cannot be used).
     """
     from examine.encoder import EncoderError
-    from examine.pipeline import PipelineError, rank_folder
+    from examine.pipeline import PipelineError, rank_folder, read_labels_csv
 
-    kwargs = {} if policy is None else {"policy": policy}
+    kwargs: dict = {} if policy is None else {"policy": policy}
     try:
+        if getattr(args, "labels", None):
+            kwargs["labels"] = read_labels_csv(args.labels, args.images)
         return rank_folder(
             args.images,
             args.model_dir,

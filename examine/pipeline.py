@@ -10,7 +10,7 @@ ranks a folder call :func:`rank_folder`; it returns data, never prints.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,11 +20,20 @@ from examine.embed import EmbedReport, embed_sources, path_sources
 from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name
 from examine.images import ImageLoadError, list_images
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
+from examine.probe import Probe
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.scoring import marginal_singular_values, scores_from_marginals
 from examine.workspace import Workspace, load_training_images
 
-__all__ = ["FolderRanking", "PipelineError", "prepare_encoder", "embed_folder", "rank_folder", "write_ranking_csv"]
+__all__ = [
+    "FolderRanking",
+    "PipelineError",
+    "prepare_encoder",
+    "embed_folder",
+    "rank_folder",
+    "read_labels_csv",
+    "write_ranking_csv",
+]
 
 
 class PipelineError(ValueError):
@@ -44,6 +53,10 @@ class FolderRanking:
     errors: list[tuple[Path, str]] = field(default_factory=list)
     added: int = 0
     cached: int = 0
+    predicted: list[str | None] | None = None  # the probe's class of each queued image (with labels)
+    probability: np.ndarray | None = None  # its probability
+    labeled: int = 0  # images of the folder that already carry a label (left out of the queue)
+    probe_cv_accuracy: float | None = None
 
 
 def list_folder(folder: str | Path) -> list[Path]:
@@ -130,9 +143,15 @@ def rank_folder(
     pretrain_config: PretrainConfig | None = None,
     device: str = "auto",
     batch_size: int | None = None,
+    labels: Mapping[Path, str] | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> FolderRanking:
-    """Pretrain if ``model_dir`` has no encoder, embed what is new, and rank the folder with ``policy``."""
+    """Pretrain if ``model_dir`` has no encoder, embed what is new, and rank the folder with ``policy``.
+
+    ``labels`` (image path → class, e.g. from :func:`read_labels_csv`) are the labels already
+    given: those images leave the queue, a label-aware policy learns from them, and once two
+    classes are labeled each queued image gets the probe's class (``predicted``).
+    """
     paths = list_folder(folder)
     ws = Workspace(model_dir)
     encoder = prepare_encoder(
@@ -154,10 +173,24 @@ def rank_folder(
         raise PipelineError(f"{folder}: fewer than 2 readable images; nothing to rank")
     keys = [k for k in report.keys if k is not None]  # the same as report.keys[i] for i in ok
     X = ws.store(encoder).get(keys)
-    ranking = rank(X, policy=policy)
+    given = {Path(p).resolve(): str(v) for p, v in (labels or {}).items()}
+    y = [given.get(paths[i].resolve()) for i in ok]
+    labeled = np.array([v is not None for v in y], dtype=bool)
+    if labeled.all():
+        raise PipelineError(f"{folder}: every readable image is labeled already; nothing to queue")
+    ranking = rank(X, labeled=labeled, labels=y, policy=policy)
     m = marginal_singular_values(X)
     s = scores_from_marginals(m)
     order = ranking.order
+    predicted: list[str | None] | None = None
+    probability = None
+    cv = None
+    if len({v for v in y if v is not None}) >= 2:
+        have = np.flatnonzero(labeled)
+        probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
+        P = probe.predict_proba(X[order])
+        predicted = [str(probe.classes_[k]) for k in np.argmax(P, axis=1)]
+        probability, cv = P.max(axis=1), probe.cv_accuracy_
     return FolderRanking(
         paths=[paths[ok[j]] for j in order],
         keys=[keys[j] for j in order],
@@ -168,7 +201,38 @@ def rank_folder(
         errors=errors,
         added=report.added,
         cached=report.cached,
+        predicted=predicted,
+        probability=probability,
+        labeled=int(labeled.sum()),
+        probe_cv_accuracy=cv,
     )
+
+
+def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, str]:
+    """``path,label`` rows (a header line naming them; paths relative to ``folder`` or absolute).
+
+    Raises :class:`PipelineError` naming the file and line of a row that cannot be used.
+    """
+    root = Path(folder)
+    out: dict[Path, str] = {}
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"{path}: cannot read the labels file ({exc})") from exc
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["path", "label"]:
+        raise PipelineError(f"{path}: the first line must be the header 'path,label'")
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise PipelineError(f"{path}, line {line}: expected 'path,label' with both filled in, got {row!r}")
+        image = Path(row[0].strip())
+        image = image if image.is_absolute() else root / image
+        if not image.is_file():
+            raise PipelineError(f"{path}, line {line}: {image} is not an image file in {root}")
+        out[image] = row[1].strip()
+    return out
 
 
 def write_ranking_csv(result: FolderRanking, path: str | Path) -> Path | None:
@@ -178,9 +242,13 @@ def write_ranking_csv(result: FolderRanking, path: str | Path) -> Path | None:
     """
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["path", "sha256", "marginal", "score", "rank"])
+        extra = ["predicted", "probability"] if result.predicted is not None else []
+        w.writerow(["path", "sha256", "marginal", "score", "rank", *extra])
         for r, (p, key, m, s) in enumerate(zip(result.paths, result.keys, result.marginal, result.score), start=1):
-            w.writerow([str(p), key, repr(float(m)), repr(float(s)), r])
+            row = [str(p), key, repr(float(m)), repr(float(s)), r]
+            if result.predicted is not None and result.probability is not None:
+                row += [result.predicted[r - 1], f"{float(result.probability[r - 1]):.4f}"]
+            w.writerow(row)
     err_path = Path(path).with_suffix(".errors.csv")
     if not result.errors:
         if err_path.is_file():

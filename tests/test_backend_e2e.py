@@ -209,6 +209,38 @@ def test_annotations_reorder_the_stream_quickly_and_stay_untouched(env):
         assert now["id"] == a["id"] and now["result"] == a["result"] and now["updated_at"] == a["updated_at"]
 
 
+def test_next_task_carries_the_probes_choice_as_a_pre_annotation(env):
+    """After labels of two classes, the served task's current prediction proposes the probe's class."""
+    from examine.probe import Probe
+
+    client, pid = env["client"], env["pid"]
+    status = env["backend"].wait(pid, lambda s: s["probe"].get("prelabel") and not s["pending"], auth=AUTH)
+    assert status["probe"]["labels"] >= 2 and set(status["probe"]["counts"]) == {"stained", "background"}
+    time.sleep(3.5)  # let the locks of earlier /next calls expire
+    served = client.next_task(pid)["id"]
+    (pred,) = [p for p in client.list_predictions(task=served) if p["model_version"] == status["published_version"]]
+    (result,) = pred["result"]
+    assert (result["from_name"], result["to_name"], result["type"]) == ("tissue", "image", "choices")
+    assert 0.5 <= result["score"] <= 1.0 and 0.0 < pred["score"] <= 1.0  # the prediction's score: queue position
+    # the same probe, fitted here on the stored embeddings and the annotations, proposes the same class
+    enc = Encoder.load(env["model_dir"] / "encoder")
+    store = EmbeddingStore(env["model_dir"] / "store", enc.version, enc.dim)
+    import hashlib
+
+    X, labels, ids = [], [], []
+    for t in client.iter_tasks(pid, fields="all"):
+        if t["id"] not in env["good"]:
+            continue
+        X.append(store.get([hashlib.sha256(client.download(t["data"]["image"], task_id=t["id"])).hexdigest()])[0])
+        anns = t.get("annotations") or []
+        labels.append(anns[-1]["result"][0]["value"]["choices"][0] if anns else None)
+        ids.append(t["id"])
+    X = np.asarray(X)
+    have = [j for j, v in enumerate(labels) if v is not None]
+    probe = Probe().fit(X[have], [labels[j] for j in have], classes=["stained", "background"], reference=X)
+    assert result["value"]["choices"] == probe.predict(X[[ids.index(served)]])
+
+
 def test_restart_keeps_store_and_does_not_reembed(env):
     published(env)
     enc = Encoder.load(env["model_dir"] / "encoder")

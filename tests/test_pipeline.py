@@ -93,3 +93,25 @@ def test_pretrained_name_skips_mae_pretraining(folder, tmp_path, monkeypatch):
             folder / "images", tmp_path / "m", encoder_config=EncoderConfig("vit_tiny_patch16_224.augreg_in21k", 32)
         )
     assert not (tmp_path / "m" / "encoder").exists()
+
+
+def test_cli_rank_with_labels_learns_and_predicts(folder, tmp_path, capsys):
+    labels = tmp_path / "labels.csv"
+    names = sorted(p.name for p in (folder / "images").iterdir() if p.name != "broken.jpg")
+    rows = ["path,label"] + [f"{n},{'a' if i % 2 else 'b'}" for i, n in enumerate(names[:8])]
+    labels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "q.csv"
+    args = ["rank", str(folder / "images"), "--model-dir", str(folder / "model"), "-o", str(out), "--device", "cpu"]
+    assert main([*args, "--labels", str(labels)]) == 0
+    with open(out, newline="") as fh:
+        queue = list(csv.DictReader(fh))
+    assert len(queue) == 22 and not {r["path"].rsplit("/", 1)[-1] for r in queue} & set(names[:8])
+    assert {r["predicted"] for r in queue} <= {"a", "b"} and all(0.5 <= float(r["probability"]) <= 1 for r in queue)
+    assert "8 labeled image(s) left out of the queue" in capsys.readouterr().out
+
+    labels.write_text("path,label\nmissing.png,a\n")
+    assert main([*args, "--labels", str(labels)]) == 2
+    assert "line 2" in capsys.readouterr().err
+    labels.write_text("file,class\n")
+    assert main([*args, "--labels", str(labels)]) == 2
+    assert "header 'path,label'" in capsys.readouterr().err

@@ -21,8 +21,10 @@ from examine.evaluate.selectors import Selector
 
 __all__ = ["SimulationResult", "simulate_annotation", "probe_accuracy", "standardize", "single_thread"]
 
-BUDGETS: tuple[int, ...] = (10, 20, 50, 100, 200, 500)
+BUDGETS: tuple[int, ...] = (10, 20, 50, 100, 200, 300, 500, 750, 1000)
 BATCH = 10
+#: The two bands every summary reports: the cold start, and the long run of a real project.
+BANDS: tuple[tuple[int, int], ...] = ((20, 200), (300, 1000))
 
 
 @contextlib.contextmanager
@@ -46,18 +48,24 @@ def probe_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
 
     With a single training class the prediction is that class; with no rows, 0.
     """
+    return probe_accuracies(X_train, y_train, [(X_test, y_test)])[0]
+
+
+def probe_accuracies(
+    X_train: np.ndarray, y_train: np.ndarray, sets: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> list[float]:
+    """:func:`probe_accuracy` of one fit on each ``(X, y)`` of ``sets`` (NaN for an empty set)."""
     if len(y_train) == 0:
-        return 0.0
-    classes = np.unique(y_train)
-    if len(classes) == 1:
-        return float(np.mean(y_test == classes[0]))
+        return [0.0] * len(sets)
+    if len(np.unique(y_train)) == 1:
+        return [float(np.mean(y == y_train[0])) if len(y) else float("nan") for _, y in sets]
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(C=1.0, max_iter=500, tol=1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings on tiny sets
         clf.fit(X_train, y_train)
-    return float(np.mean(clf.predict(X_test) == y_test))
+    return [float(np.mean(clf.predict(X) == y)) if len(y) else float("nan") for X, y in sets]
 
 
 @dataclass
@@ -67,6 +75,9 @@ class SimulationResult:
     budgets: list[int]
     accuracy: dict[str, np.ndarray]  # method -> (seeds, budgets)
     seconds: dict[str, float] = field(default_factory=dict)
+    prelabel: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # method -> (seeds, budgets): the probe on the unlabeled pool
 
     def mean_std(self, method: str) -> tuple[np.ndarray, np.ndarray]:
         a = self.accuracy[method]
@@ -76,10 +87,27 @@ class SimulationResult:
         """Indices of the budgets within ``budgets`` (inclusive), the range every summary averages over."""
         return [j for j, b in enumerate(self.budgets) if budgets[0] <= b <= budgets[1]]
 
-    def delta(self, method: str, budgets: tuple[int, int] = (20, 200)) -> tuple[float, float]:
-        """Mean over seeds of the paired gain over random, averaged over budgets in ``budgets``, and its std over seeds."""
-        d = (self.accuracy[method] - self.accuracy["random"])[:, self.columns(budgets)].mean(axis=1)
+    def delta(self, method: str, budgets: tuple[int, int] = (20, 200), against: str = "random") -> tuple[float, float]:
+        """Mean over seeds of the paired gain over ``against``, averaged over budgets in ``budgets``, and its std over seeds.
+
+        NaN when no budget falls in ``budgets``.
+        """
+        cols = self.columns(budgets)
+        if not cols:
+            return float("nan"), float("nan")
+        d = (self.accuracy[method] - self.accuracy[against])[:, cols].mean(axis=1)
         return float(d.mean()), float(d.std())
+
+    def labels_to_reach(self, method: str, target: float) -> float | None:
+        """Labels at which the mean accuracy curve first reaches ``target`` (linear between budgets; None: never)."""
+        mu = self.accuracy[method].mean(axis=0)
+        for j, (b, a) in enumerate(zip(self.budgets, mu)):
+            if a >= target:
+                if j == 0:
+                    return float(b)
+                b0, a0 = self.budgets[j - 1], mu[j - 1]
+                return float(b0 + (b - b0) * (target - a0) / (a - a0))
+        return None
 
 
 def simulate_annotation(
@@ -119,6 +147,7 @@ def simulate_annotation(
     if budgets[-1] > pool_size:
         raise ValueError(f"largest budget {budgets[-1]} exceeds the pool size {pool_size}")
     acc = {m: np.zeros((seeds, len(budgets))) for m in methods}
+    pre = {m: np.zeros((seeds, len(budgets))) for m in methods}
     secs = {m: 0.0 for m in methods}
     for seed in range(seeds):
         rows = np.sort(np.random.default_rng(1000 + seed).choice(len(Xs), size=pool_size, replace=False))
@@ -136,6 +165,8 @@ def simulate_annotation(
                         raise RuntimeError(f"selector {name!r} returned an invalid batch")
                     labeled[pick] = True
                     revealed[pick] = y[pick]
-                acc[name][seed, bi] = probe_accuracy(Xc[labeled], y[labeled], Ts, y_test)
+                acc[name][seed, bi], pre[name][seed, bi] = probe_accuracies(
+                    Xc[labeled], y[labeled], [(Ts, y_test), (Xc[~labeled], y[~labeled])]
+                )
             log(f"  seed {seed} {name:<24} " + " ".join(f"{a:.3f}" for a in acc[name][seed]))
-    return SimulationResult(budgets, acc, secs)
+    return SimulationResult(budgets, acc, secs, pre)
