@@ -19,6 +19,7 @@ __all__ = [
     "MAX_ID",
     "VERSION_PREFIX",
     "annotation_label",
+    "annotation_labels",
     "choices_from_config",
     "display_uri",
     "guess_image_key",
@@ -125,13 +126,14 @@ def choices_from_config(label_config: Any) -> ChoicesTag | None:
     return None
 
 
-def annotation_label(annotation: Any, from_name: str | None = None) -> str | None:
-    """The first class label in an annotation's result (choices, labels, rectanglelabels, …).
+def annotation_labels(annotation: Any, from_name: str | None = None) -> list[str]:
+    """The class labels of an annotation's first labeling result (choices, labels, rectanglelabels, …).
 
-    With ``from_name`` only result items of that control tag count (the config's Choices tag).
+    With ``from_name`` only result items of that control tag count (the config's Choices tag); a
+    multi-choice answer gives all its choices. Cancelled annotations give none.
     """
     if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
-        return None
+        return []
     result = annotation.get("result")
     for item in result if isinstance(result, list) else []:
         if from_name is not None and isinstance(item, dict) and item.get("from_name") != from_name:
@@ -140,8 +142,14 @@ def annotation_label(annotation: Any, from_name: str | None = None) -> str | Non
         for key, v in value.items() if isinstance(value, dict) else ():
             if key in ("choices", "labels") or key.endswith("labels"):
                 if isinstance(v, list) and v:
-                    return str(v[0])
-    return None
+                    return [str(x) for x in v]
+    return []
+
+
+def annotation_label(annotation: Any, from_name: str | None = None) -> str | None:
+    """The first of :func:`annotation_labels`, or None."""
+    labels = annotation_labels(annotation, from_name)
+    return labels[0] if labels else None
 
 
 def guess_image_key(data: dict) -> str | None:

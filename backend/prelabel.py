@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,20 +36,24 @@ def choices_tag(state: ProjectState) -> ChoicesTag | None:
 
 
 def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], *, enabled: bool) -> None:
-    """Fit the probe on the labeled rows of ``X`` and record each unlabeled task's class (caller holds no lock).
+    """Fit the probe on the labeled rows of ``X`` and record each unlabeled task's choice (caller holds no lock).
 
-    ``rows[j]`` is the task of ``X[j]``. Nothing is predicted when pre-annotation is off, the config
-    has no Choices tag, or fewer than two classes are labeled; ``state.probe["why"]`` says which.
+    ``rows[j]`` is the task of ``X[j]``. Single-choice configs get one multinomial probe; multi-choice
+    configs one probe per choice (chosen or not), and every choice above one half is proposed. Nothing
+    is predicted when pre-annotation is off, the config has no Choices tag, or fewer than two classes
+    are labeled; ``state.probe["why"]`` says which.
     """
     tag = choices_tag(state)
     labeled = [j for j, (_, info) in enumerate(rows) if info.labeled and info.label is not None]
-    y = [rows[j][1].label for j in labeled]
+    label_sets = [rows[j][1].labels or [cast(str, rows[j][1].label)] for j in labeled]
     classes = list(tag.choices) if tag else []
     counts = {c: 0 for c in classes}
-    for v in y:
-        counts[str(v)] = counts.get(str(v), 0) + 1
-    summary: dict[str, Any] = {"labels": len(y), "counts": counts, "prelabel": False, "cv_accuracy": None}
-    probe = None
+    for chosen in label_sets:
+        for v in chosen if tag is not None and tag.multiple else chosen[:1]:
+            counts[str(v)] = counts.get(str(v), 0) + 1
+    summary: dict[str, Any] = {"labels": len(labeled), "counts": counts, "prelabel": False, "cv_accuracy": None}
+    unlabeled = [j for j, (_, info) in enumerate(rows) if not info.labeled]
+    predicted: dict[int, tuple[list[str], float]] = {}
     if tag is None:
         summary["why"] = (
             "no pre-annotations: the labeling config has no <Choices> tag with two or more choices "
@@ -59,24 +63,58 @@ def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], 
         summary["why"] = "no pre-annotations yet: the probe needs labels of at least 2 classes"
     else:
         t0 = time.perf_counter()
-        probe = Probe(cv=True).fit(X[labeled], y, classes=classes, reference=X)
-        summary["cv_accuracy"] = probe.cv_accuracy_
+        if tag.multiple:
+            predicted, summary["cv_accuracy"] = _multi_choice(X, labeled, label_sets, unlabeled, classes, rows)
+        else:
+            probe = Probe(cv=True).fit(X[labeled], [c[0] for c in label_sets], classes=classes, reference=X)
+            summary["cv_accuracy"] = probe.cv_accuracy_
+            if unlabeled:
+                P = probe.predict_proba(X[unlabeled])
+                best = np.argmax(P, axis=1)
+                for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
+                    predicted[rows[j][0]] = ([str(probe.classes_[k])], float(p))
         summary["fit_s"] = round(time.perf_counter() - t0, 3)
         if enabled:
             summary["prelabel"] = True
         else:
             summary["why"] = "pre-annotations are off (EXAMINE_PRELABEL=0)"
-    unlabeled = [j for j, (_, info) in enumerate(rows) if not info.labeled]
-    predicted: dict[int, tuple[str, float]] = {}
-    if probe is not None and enabled and unlabeled:
-        P = probe.predict_proba(X[unlabeled])
-        best = np.argmax(P, axis=1)
-        for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
-            predicted[rows[j][0]] = (str(probe.classes_[k]), float(p))
+            predicted = {}
     with state.lock:
         for tid, info in rows:
             info.predicted, info.predicted_p = predicted.get(tid, (None, None))
         state.probe = summary
+
+
+def _multi_choice(
+    X: np.ndarray,
+    labeled: list[int],
+    label_sets: list[list[str]],
+    unlabeled: list[int],
+    classes: list[str],
+    rows: list[tuple[int, TaskInfo]],
+) -> tuple[dict[int, tuple[list[str], float]], float | None]:
+    """One yes/no probe per choice; a task is proposed every choice whose probability exceeds one half.
+
+    Returns the proposals and the mean cross-validated accuracy of the per-choice probes.
+    """
+    P = np.zeros((len(unlabeled), len(classes)))
+    accs = []
+    for k, c in enumerate(classes):
+        yes = ["yes" if c in chosen else "no" for chosen in label_sets]
+        if len(set(yes)) < 2:  # always or never chosen so far: propose what the labels say
+            P[:, k] = 1.0 if yes and yes[0] == "yes" else 0.0
+            continue
+        probe = Probe(cv=True).fit(X[labeled], yes, classes=["no", "yes"], reference=X)
+        if probe.cv_accuracy_ is not None:
+            accs.append(probe.cv_accuracy_)
+        if unlabeled:
+            P[:, k] = probe.predict_proba(X[unlabeled])[:, 1]
+    out: dict[int, tuple[list[str], float]] = {}
+    for i, j in enumerate(unlabeled):
+        chosen = [k for k in range(len(classes)) if P[i, k] > 0.5]
+        if chosen:
+            out[rows[j][0]] = ([classes[k] for k in chosen], float(P[i, chosen].min()))
+    return out, (float(np.mean(accs)) if accs else None)
 
 
 def result_for(state: ProjectState, info: TaskInfo) -> list[dict[str, Any]]:
@@ -84,4 +122,4 @@ def result_for(state: ProjectState, info: TaskInfo) -> list[dict[str, Any]]:
     tag = choices_tag(state)
     if tag is None or info.labeled or info.predicted is None:
         return []
-    return [tag.result([info.predicted], info.predicted_p or 0.0)]
+    return [tag.result(info.predicted, info.predicted_p or 0.0)]

@@ -16,7 +16,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from backend.jobs import KINDS
-from backend.payload import BadRequest, annotation_label, choices_from_config, image_key_from_config, parse_id, task_ref
+from backend.payload import (
+    BadRequest,
+    annotation_labels,
+    choices_from_config,
+    image_key_from_config,
+    parse_id,
+    task_ref,
+)
 from backend.prelabel import result_for
 from backend.state import ProjectState
 
@@ -112,7 +119,7 @@ class ProjectProtocol:
                 return ["sync"]  # a task we do not know: Label Studio is asked, the event changes nothing
             info.labeled = True
             name = self.state.choices["name"] if self.state.choices else None
-            info.label = annotation_label(ann, name) or info.label
+            info.take_labels(annotation_labels(ann, name))
             if aid is not None:
                 self.state.annotation_task[aid] = tid
         return None

@@ -31,8 +31,14 @@ class TaskInfo:
     labeled: bool = False
     label: str | None = None  # first class label of its latest annotation, for label-aware policies
     error: str | None = None  # why the task has no embedding (shown per task)
-    predicted: str | None = None  # the probe's class (pre-annotation) while unlabeled
-    predicted_p: float | None = None  # its probability
+    labels: list[str] | None = None  # every choice of its latest annotation (multi-choice configs)
+    predicted: list[str] | None = None  # the probe's choice(s) (pre-annotation) while unlabeled
+    predicted_p: float | None = None  # its probability (the lowest of several choices)
+
+    def take_labels(self, labels: list[str]) -> None:
+        """Record an annotation's labels (an annotation without any keeps the earlier ones)."""
+        if labels:
+            self.labels, self.label = list(labels), labels[0]
 
 
 @dataclass

@@ -34,7 +34,7 @@ from backend.fetch import ImageFetcher
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import (
     VERSION_PREFIX,
-    annotation_label,
+    annotation_labels,
     choices_from_config,
     guess_image_key,
     image_key_from_config,
@@ -217,9 +217,8 @@ class ProjectWorker:
                 info = self.state.tasks.setdefault(tid, TaskInfo())
                 info.labeled = bool(anns) or bool(task.get("is_labeled"))
                 name = self._choices_name()
-                info.label = next(
-                    (annotation_label(a, name) for a in reversed(anns) if annotation_label(a, name)), None
-                )
+                labels = next((found for a in reversed(anns) if (found := annotation_labels(a, name))), [])
+                info.labels, info.label = (labels, labels[0]) if labels else (None, None)
                 for a in anns:
                     if isinstance(a.get("id"), int):
                         self.state.annotation_task[a["id"]] = tid
@@ -246,7 +245,7 @@ class ProjectWorker:
                 for ann in t.get("annotations") or []:
                     if isinstance(ann, dict) and isinstance(ann.get("id"), int):
                         self.state.annotation_task[ann["id"]] = tid
-                        info.label = annotation_label(ann, self._choices_name()) or info.label
+                        info.take_labels(annotation_labels(ann, self._choices_name()))
 
     # -------------------------------------------------------------- embed
 

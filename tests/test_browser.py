@@ -178,3 +178,53 @@ def test_label_all_tasks_opens_the_top_ranked_task(demo, browser, tmp_path):
 
     assert "labeling=1" in browser.current_url
     assert shown == expected, f"label stream opened task {shown}, EXAMINE ranked task {expected} first"
+
+
+#: The demo's Choices by the tile's source (the file name ends with it).
+SOURCE_CHOICE = {
+    "ihc": "Histology (IHC)",
+    "retina": "Fundus photograph",
+    "microaneurysms": "Fundus photograph",
+    "cell": "Light microscopy",
+}
+
+
+def test_label_stream_shows_the_probes_choice_preselected(demo, browser, tmp_path):
+    """After labels of two classes, the served task opens with the probe's class already chosen."""
+    import time
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d, info = demo
+    client, pid = d.client, info.project_id
+    assert client is not None
+    tasks = sorted(client.iter_tasks(pid), key=lambda t: t["id"])
+    by_class: dict[str, list[int]] = {}
+    for t in tasks:
+        source = t["data"]["image"].rsplit("_", 1)[-1].split(".")[0]
+        by_class.setdefault(SOURCE_CHOICE[source], []).append(t["id"])
+    for choice, ids in sorted(by_class.items()):
+        for tid in ids[:2]:
+            result = [{"from_name": "modality", "to_name": "image", "type": "choices", "value": {"choices": [choice]}}]
+            client.create_annotation(tid, result)
+    client.update_project(pid, show_collab_predictions=True)  # "Use predictions to prelabel tasks"
+    status = d.backend.wait(pid, lambda s: s["probe"].get("prelabel") and not s["pending"], timeout=120)
+    time.sleep(3.5)  # task locks of earlier /next calls expire
+
+    log_in(browser, d.cfg.ls_url, d.creds.email, d.creds.password)
+    browser.get(f"{d.cfg.ls_url}/projects/{pid}/data")
+    label_all_tasks_button(browser).click()
+    shown = shown_task_id(browser)
+    version = client.get_project(pid)["model_version"]
+    (pred,) = [p for p in client.list_predictions(task=shown) if p["model_version"] == version]
+    proposed = pred["result"][0]["value"]["choices"][0]
+    checked = (
+        "return Array.from(document.querySelectorAll('input:checked'))"
+        ".map(i => (i.closest('label') || i.parentElement.parentElement).innerText.trim());"
+    )
+    picked = WebDriverWait(browser, WAIT_S).until(lambda b: b.execute_script(checked) or False)
+    picked = [re.sub(r"\[\d+\]$", "", text).strip() for text in picked]  # the hotkey hint "[1]"
+    save_screenshot(browser, "prelabel.png", tmp_path)
+    assert picked == [proposed], (
+        f"task {shown}: the form shows {picked}, the probe proposed {proposed!r} ({status['probe']})"
+    )

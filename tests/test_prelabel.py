@@ -66,7 +66,7 @@ def test_learn_predicts_every_unlabeled_task_and_reports_what_it_learned():
     learn(state, X, rows, enabled=True)
     unlabeled = [(t, i) for t, i in rows if not i.labeled]
     assert all(i.predicted is not None and 0.5 <= i.predicted_p <= 1 for _, i in unlabeled)
-    assert np.mean([i.predicted == truth[t - 1] for t, i in unlabeled]) > 0.9
+    assert np.mean([i.predicted == [truth[t - 1]] for t, i in unlabeled]) > 0.9
     assert all(i.predicted is None for t, i in rows if i.labeled)
     assert state.probe["prelabel"] and state.probe["labels"] == 20
     assert set(state.probe["counts"]) == {"tumour", "stroma", "fat"} and state.probe["counts"]["fat"] == 0
@@ -77,7 +77,7 @@ def test_learn_predicts_every_unlabeled_task_and_reports_what_it_learned():
             "from_name": "tissue",
             "to_name": "img",
             "type": "choices",
-            "value": {"choices": [unlabeled[0][1].predicted]},
+            "value": {"choices": unlabeled[0][1].predicted},
             "score": pytest.approx(unlabeled[0][1].predicted_p, abs=1e-4),
         }
     ]
@@ -112,7 +112,7 @@ def test_predict_and_status_carry_the_probe(tmp_path):
     backend.states.save(live)
     c = app.test_client()
     out = c.post("/predict", json={"project": "1.1", "tasks": [{"id": 30}, {"id": 1}]}).get_json()["results"]
-    assert out[0]["result"][0]["value"]["choices"] == [state.tasks[30].predicted] and out[0]["score"] == 0.5
+    assert out[0]["result"][0]["value"]["choices"] == state.tasks[30].predicted and out[0]["score"] == 0.5
     assert out[1]["result"] == []  # labeled
     status = c.get("/projects/1/status").get_json()
     assert status["probe"]["labels"] == 20 and "lowest score is served first" in status["score"]
@@ -125,3 +125,29 @@ def test_prelabel_setting(raw, value):
     assert Settings.from_env({"EXAMINE_PRELABEL": raw}).prelabel is value
     with pytest.raises(ValueError, match="EXAMINE_PRELABEL"):
         Settings.from_env({"EXAMINE_PRELABEL": "maybe"})
+
+
+def test_multi_choice_configs_get_one_probe_per_choice():
+    multi = CONFIG.replace('toName="img">', 'toName="img" choice="multiple">')
+    rng = np.random.default_rng(1)
+    n = 80
+    has_a, has_b = rng.random(n) < 0.5, rng.random(n) < 0.5  # two independent findings
+    X = np.stack([has_a * 4.0, has_b * 4.0, np.zeros(n)], axis=1) + rng.normal(size=(n, 3))
+    state = ProjectState(pid=1, choices=choices_from_config(multi).as_dict())
+    for t in range(n):
+        info = state.tasks[t + 1] = TaskInfo(uri=f"/x/{t}.png", key=f"k{t}")
+        if t < 40:
+            chosen = [c for c, on in (("tumour", has_a[t]), ("stroma", has_b[t])) if on]
+            info.labeled = True
+            info.take_labels(chosen or ["fat"])
+    learn(state, X, sorted(state.tasks.items()), enabled=True)
+    right = 0
+    for t in range(40, n):
+        want = [c for c, on in (("tumour", has_a[t]), ("stroma", has_b[t])) if on] or ["fat"]
+        got = state.tasks[t + 1].predicted or []
+        right += sorted(got) == sorted(want)
+    assert right >= 0.8 * 40
+    assert state.probe["prelabel"] and state.probe["counts"]["tumour"] == int(has_a[:40].sum())
+    both = next(t for t in range(40, n) if has_a[t] and has_b[t])
+    result = result_for(state, state.tasks[both + 1])
+    assert sorted(result[0]["value"]["choices"]) == ["stroma", "tumour"]

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from examine.evaluate.selectors import MAIN_METHODS
-from examine.evaluate.simulation import BATCH, SimulationResult
+from examine.evaluate.selectors import BASELINES, MAIN_METHODS
+from examine.evaluate.simulation import BANDS, BATCH, SimulationResult
 from examine.ranking import DEFAULT_POLICY
 
 __all__ = ["SetResult", "Report", "write_report", "machine"]
@@ -144,36 +144,125 @@ def plot_quality(q: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _bands(sim: SimulationResult) -> list[tuple[int, int]]:
+    """The summary bands that hold at least one budget of this simulation."""
+    return [b for b in BANDS if sim.columns(b)]
+
+
+def _band(b: tuple[int, int]) -> str:
+    return f"{b[0]}–{b[1]:,}"
+
+
+def _pm(d: tuple[float, float]) -> str:
+    return "—" if np.isnan(d[0]) else f"{d[0]:+.3f} ± {d[1]:.3f}"
+
+
 def _simulation_table(r: SetResult) -> list[str]:
     sim = r.simulation
     assert sim is not None
+    bands = _bands(sim)
     lines = [
-        "| method | " + " | ".join(str(b) for b in sim.budgets) + " | Δ vs random, 20–200 | s |",
-        "|---|" + "---|" * (len(sim.budgets) + 2),
+        "| method | "
+        + " | ".join(str(b) for b in sim.budgets)
+        + "".join(f" | Δ vs random, {_band(b)}" for b in bands)
+        + " | s |",
+        "|---|" + "---|" * (len(sim.budgets) + len(bands) + 1),
     ]
     for m, a in sim.accuracy.items():
         mu, sd = a.mean(axis=0), a.std(axis=0)
-        d, ds = sim.delta(m)
         name = f"**{m}** (default)" if m == DEFAULT_POLICY else m
         cells = [f"{x:.3f} ± {s:.3f}" for x, s in zip(mu, sd)]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {d:+.3f} ± {ds:.3f} | {sim.seconds[m]:.0f} |")
+        deltas = "".join(f" | {_pm(sim.delta(m, b))}" for b in bands)
+        lines.append(f"| {name} | " + " | ".join(cells) + deltas + f" | {sim.seconds[m]:.0f} |")
+    return lines
+
+
+def best_baseline(sim: SimulationResult, band: tuple[int, int]) -> tuple[str, float] | None:
+    """The baseline (TypiClust, uncertainty, TCM) with the highest mean accuracy in ``band``, and the default's gap to it."""
+    cols = sim.columns(band)
+    names = [m for m in BASELINES if m in sim.accuracy]
+    if not cols or not names:
+        return None
+    best = max(names, key=lambda m: float(sim.accuracy[m][:, cols].mean()))
+    return best, float((sim.accuracy[DEFAULT_POLICY] - sim.accuracy[best])[:, cols].mean())
+
+
+def labels_to_95(r: SetResult, method: str) -> str:
+    """Labels the method needs to reach 95 % of the all-label probe's accuracy (mean curve)."""
+    sim = r.simulation
+    assert sim is not None
+    n = sim.labels_to_reach(method, 0.95 * r.full_probe)
+    return f"> {sim.budgets[-1]:,}" if n is None else f"{n:,.0f}"
+
+
+def _prelabel_table(r: SetResult) -> list[str]:
+    sim = r.simulation
+    assert sim is not None
+    methods = [m for m in ("random", DEFAULT_POLICY) if m in sim.prelabel]
+    lines = [
+        "| method | " + " | ".join(str(b) for b in sim.budgets) + " |",
+        "|---|" + "---|" * len(sim.budgets),
+    ]
+    for m in methods:
+        mu = sim.prelabel[m].mean(axis=0)
+        lines.append(f"| {m} | " + " | ".join(f"{x:.3f}" for x in mu) + " |")
     return lines
 
 
 def verdict(r: SetResult) -> str:
-    """One line: the default queue against random and TypiClust on this set."""
+    """One line per band: the default queue against random and the best baseline on this set."""
     sim = r.simulation
     assert sim is not None
-    d, ds = sim.delta(DEFAULT_POLICY)
-    line = f"default `{DEFAULT_POLICY}` vs random {d:+.3f} ± {ds:.3f} (paired seed spread)"
-    if "typiclust" in sim.accuracy:
-        gap = float((sim.accuracy[DEFAULT_POLICY] - sim.accuracy["typiclust"])[:, sim.columns()].mean())
-        line += f"; vs TypiClust {gap:+.3f}"
+    parts = []
+    for band in _bands(sim):
+        line = f"{_band(band)}: vs random {_pm(sim.delta(DEFAULT_POLICY, band))}"
+        best = best_baseline(sim, band)
+        if best is not None:
+            line += f", vs best baseline ({best[0]}) {best[1]:+.3f}"
+        head, head_sd = headroom(r, band)
+        line += f", headroom {head:+.3f} ± {head_sd:.3f}"
+        parts.append(line)
     if "paper" in sim.accuracy:
-        line += f"; the paper's order vs random {sim.delta('paper')[0]:+.3f}"
-    head, head_sd = headroom(r)
-    line += f"; headroom {head:+.3f} ± {head_sd:.3f}"
-    return line
+        parts.append(f"the paper's order vs random (20–200) {sim.delta('paper')[0]:+.3f}")
+    return "; ".join(parts)
+
+
+def diagnosis(report: Report) -> list[str]:
+    """For each (set, embedding) where the default loses to random in a band: is the embedding or the policy the cause?
+
+    The embedding is suspect when its all-label probe is below pixel PCA's; the policy when it also loses on pixel PCA.
+    """
+    lines = []
+    by_key = {(r.dataset, r.embedder): r for r in report.sets if r.simulation is not None}
+    for r in report.sets:
+        sim = r.simulation
+        if sim is None:
+            continue
+        for band in _bands(sim):
+            d, sd = sim.delta(DEFAULT_POLICY, band)
+            if d >= 0:
+                continue
+            pca = next((o for (ds, e), o in by_key.items() if ds == r.dataset and e.startswith("pixel-pca")), None)
+            text = f"- **{r.dataset}, {r.embedder}, {_band(band)}**: default vs random {d:+.3f} ± {sd:.3f}. "
+            if pca is None or pca is r:
+                text += "No other embedding of this set to compare with."
+            else:
+                assert pca.simulation is not None
+                pd_, psd = pca.simulation.delta(DEFAULT_POLICY, band)
+                text += (
+                    f"All-label probe {r.full_probe:.3f} against pixel PCA's {pca.full_probe:.3f}; the same policy on "
+                    f"pixel PCA: {pd_:+.3f} ± {psd:.3f}. "
+                )
+                if abs(d) <= sd:
+                    text += "Within the paired seed spread: no cause to name."
+                elif pd_ < 0:
+                    text += "The policy loses on both embeddings: the policy is the cause."
+                elif r.full_probe < pca.full_probe:
+                    text += "The embedding is weaker than pixel PCA: the embedding is the cause."
+                else:
+                    text += "The policy wins on pixel PCA but not here: the embedding's geometry is the cause."
+            lines.append(text)
+    return lines
 
 
 def headroom(r: SetResult, budgets: tuple[int, int] = (20, 200)) -> tuple[float, float]:
@@ -186,6 +275,10 @@ def headroom(r: SetResult, budgets: tuple[int, int] = (20, 200)) -> tuple[float,
     assert sim is not None
     gap = r.full_probe - sim.accuracy["random"][:, sim.columns(budgets)].mean(axis=1)
     return float(gap.mean()), float(gap.std())
+
+
+def sim_has_prelabel(r: SetResult) -> bool:
+    return r.simulation is not None and DEFAULT_POLICY in r.simulation.prelabel
 
 
 def write_report(report: Report, out: Path) -> Path:
@@ -208,22 +301,31 @@ def write_report(report: Report, out: Path) -> Path:
     L += [
         "## Summary",
         "",
-        "| data set | embedding | linear probe, all labels | verdict (mean over budgets 20–200) |",
-        "|---|---|---|---|",
+        f"Default queue: `{DEFAULT_POLICY}`. Each band is the mean over its budgets of the paired gain (± its std "
+        "over seeds). The best baseline is the one of TypiClust, margin, entropy and TCM with the highest accuracy "
+        "in that band. Labels to 95 %: where the mean curve first reaches 95 % of the all-label probe's accuracy.",
+        "",
+        "| data set | embedding | linear probe, all labels | labels to 95 %: default / random | verdict |",
+        "|---|---|---|---|---|",
     ]
     for r in report.sets:
-        L.append(f"| {r.dataset} | {r.embedder} | {r.full_probe:.3f} | {verdict(r) if r.simulation else '—'} |")
+        if r.simulation is None:
+            L.append(f"| {r.dataset} | {r.embedder} | {r.full_probe:.3f} | — | — |")
+            continue
+        reach = f"{labels_to_95(r, DEFAULT_POLICY)} / {labels_to_95(r, 'random')}"
+        L.append(f"| {r.dataset} | {r.embedder} | {r.full_probe:.3f} | {reach} | {verdict(r)} |")
+    causes = diagnosis(report)
+    if causes:
+        L += ["", "### Where the default loses to random, and why", "", *causes]
     L += [
         "",
         "## Annotation simulation",
         "",
         f"Batches of {BATCH}; labels revealed after each batch; at each budget scikit-learn's LogisticRegression "
         "(C=1) on the standardised embeddings of the labeled images is scored on a held-out test set. "
-        "mean ± std over seeds; Δ = paired gain over random (same seed and pool), averaged over budgets 20–200, "
-        "± its std over seeds; s = seconds spent choosing. The summary's headroom is the all-label probe minus "
-        "random, in the same units: the most any queue could gain. "
-        f"`{DEFAULT_POLICY}[fixed k=20]` is the order Label Studio serves by itself from predictions that carry "
-        "a fixed `cluster` (fewest solved tasks in the cluster first, then the lowest score).",
+        "mean ± std over seeds; Δ = paired gain over random (same seed and pool), averaged over the budgets of "
+        "each band, ± its std over seeds; s = seconds spent choosing. The summary's headroom is the all-label "
+        "probe minus random, in the same units: the most any queue could gain.",
         "",
     ]
     by_set: dict[str, list[SetResult]] = {}
@@ -243,6 +345,14 @@ def write_report(report: Report, out: Path) -> Path:
                 "",
             ]
             L += _simulation_table(r) + [""]
+            if sim_has_prelabel(r):
+                L += [
+                    "Pre-annotation accuracy: the probe's class against the truth on the images still unlabeled "
+                    "(what annotators are shown), mean over seeds:",
+                    "",
+                    *_prelabel_table(r),
+                    "",
+                ]
     val = report.valuation
     if val is not None:
         plot_valuation(val, out / "valuation.png")
