@@ -35,13 +35,17 @@ def choices_tag(state: ProjectState) -> ChoicesTag | None:
         return None
 
 
-def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], *, enabled: bool) -> None:
+def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], *, enabled: bool) -> Probe | None:
     """Fit the probe on the labeled rows of ``X`` and record each unlabeled task's choice (caller holds no lock).
 
     ``rows[j]`` is the task of ``X[j]``. Single-choice configs get one multinomial probe; multi-choice
     configs one probe per choice (chosen or not), and every choice above one half is proposed. Nothing
     is predicted when pre-annotation is off, the config has no Choices tag, or fewer than two classes
-    are labeled; ``state.probe["why"]`` says which.
+    are labeled; ``state.probe["why"]`` says which. Returns the single-choice probe (the queue's
+    uncertainty uses it too), or None.
+
+    The cross-validation (five more fits) is redone only when the labels grew by a tenth (at least 10)
+    since it last ran, so a re-rank after one more label costs one fit.
     """
     tag = choices_tag(state)
     labeled = [j for j, (_, info) in enumerate(rows) if info.labeled and info.label is not None]
@@ -54,6 +58,11 @@ def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], 
     summary: dict[str, Any] = {"labels": len(labeled), "counts": counts, "prelabel": False, "cv_accuracy": None}
     unlabeled = [j for j, (_, info) in enumerate(rows) if not info.labeled]
     predicted: dict[int, tuple[list[str], float]] = {}
+    probe: Probe | None = None
+    with state.lock:
+        last = dict(state.probe)
+    last_n = int(last.get("cv_labels") or 0)
+    redo_cv = last.get("cv_accuracy") is None or len(labeled) >= last_n + max(10, last_n // 10) or len(labeled) < last_n
     if tag is None:
         summary["why"] = (
             "no pre-annotations: the labeling config has no <Choices> tag with two or more choices "
@@ -64,15 +73,19 @@ def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], 
     else:
         t0 = time.perf_counter()
         if tag.multiple:
-            predicted, summary["cv_accuracy"] = _multi_choice(X, labeled, label_sets, unlabeled, classes, rows)
+            predicted, cv = _multi_choice(X, labeled, label_sets, unlabeled, classes, rows, redo_cv)
         else:
-            probe = Probe(cv=True).fit(X[labeled], [c[0] for c in label_sets], classes=classes, reference=X)
-            summary["cv_accuracy"] = probe.cv_accuracy_
+            probe = Probe(cv=redo_cv).fit(X[labeled], [c[0] for c in label_sets], classes=classes, reference=X)
+            cv = probe.cv_accuracy_
             if unlabeled:
                 P = probe.predict_proba(X[unlabeled])
                 best = np.argmax(P, axis=1)
                 for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
                     predicted[rows[j][0]] = ([str(probe.classes_[k])], float(p))
+        if redo_cv:
+            summary["cv_accuracy"], summary["cv_labels"] = cv, len(labeled)
+        else:
+            summary["cv_accuracy"], summary["cv_labels"] = last.get("cv_accuracy"), last_n
         summary["fit_s"] = round(time.perf_counter() - t0, 3)
         if enabled:
             summary["prelabel"] = True
@@ -83,6 +96,7 @@ def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], 
         for tid, info in rows:
             info.predicted, info.predicted_p = predicted.get(tid, (None, None))
         state.probe = summary
+    return probe
 
 
 def _multi_choice(
@@ -92,6 +106,7 @@ def _multi_choice(
     unlabeled: list[int],
     classes: list[str],
     rows: list[tuple[int, TaskInfo]],
+    cv: bool,
 ) -> tuple[dict[int, tuple[list[str], float]], float | None]:
     """One yes/no probe per choice; a task is proposed every choice whose probability exceeds one half.
 
@@ -104,7 +119,7 @@ def _multi_choice(
         if len(set(yes)) < 2:  # always or never chosen so far: propose what the labels say
             P[:, k] = 1.0 if yes and yes[0] == "yes" else 0.0
             continue
-        probe = Probe(cv=True).fit(X[labeled], yes, classes=["no", "yes"], reference=X)
+        probe = Probe(cv=cv).fit(X[labeled], yes, classes=["no", "yes"], reference=X)
         if probe.cv_accuracy_ is not None:
             accs.append(probe.cv_accuracy_)
         if unlabeled:

@@ -440,12 +440,12 @@ class ProjectWorker:
                     raise
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
-        learn(self.state, X, rows, enabled=self.settings.prelabel)
+        probe = learn(self.state, X, rows, enabled=self.settings.prelabel)
         if (~labeled).sum() <= 1 or len(rows) < 2:
             return [t for (t, i) in rows if not i.labeled]
         # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
         labels = [i.label for _, i in rows] if self.state.choices else None
-        ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy())
+        ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe)
         return [rows[j][0] for j in ranking.order]
 
     def _publish(self, task_ids: list[int], *, full: bool) -> None:

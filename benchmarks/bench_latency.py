@@ -1,12 +1,14 @@
 """Annotation → label stream latency on a large project, against a real Label Studio.
 
-    python benchmarks/bench_latency.py [--tasks 20000] [--annotations 5]
+    python benchmarks/bench_latency.py [--tasks 20000] [--annotations 5] [--labeled 40]
 
 Starts Label Studio 1.23.2 (from .venv-ls) and the backend on 127.0.0.1, imports N tasks that
 point at N distinct real medical tiles in Label Studio's local-files root, connects the backend
 (which syncs, embeds from disk via EXAMINE_DATA_ROOTS, ranks and publishes), then submits
 annotations through the API and measures, for each, the time until ``/next`` serves a new task
-under a new ranking. Prints the set-up phases and the latencies.
+under a new ranking. With ``--labeled N`` N tasks are labeled first (two classes, alternating), so the
+probe pre-annotates and the default queue has left its cold-start phase. Prints the set-up phases and
+the latencies.
 """
 
 from __future__ import annotations
@@ -45,10 +47,15 @@ def write_tiles(folder: Path, n: int) -> None:
         (folder / f"t{i:06d}.png").write_bytes(buf.getvalue())
 
 
+def choice(value: str) -> dict:
+    return {"from_name": "c", "to_name": "image", "type": "choices", "value": {"choices": [value]}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--annotations", type=int, default=5)
+    ap.add_argument("--labeled", type=int, default=40, help="tasks labeled before the measured annotations")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp, LabelStudioServer(Path(tmp) / "ls") as ls:
         tmp = Path(tmp)
@@ -81,22 +88,19 @@ def main() -> None:
             client.add_ml_backend(pid, backend.url, "examine")
             st = backend.wait(pid, lambda s: s["published_version"] and not s["pending"], timeout=3600)
             print(f"connect → sync, embed, rank, publish all: {time.perf_counter() - t0:.1f} s; {st['counts']}")
+            if args.labeled:
+                t0 = time.perf_counter()
+                ids = [t["id"] for t in client.iter_tasks(pid, page_size=5000)][: args.labeled]
+                for k, tid in enumerate(ids):
+                    client.create_annotation(tid, [choice("a" if k % 2 else "b")])
+                st = backend.wait(pid, lambda s: not s["pending"] and s["probe"].get("labels") == len(ids), timeout=600)
+                print(f"labeled {len(ids)} tasks in {time.perf_counter() - t0:.1f} s; probe: {st['probe']}")
             lat = []
             for k in range(args.annotations):
                 head = client.next_task(pid)["id"]
                 before = backend.status(pid)["published_version"]
                 t0 = time.perf_counter()
-                client.create_annotation(
-                    head,
-                    [
-                        {
-                            "from_name": "c",
-                            "to_name": "image",
-                            "type": "choices",
-                            "value": {"choices": ["a" if k % 2 else "b"]},
-                        }
-                    ],
-                )
+                client.create_annotation(head, [choice("a" if k % 2 else "b")])
                 t_submit = time.perf_counter() - t0
                 while True:
                     nxt = client.next_task(pid)
@@ -104,7 +108,16 @@ def main() -> None:
                         break
                     time.sleep(0.05)
                 lat.append(time.perf_counter() - t0)
-                print(f"annotation {k + 1}: submit took {t_submit:.2f} s; new head served after {lat[-1]:.2f} s")
+                nxt_pred = [
+                    p
+                    for p in client.list_predictions(task=nxt["id"])
+                    if p["model_version"] == backend.status(pid)["published_version"]
+                ]
+                proposal = nxt_pred[0]["result"] if nxt_pred else None
+                print(
+                    f"annotation {k + 1}: submit took {t_submit:.2f} s; new head served after {lat[-1]:.2f} s; "
+                    f"its pre-annotation: {proposal[0]['value']['choices'] if proposal else None}"
+                )
                 backend.wait(pid, lambda s: not s["pending"], timeout=600)
             print(f"latency over {len(lat)} annotations: median {np.median(lat):.2f} s, max {max(lat):.2f} s")
             print("backend log (publishing lines):")

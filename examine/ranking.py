@@ -307,13 +307,23 @@ def _policy_clusters(X, labeled, labels, seed, opts):
 # ----------------------------------------------------------------- policies that learn from labels
 
 
-def _margins(X: np.ndarray, labeled: np.ndarray, labels: Sequence[Any] | None) -> tuple[np.ndarray, int] | None:
-    """The probe's margin of every row (low = unsure) and the number of classes seen; None below 2 classes."""
-    have, y = labeled_rows(labels, np.flatnonzero(labeled))
-    n_classes = len(set(y))
-    if n_classes < 2:
-        return None
-    return Probe().fit(X[have], y, reference=X).margin(X), n_classes
+def _margins(
+    X: np.ndarray, labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict
+) -> tuple[np.ndarray, int] | None:
+    """The probe's margin of every row (low = unsure) and the number of classes seen; None below 2 classes.
+
+    The probe reads the embeddings as given (``opts["raw"]``), standardised: the same probe that
+    pre-annotates and that the evaluation scores.  A probe passed to :func:`rank` is used as it is.
+    """
+    raw = opts["raw"]
+    probe = opts["probe"]
+    if probe is None:
+        have, y = labeled_rows(labels, np.flatnonzero(labeled))
+        if len(set(y)) < 2:
+            return None
+        probe = Probe().fit(raw[have], y, reference=raw)
+    n_classes = sum(1 for n in probe.counts_.values() if n)
+    return (probe.margin(raw), n_classes) if n_classes >= 2 else None
 
 
 def switch_budget(n_classes: int) -> int:
@@ -358,7 +368,7 @@ CANDIDATES_PER_PICK = 10
 
 
 def _policy_margin(X, labeled, labels, seed, opts):
-    m = _margins(X, labeled, labels)
+    m = _margins(X, labeled, labels, opts)
     if m is None:
         return _policy_clusters(X, labeled, labels, seed, opts)
     rows = np.flatnonzero(~labeled)
@@ -368,14 +378,14 @@ def _policy_margin(X, labeled, labels, seed, opts):
 
 
 def _policy_tcm(X, labeled, labels, seed, opts):
-    m = _margins(X, labeled, labels)
+    m = _margins(X, labeled, labels, opts)
     if m is None or labeled.sum() < switch_budget(m[1]):
         return _policy_clusters(X, labeled, labels, seed, opts)
     return _policy_margin(X, labeled, labels, seed, opts)
 
 
 def _policy_coverage_margin(X, labeled, labels, seed, opts):
-    m = _margins(X, labeled, labels)
+    m = _margins(X, labeled, labels, opts)
     if m is None:
         return _policy_clusters(X, labeled, labels, seed, opts)
     k = opts["clusters"] or int(labeled.sum()) + opts["batch"]
@@ -384,7 +394,7 @@ def _policy_coverage_margin(X, labeled, labels, seed, opts):
 
 
 def _policy_adaptive(X, labeled, labels, seed, opts):
-    m = _margins(X, labeled, labels)
+    m = _margins(X, labeled, labels, opts)
     if m is None or labeled.sum() < switch_budget(m[1]):
         return _policy_clusters(X, labeled, labels, seed, opts)
     return _uncertain_and_diverse(X, labeled, m[0], opts["batch"], seed)
@@ -426,6 +436,7 @@ def rank(
     batch: int = 10,
     clusters: int | None = None,
     max_clusters: int = 500,
+    probe: Probe | None = None,
 ) -> Ranking:
     """Rank the unlabeled rows of ``X`` by a policy of :data:`POLICIES`.
 
@@ -463,6 +474,9 @@ def rank(
         serves by itself when predictions carry their cluster).
     max_clusters : int
         ``clusters``: at most this many clusters.
+    probe : examine.probe.Probe, optional
+        The label-aware policies' probe, already fitted on the labeled rows of ``X`` (the backend
+        fits one per re-rank for its pre-annotations); None: fitted here from ``labels``.
 
     Returns
     -------
@@ -496,6 +510,8 @@ def rank(
         "batch": int(batch),
         "clusters": clusters,
         "max_clusters": int(max_clusters),
+        "raw": np.asarray(X, dtype=np.float64),
+        "probe": probe,
     }
     if class_fallback not in POLICIES or class_fallback == "class-aware":
         raise ValueError(

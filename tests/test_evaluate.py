@@ -13,6 +13,8 @@ import pytest
 from examine import evaluate as ev
 from examine.baselines import knn_shapley, leave_one_out
 from examine.evaluate.command import add_parser
+from examine.evaluate.selectors import SIMULATED_POLICIES
+from examine.ranking import DEFAULT_POLICY
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
@@ -71,12 +73,41 @@ def test_simulation_selectors_are_valid():
     rng = np.random.default_rng(2)
     X = np.vstack([rng.normal(m, 1, (60, 5)) for m in (0, 4, 8)])
     y = np.repeat([0, 1, 2], 60)
-    res = ev.simulate_annotation(X, y, X, y, ev.selectors(3), budgets=[10, 20], seeds=1)
-    assert set(res.accuracy) >= {"random", "clusters", "paper", "class-aware", "kcenter", "typiclust", "probcover"}
-    for a in res.accuracy.values():
-        assert a.shape == (1, 2) and ((0 <= a) & (a <= 1)).all()
+    methods = ev.selectors(
+        3,
+        policies=(*SIMULATED_POLICIES, "class-aware", "clusters[fixed k=20]"),
+        baselines=("typiclust", "margin", "entropy", "tcm", "kcenter", "probcover"),
+    )
+    res = ev.simulate_annotation(X, y, X, y, methods, budgets=[10, 20, 30], seeds=1, limits={"paper": 20})
+    assert set(res.accuracy) >= {
+        "random",
+        "clusters",
+        "coverage-margin",
+        "paper",
+        "class-aware",
+        "kcenter",
+        "typiclust",
+        "probcover",
+        "margin",
+        "entropy",
+        "tcm",
+        "clusters[fixed k=20]",
+    }
+    for m, a in res.accuracy.items():
+        ran = a[:, :2] if m == "paper" else a
+        assert a.shape == (1, 3) and ((0 <= ran) & (ran <= 1)).all()
+        assert ((0 <= res.prelabel[m][:, :2]) & (res.prelabel[m][:, :2] <= 1)).all()
+    assert np.isnan(res.accuracy["paper"][0, 2]) and res.ran_to("paper") == 20
+    assert np.isnan(res.delta("paper", (20, 30))[0]) and not np.isnan(res.delta("paper", (20, 20))[0])
     d, sd = res.delta("random")
     assert d == 0 and sd == 0
+
+
+def test_labels_to_reach_interpolates_the_mean_curve():
+    res = ev.SimulationResult([10, 20, 50], {"random": np.array([[0.5, 0.6, 0.9], [0.5, 0.6, 0.7]])})
+    assert res.labels_to_reach("random", 0.5) == 10
+    assert res.labels_to_reach("random", 0.7) == pytest.approx(35.0)
+    assert res.labels_to_reach("random", 0.81) is None
 
 
 def test_coverage_beats_random_on_separated_blobs():
@@ -192,7 +223,8 @@ def test_evaluate_quick_end_to_end(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     md = (tmp_path / "RESULTS.md").read_text()
     assert "examine evaluate" in md and "CPUs" in md and "linear probe" in md
-    assert "| **clusters** (default) |" in md and "| typiclust |" in md and "| probcover |" in md
+    assert f"| **{DEFAULT_POLICY}** (default) |" in md and "| typiclust |" in md and "| margin |" in md
+    assert "labels to 95 %" in md and "Pre-annotation accuracy" in md
     assert "| knn-shapley |" in md and "pixel-pca-64" in md and "MAE (default CPU recipe)" in md
     assert any((tmp_path / "cache").iterdir())  # the encoders are cached for the next run
 

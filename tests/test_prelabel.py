@@ -151,3 +151,19 @@ def test_multi_choice_configs_get_one_probe_per_choice():
     both = next(t for t in range(40, n) if has_a[t] and has_b[t])
     result = result_for(state, state.tasks[both + 1])
     assert sorted(result[0]["value"]["choices"]) == ["stroma", "tumour"]
+
+
+def test_cross_validation_is_redone_only_when_the_labels_grew_by_a_tenth():
+    state, X, rows, _ = project(n=200)
+    for t, info in rows[20:60]:
+        info.labeled, info.label = True, ["tumour", "stroma"][t % 2]
+    learn(state, X, rows, enabled=True)
+    assert state.probe["cv_labels"] == 60 and state.probe["cv_accuracy"] is not None
+    first = state.probe["cv_accuracy"]
+    rows[60][1].labeled, rows[60][1].label = True, "stroma"
+    probe = learn(state, X, rows, enabled=True)
+    assert state.probe["cv_labels"] == 60 and state.probe["cv_accuracy"] == first and probe.n_labels_ == 61
+    for _, info in rows[61:75]:
+        info.labeled, info.label = True, "tumour"
+    learn(state, X, rows, enabled=True)
+    assert state.probe["cv_labels"] == 75

@@ -14,7 +14,7 @@ import numpy as np
 from examine.evaluate.data import DATASETS, LabeledSet, load_labeled_set
 from examine.evaluate.embedders import EMBEDDERS, Embedder, EmbedFn, mae_embedder, pixel_pca_embedder
 from examine.evaluate.results import Report, SetResult, write_report
-from examine.evaluate.selectors import selectors
+from examine.evaluate.selectors import SLOW_METHODS, selectors
 from examine.evaluate.simulation import BUDGETS, probe_accuracy, simulate_annotation, single_thread, standardize
 from examine.evaluate.valuation import plant_corruptions, quality_screening, valuation_curves
 
@@ -27,10 +27,11 @@ class EvalConfig(argparse.Namespace):
     datasets: list[str] = ["fashion-mnist", "medical-tiles", "digits"]
     embedders: list[str] = ["mae", "pixel-pca"]
     seeds: int = 5
-    budgets: list[int] = list(BUDGETS[:-1])
-    n_train: int = 5000
+    budgets: list[int] = list(BUDGETS)
+    slow_limit: int = 200
+    n_train: int = 8000
     n_test: int = 2000
-    pool_size: int = 3000
+    pool_size: int = 5000
     n_value: int = 400
     n_tiles: int = 400
     fraction: float = 0.15
@@ -72,7 +73,7 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
             result = SetResult(data.name, embedder.name, len(X), len(T), data.n_classes, pool, full)
             if "simulation" not in cfg.skip:
                 t0 = time.perf_counter()
-                budgets = [b for b in cfg.budgets if b <= pool // 5 or b == min(cfg.budgets)]
+                budgets = [b for b in cfg.budgets if b <= pool // 3 or b == min(cfg.budgets)]
                 with single_thread():
                     result.simulation = simulate_annotation(
                         X,
@@ -83,6 +84,7 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
                         budgets=budgets,
                         seeds=cfg.seeds,
                         pool_size=pool,
+                        limits={m: cfg.slow_limit for m in SLOW_METHODS},
                         log=log,
                     )
                 result.seconds = time.perf_counter() - t0
@@ -230,8 +232,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--budgets",
         type=_csv(int),
         default=d.budgets,
-        help="label budgets (default %(default)s; 500 is supported but costs about 15 CPU minutes per method "
-        "and set on 2 cores; budgets above a fifth of the pool are left out)",
+        help="label budgets (default %(default)s; budgets above a third of the pool are left out)",
+    )
+    p.add_argument(
+        "--slow-limit",
+        type=_positive,
+        default=d.slow_limit,
+        help="largest budget of the k-means methods (clusters, coverage-margin, TypiClust, ...): above 200 labels "
+        "each of their batches costs 5-25 s on 2 cores (default %(default)s)",
     )
     p.add_argument(
         "--n-train", type=_positive, default=d.n_train, help="training images per set (the pool is drawn from them)"

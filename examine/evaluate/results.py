@@ -168,10 +168,10 @@ def _simulation_table(r: SetResult) -> list[str]:
         + " | s |",
         "|---|" + "---|" * (len(sim.budgets) + len(bands) + 1),
     ]
-    for m, a in sim.accuracy.items():
-        mu, sd = a.mean(axis=0), a.std(axis=0)
+    for m in sim.accuracy:
+        mu, sd = sim.mean_std(m)
         name = f"**{m}** (default)" if m == DEFAULT_POLICY else m
-        cells = [f"{x:.3f} ± {s:.3f}" for x, s in zip(mu, sd)]
+        cells = ["—" if np.isnan(x) else f"{x:.3f} ± {s:.3f}" for x, s in zip(mu, sd)]
         deltas = "".join(f" | {_pm(sim.delta(m, b))}" for b in bands)
         lines.append(f"| {name} | " + " | ".join(cells) + deltas + f" | {sim.seconds[m]:.0f} |")
     return lines
@@ -180,7 +180,7 @@ def _simulation_table(r: SetResult) -> list[str]:
 def best_baseline(sim: SimulationResult, band: tuple[int, int]) -> tuple[str, float] | None:
     """The baseline (TypiClust, uncertainty, TCM) with the highest mean accuracy in ``band``, and the default's gap to it."""
     cols = sim.columns(band)
-    names = [m for m in BASELINES if m in sim.accuracy]
+    names = [m for m in BASELINES if m in sim.accuracy and not np.isnan(sim.accuracy[m][:, cols]).any()]
     if not cols or not names:
         return None
     best = max(names, key=lambda m: float(sim.accuracy[m][:, cols].mean()))
@@ -205,7 +205,7 @@ def _prelabel_table(r: SetResult) -> list[str]:
     ]
     for m in methods:
         mu = sim.prelabel[m].mean(axis=0)
-        lines.append(f"| {m} | " + " | ".join(f"{x:.3f}" for x in mu) + " |")
+        lines.append(f"| {m} | " + " | ".join("—" if np.isnan(x) else f"{x:.3f}" for x in mu) + " |")
     return lines
 
 

@@ -108,6 +108,9 @@ def _uncertainty(strategy_cls: Any, name: str, X: np.ndarray, y: np.ndarray, n_c
 SIMULATED_POLICIES: tuple[str, ...] = ("clusters", "coverage-margin", "paper")
 #: The baselines: scikit-activeml's TypiClust and uncertainty sampling, and TCM (TypiClust, then margin).
 BASELINES: tuple[str, ...] = ("typiclust", "margin", "entropy", "tcm")
+#: Methods whose every batch re-clusters the pool into labels + batch k-means clusters (or computes a static
+#: EXAMINE pass): 5-25 s per batch above 200 labels on 2 cores, so the evaluation stops them at ``--slow-limit``.
+SLOW_METHODS: tuple[str, ...] = ("clusters", "coverage-margin", "paper", "typiclust", "kcenter", "probcover")
 #: Measured before and left out of the default run for time (``baselines=`` adds them): k-center greedy and
 #: ProbCover stayed below random at 20–200 labels on every set.
 OTHER_BASELINES: tuple[str, ...] = ("kcenter", "probcover")

@@ -80,8 +80,17 @@ class SimulationResult:
     )  # method -> (seeds, budgets): the probe on the unlabeled pool
 
     def mean_std(self, method: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std over seeds per budget (NaN at budgets the method was not run to)."""
         a = self.accuracy[method]
-        return a.mean(axis=0), a.std(axis=0)
+        ran = ~np.isnan(a).any(axis=0)
+        mu, sd = np.full(a.shape[1], np.nan), np.full(a.shape[1], np.nan)
+        mu[ran], sd[ran] = a[:, ran].mean(axis=0), a[:, ran].std(axis=0)
+        return mu, sd
+
+    def ran_to(self, method: str) -> int:
+        """The largest budget the method was run to."""
+        ran = ~np.isnan(self.accuracy[method]).any(axis=0)
+        return max((b for b, r in zip(self.budgets, ran) if r), default=0)
 
     def columns(self, budgets: tuple[int, int] = (20, 200)) -> list[int]:
         """Indices of the budgets within ``budgets`` (inclusive), the range every summary averages over."""
@@ -93,15 +102,18 @@ class SimulationResult:
         NaN when no budget falls in ``budgets``.
         """
         cols = self.columns(budgets)
-        if not cols:
+        d = (self.accuracy[method] - self.accuracy[against])[:, cols]
+        if not cols or np.isnan(d).any():
             return float("nan"), float("nan")
-        d = (self.accuracy[method] - self.accuracy[against])[:, cols].mean(axis=1)
+        d = d.mean(axis=1)
         return float(d.mean()), float(d.std())
 
     def labels_to_reach(self, method: str, target: float) -> float | None:
         """Labels at which the mean accuracy curve first reaches ``target`` (linear between budgets; None: never)."""
-        mu = self.accuracy[method].mean(axis=0)
+        mu = self.mean_std(method)[0]
         for j, (b, a) in enumerate(zip(self.budgets, mu)):
+            if np.isnan(a):
+                return None
             if a >= target:
                 if j == 0:
                     return float(b)
@@ -121,12 +133,14 @@ def simulate_annotation(
     batch: int = BATCH,
     seeds: int = 5,
     pool_size: int | None = None,
+    limits: dict[str, int] | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> SimulationResult:
     """Run every method on ``seeds`` pools of ``pool_size`` rows of ``X_all``.
 
     Selectors see the raw embeddings; the probe sees them standardised with the
-    statistics of ``X_all`` (the same for every method).
+    statistics of ``X_all`` (the same for every method).  ``limits`` stops a method
+    at a budget (its accuracy beyond is NaN): for selectors too slow to run further.
     """
     X_all = np.asarray(X_all, dtype=np.float64)
     y_all = np.asarray(y_all)
@@ -146,8 +160,9 @@ def simulate_annotation(
     pool_size = len(Xs) if pool_size is None else min(pool_size, len(Xs))
     if budgets[-1] > pool_size:
         raise ValueError(f"largest budget {budgets[-1]} exceeds the pool size {pool_size}")
-    acc = {m: np.zeros((seeds, len(budgets))) for m in methods}
-    pre = {m: np.zeros((seeds, len(budgets))) for m in methods}
+    acc = {m: np.full((seeds, len(budgets)), np.nan) for m in methods}
+    pre = {m: np.full((seeds, len(budgets)), np.nan) for m in methods}
+    limits = limits or {}
     secs = {m: 0.0 for m in methods}
     for seed in range(seeds):
         rows = np.sort(np.random.default_rng(1000 + seed).choice(len(Xs), size=pool_size, replace=False))
@@ -156,6 +171,8 @@ def simulate_annotation(
             labeled = np.zeros(len(X), dtype=bool)
             revealed = np.full(len(X), None, dtype=object)
             for bi, b in enumerate(budgets):
+                if b > limits.get(name, budgets[-1]):
+                    break
                 while labeled.sum() < b:
                     k = min(batch, b - int(labeled.sum()))
                     t0 = time.perf_counter()
@@ -168,5 +185,5 @@ def simulate_annotation(
                 acc[name][seed, bi], pre[name][seed, bi] = probe_accuracies(
                     Xc[labeled], y[labeled], [(Ts, y_test), (Xc[~labeled], y[~labeled])]
                 )
-            log(f"  seed {seed} {name:<24} " + " ".join(f"{a:.3f}" for a in acc[name][seed]))
+            log(f"  seed {seed} {name:<24} " + " ".join(f"{a:.3f}" for a in acc[name][seed] if not np.isnan(a)))
     return SimulationResult(budgets, acc, secs, pre)
