@@ -24,6 +24,25 @@ rows and their labels to a :class:`Ranking` of the *unlabeled* rows:
     are served first.  With fewer than two labeled classes it falls back to
     ``class_fallback`` (default ``deflation``; ``pool`` is the plain choice).
 
+``clusters``
+    EXAMINE within k-means clusters, served by coverage (:mod:`examine.coverage`): the
+    cold-start queue.
+``margin``
+    The linear probe's (:class:`examine.probe.Probe`) least certain rows first: the
+    smallest gap between its two most probable classes.
+``adaptive`` (the default)
+    ``clusters`` until the probe has seen :data:`SWITCH_PER_CLASS` labels per class
+    seen, then Cluster-Margin (Citovsky et al. 2021): the ``10 × batch`` least certain
+    rows, cut into ``batch`` k-means clusters, each giving its least certain row
+    first, then every other row by margin.  Coverage wins the cold start; once the
+    probe knows every class a little, uncertainty is what keeps beating random.
+``tcm``
+    ``clusters``, then plain ``margin``, switching at the same point (TCM, Doucet et
+    al. 2024, with examine's coverage in place of TypiClust).
+``coverage-margin``
+    The coverage order of ``clusters`` with each cluster served by the probe's
+    uncertainty instead of EXAMINE: the most unsure images of under-labeled clusters.
+
 Embeddings can be preprocessed first (``preprocess``): ``"none"`` (the paper's
 unspecified default), ``"center"`` (subtract the mean row), ``"l2"`` (unit-norm
 rows) or ``"center-l2"``.  ``clusters`` clusters and scores the preprocessed
@@ -414,7 +433,7 @@ POLICIES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
 #: Policies whose order depends on the labels themselves, not only on which rows are labeled.
 LABEL_POLICIES: frozenset[str] = frozenset({"adaptive", "margin", "tcm", "coverage-margin", "class-aware"})
 # Chosen by the annotation simulation in benchmarks/RESULTS.md (README, "Evidence").
-DEFAULT_POLICY: str = "clusters"
+DEFAULT_POLICY: str = "adaptive"
 DEFAULT_PREPROCESS: str = "center-l2"
 
 
