@@ -59,6 +59,7 @@ class ProjectState:
     full_due: bool = False  # only the head of the current ranking is in Label Studio
     last_publish: float | None = None  # unix time of the last successful publish
     last_publish_s: float | None = None  # its duration
+    publishes: int = 0  # head publishes so far (numbers the groups their predictions carry)
     probe: dict[str, Any] = field(default_factory=dict)  # what the labels taught: classes, counts, accuracy, why off
     pending: list[str] = field(default_factory=list)  # job kinds not yet done (pending.json)
     problems: list[str] = field(default_factory=list)  # damaged files etc. (not saved; shown at /status)
@@ -106,6 +107,7 @@ class ProjectState:
             "full_due": self.full_due,
             "last_publish": self.last_publish,
             "last_publish_s": self.last_publish_s,
+            "publishes": self.publishes,
         }
 
     @classmethod
@@ -127,6 +129,7 @@ class ProjectState:
             full_due=bool(raw.get("full_due", False)),
             last_publish=raw.get("last_publish"),
             last_publish_s=raw.get("last_publish_s"),
+            publishes=int(raw.get("publishes") or 0),
         )
 
 

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
 _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
 _BULK_BATCH = 20000
+#: Published group ids are publish count × this + the ranking's group (Label Studio stores a 32-bit integer).
+_CLUSTER_STRIDE = 1000
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
     r"connection failed|connection timed out|timed out after|no complete answer within|"
@@ -393,11 +395,12 @@ class ProjectWorker:
         if not self.state.synced:
             self.reconcile()  # never publish what Label Studio has not confirmed
         for attempt in (0, 1):
-            task_ids = self._rank()
-            if task_ids is None:
+            ranked = self._rank()
+            if ranked is None:
                 return
+            task_ids, clusters = ranked
             try:
-                self._publish(task_ids, full=full or len(task_ids) <= self.settings.head_size)
+                self._publish(task_ids, clusters, full=full or len(task_ids) <= self.settings.head_size)
                 return
             except LabelStudioError as exc:
                 if exc.status not in (400, 404) or attempt:
@@ -411,8 +414,9 @@ class ProjectWorker:
                 if "embed" in self.reconcile():
                     self.embed()
 
-    def _rank(self) -> list[int] | None:
-        """Task ids of the unlabeled pool in queue order (None: nothing to rank yet)."""
+    def _rank(self) -> tuple[list[int], list[int]] | None:
+        """Task ids of the unlabeled pool in queue order and the group each was served from (−1: none);
+        None: nothing to rank yet."""
         encoder = self.backend.encoder(self.pid)
         if encoder is None:
             return None
@@ -442,13 +446,14 @@ class ProjectWorker:
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
         probe = learn(self.state, X, rows, enabled=self.settings.prelabel)
         if (~labeled).sum() <= 1 or len(rows) < 2:
-            return [t for (t, i) in rows if not i.labeled]
+            rest = [t for (t, i) in rows if not i.labeled]
+            return rest, [-1] * len(rest)
         # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
         labels = [i.label for _, i in rows] if self.state.choices else None
         ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe)
-        return [rows[j][0] for j in ranking.order]
+        return [rows[j][0] for j in ranking.order], [int(ranking.cluster[j]) for j in ranking.order]
 
-    def _publish(self, task_ids: list[int], *, full: bool) -> None:
+    def _publish(self, task_ids: list[int], clusters: list[int], *, full: bool) -> None:
         """Push the queue (all of it, or its head) as predictions of a new version, then switch the project to it."""
         if not task_ids:
             return
@@ -472,8 +477,15 @@ class ProjectWorker:
             if full:
                 client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
             else:
-                for p in preds[:head]:
-                    client.create_prediction(p)
+                # Single predictions keep their `cluster`: Label Studio then serves the group with the fewest
+                # solved tasks first, so right after an annotation (before this re-rank's successor lands) the
+                # stream already moves away from the group just labeled. Ids grow with every publish, so a
+                # group never shares its id with one of an older ranking.
+                with self.state.lock:
+                    self.state.publishes += 1
+                    base = (self.state.publishes % 2_000_000) * _CLUSTER_STRIDE
+                for p, c in zip(preds[:head], clusters):
+                    client.create_prediction({**p, "cluster": base + c} if 0 <= c < _CLUSTER_STRIDE else p)
             fields: dict[str, Any] = {"model_version": version}
             if self.settings.sampling in SAMPLING_LS:
                 fields["sampling"] = SAMPLING_LS[self.settings.sampling]

@@ -93,11 +93,17 @@ class Ranking:
         classes, so its order is not sorted by ``value``).
     policy : str
         Name of the policy that produced the ranking.
+    cluster : numpy.ndarray of int64, shape (n,)
+        The group each row was served from (its coverage cluster, or its Cluster-Margin
+        cluster); −1 where the policy groups nothing.  Label Studio's uncertainty sampling
+        serves the group with the fewest labels first, so a published head that carries
+        it moves away from the group just labeled before the next re-rank lands.
     """
 
     order: np.ndarray
     value: np.ndarray
     policy: str
+    cluster: np.ndarray
 
 
 # --------------------------------------------------------------------------- helpers
@@ -320,7 +326,8 @@ def _policy_clusters(X, labeled, labels, seed, opts):
     k = opts["clusters"] or n_labeled + opts["batch"]
     # Clusters and EXAMINE in one geometry: the preprocessed (centred, unit-norm) rows, i.e. cosine similarity.
     assign = cluster_pool(X, min(k, opts["max_clusters"]), seed=seed)
-    return coverage_order(X, labeled, assign)
+    value, order = coverage_order(X, labeled, assign)
+    return value, order, assign
 
 
 # ----------------------------------------------------------------- policies that learn from labels
@@ -361,15 +368,17 @@ SWITCH_PER_CLASS = 5
 
 def _uncertain_and_diverse(
     X: np.ndarray, labeled: np.ndarray, margin: np.ndarray, batch: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cluster-Margin (Citovsky et al. 2021): the ``10 × batch`` most unsure rows, cut into ``batch``
     k-means clusters, and from each its most unsure row first; then every other row by margin."""
     rows = np.flatnonzero(~labeled)
     by_margin = rows[np.lexsort((rows, margin[rows]))]
     cand = by_margin[: min(len(rows), CANDIDATES_PER_PICK * batch)]
     head: list[int] = []
+    cluster = np.full(len(X), -1, dtype=np.int64)
     if len(cand) > batch > 1:
         assign = cluster_pool(X[cand], batch, seed=seed)
+        cluster[cand] = assign
         for c in range(int(assign.max()) + 1):
             members = cand[assign == c]  # already in margin order
             if len(members):
@@ -379,7 +388,7 @@ def _uncertain_and_diverse(
     order = np.asarray(head + [int(i) for i in by_margin if int(i) not in taken], np.int64)
     value = np.full(len(X), np.nan)
     value[rows] = 1.0 - margin[rows]  # uncertainty: 1 = most unsure
-    return value, order
+    return value, order, cluster
 
 
 #: Cluster-Margin's candidate pool per pick of a batch.
@@ -409,7 +418,8 @@ def _policy_coverage_margin(X, labeled, labels, seed, opts):
         return _policy_clusters(X, labeled, labels, seed, opts)
     k = opts["clusters"] or int(labeled.sum()) + opts["batch"]
     assign = cluster_pool(X, min(k, opts["max_clusters"]), seed=seed)
-    return coverage_order(X, labeled, assign, within=1.0 - m[0])
+    value, order = coverage_order(X, labeled, assign, within=1.0 - m[0])
+    return value, order, assign
 
 
 def _policy_adaptive(X, labeled, labels, seed, opts):
@@ -419,7 +429,8 @@ def _policy_adaptive(X, labeled, labels, seed, opts):
     return _uncertain_and_diverse(X, labeled, m[0], opts["batch"], seed)
 
 
-POLICIES: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
+#: name → policy(X, labeled, labels, seed, options) → (value, order) or (value, order, cluster).
+POLICIES: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {
     "adaptive": _policy_adaptive,
     "clusters": _policy_clusters,
     "margin": _policy_margin,
@@ -536,7 +547,9 @@ def rank(
         raise ValueError(
             f"class_fallback must be one of {sorted(set(POLICIES) - {'class-aware'})}, got {class_fallback!r}"
         )
-    value, order = POLICIES[policy](Xp, mask, labels, int(seed), opts)
+    out: tuple[np.ndarray, ...] = POLICIES[policy](Xp, mask, labels, int(seed), opts)
+    value, order, rest = out[0], out[1], out[2:]
     value = np.asarray(value, dtype=np.float64)
     value[mask] = np.nan
-    return Ranking(order=np.asarray(order, dtype=np.int64), value=value, policy=policy)
+    cluster = np.asarray(rest[0], dtype=np.int64) if rest else np.full(n, -1, dtype=np.int64)
+    return Ranking(order=np.asarray(order, dtype=np.int64), value=value, policy=policy, cluster=cluster)

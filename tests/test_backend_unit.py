@@ -317,6 +317,7 @@ class _FakeLabelStudio:
     def __init__(self, tasks):
         self.tasks = tasks
         self.imported: list[list[dict]] = []
+        self.created: list[dict] = []
         self.versions: set[str] = set()
         self.project = {"id": 1, "label_config": CONFIG, "model_version": ""}
 
@@ -347,6 +348,10 @@ class _FakeLabelStudio:
     def update_project(self, pid, **fields):
         self.project.update(fields)
 
+    def create_prediction(self, prediction):
+        self.created.append(prediction)
+        return {"id": len(self.created), **prediction}
+
     def list_views(self, pid):
         return [{"data": {"title": "EXAMINE priority"}}]
 
@@ -374,3 +379,44 @@ def test_a_full_publish_that_hits_a_deleted_task_reconciles_and_recovers(tmp_pat
     assert [sorted(p["task"] for p in batch) for batch in fake.imported] == [[1, 2, 3, 4, 5]]
     assert 6 not in state.tasks and state.complete_version == fake.project["model_version"]
     assert len(state.stale_versions) == 1  # the aborted version, for the janitor to clean up
+
+
+def test_a_head_publish_carries_the_groups_and_the_probes_choices(tmp_path):
+    """The head's single predictions carry their coverage group (new ids on every publish) and the probe's choice."""
+    import hashlib
+
+    import numpy as np
+
+    from examine.encoder import EncoderConfig, create_encoder
+
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
+    _, backend = make_app(tmp_path, head_size=5)
+    enc = backend.encoder(1)
+    store = backend.workspace.store(enc)
+    n = 40
+    state = known(backend, 1, *range(1, n + 1))
+    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, n + 1)]
+    rng = np.random.default_rng(0)
+    store.add(keys, rng.normal(size=(n, enc.dim)) + np.repeat(rng.normal(size=(4, enc.dim)) * 3, n // 4, axis=0))
+    for t, k in zip(range(1, n + 1), keys):
+        state.tasks[t].key = k
+    state.tasks[1].labeled, state.tasks[1].label = True, "x"
+    state.tasks[40].labeled, state.tasks[40].label = True, "y"
+    two = CONFIG.replace('<Choice value="x"/>', '<Choice value="x"/><Choice value="y"/>')
+    from backend.payload import choices_from_config
+
+    state.choices = choices_from_config(two).as_dict()
+    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
+    state.complete_version = "examine-old"  # a full ranking is in Label Studio: a re-rank pushes the head
+    fake = _FakeLabelStudio(tasks=list(range(1, n + 1)))
+    backend._clients[(1, "api")] = fake
+    worker = ProjectWorker(backend, 1)
+    worker.rank()
+    first = list(fake.created)
+    worker.rank()
+    second = fake.created[len(first) :]
+    assert len(first) == len(second) == 5 and not fake.imported
+    assert all(p["cluster"] // 1000 == 1 for p in first) and all(p["cluster"] // 1000 == 2 for p in second)
+    assert len({p["cluster"] for p in first}) >= 2  # the head spans several groups
+    assert all(p["result"][0]["value"]["choices"][0] in ("x", "y") for p in first)
+    assert [p["score"] for p in first] == sorted(p["score"] for p in first)

@@ -79,6 +79,9 @@ def test_simulation_selectors_are_valid():
         baselines=("typiclust", "margin", "entropy", "tcm", "kcenter", "probcover"),
     )
     res = ev.simulate_annotation(X, y, X, y, methods, budgets=[10, 20, 30], seeds=1, limits={"paper": 20})
+    again = ev.simulate_annotation(X, y, X, y, methods, budgets=[10, 20, 30], seeds=1, limits={"paper": 20}, jobs=2)
+    for m in methods:  # forked workers give the same results
+        np.testing.assert_array_equal(again.accuracy[m], res.accuracy[m])
     assert set(res.accuracy) >= {
         "random",
         "clusters",
@@ -210,6 +213,8 @@ def test_evaluate_quick_end_to_end(tmp_path):
             "24",
             "--budgets",
             "10,20",
+            "--jobs",
+            "2",
         ]
     )
     args.func(args)

@@ -134,6 +134,7 @@ def simulate_annotation(
     seeds: int = 5,
     pool_size: int | None = None,
     limits: dict[str, int] | None = None,
+    jobs: int = 1,
     log: Callable[[str], None] = lambda s: None,
 ) -> SimulationResult:
     """Run every method on ``seeds`` pools of ``pool_size`` rows of ``X_all``.
@@ -141,6 +142,8 @@ def simulate_annotation(
     Selectors see the raw embeddings; the probe sees them standardised with the
     statistics of ``X_all`` (the same for every method).  ``limits`` stops a method
     at a budget (its accuracy beyond is NaN): for selectors too slow to run further.
+    ``jobs`` > 1 runs (seed, method) pairs in that many forked processes (the results
+    are the same: every pair is deterministic given its seed).
     """
     X_all = np.asarray(X_all, dtype=np.float64)
     y_all = np.asarray(y_all)
@@ -164,26 +167,81 @@ def simulate_annotation(
     pre = {m: np.full((seeds, len(budgets)), np.nan) for m in methods}
     limits = limits or {}
     secs = {m: 0.0 for m in methods}
-    for seed in range(seeds):
-        rows = np.sort(np.random.default_rng(1000 + seed).choice(len(Xs), size=pool_size, replace=False))
-        X, Xc, y = X_all[rows], Xs[rows], y_all[rows]
-        for name, select in methods.items():
-            labeled = np.zeros(len(X), dtype=bool)
-            revealed = np.full(len(X), None, dtype=object)
-            for bi, b in enumerate(budgets):
-                if b > limits.get(name, budgets[-1]):
-                    break
-                while labeled.sum() < b:
-                    k = min(batch, b - int(labeled.sum()))
-                    t0 = time.perf_counter()
-                    pick = np.asarray(select(X, labeled, revealed, k, seed), dtype=np.int64)
-                    secs[name] += time.perf_counter() - t0
-                    if len(pick) != k or labeled[pick].any() or len(set(pick.tolist())) != k:
-                        raise RuntimeError(f"selector {name!r} returned an invalid batch")
-                    labeled[pick] = True
-                    revealed[pick] = y[pick]
-                acc[name][seed, bi], pre[name][seed, bi] = probe_accuracies(
-                    Xc[labeled], y[labeled], [(Ts, y_test), (Xc[~labeled], y[~labeled])]
-                )
-            log(f"  seed {seed} {name:<24} " + " ".join(f"{a:.3f}" for a in acc[name][seed] if not np.isnan(a)))
+    job = _Job(X_all, Xs, y_all, Ts, np.asarray(y_test), methods, budgets, batch, pool_size, limits)
+    pairs = [(seed, name) for seed in range(seeds) for name in methods]
+    for seed, name, acc_row, pre_row, spent in _map(job, pairs, jobs):
+        acc[name][seed], pre[name][seed] = acc_row, pre_row
+        secs[name] += spent
+        log(f"  seed {seed} {name:<24} " + " ".join(f"{a:.3f}" for a in acc_row if not np.isnan(a)))
     return SimulationResult(budgets, acc, secs, pre)
+
+
+@dataclass
+class _Job:
+    """What every (seed, method) run needs; module-level so that forked workers inherit it."""
+
+    X_all: np.ndarray
+    Xs: np.ndarray
+    y_all: np.ndarray
+    Ts: np.ndarray
+    y_test: np.ndarray
+    methods: dict[str, Selector]
+    budgets: list[int]
+    batch: int
+    pool_size: int
+    limits: dict[str, int]
+
+    def run(self, seed: int, name: str) -> tuple[int, str, np.ndarray, np.ndarray, float]:
+        """One method on one seed's pool: accuracy and pre-annotation accuracy per budget, seconds choosing."""
+        rows = np.sort(np.random.default_rng(1000 + seed).choice(len(self.Xs), size=self.pool_size, replace=False))
+        X, Xc, y = self.X_all[rows], self.Xs[rows], self.y_all[rows]
+        select = self.methods[name]
+        acc = np.full(len(self.budgets), np.nan)
+        pre = np.full(len(self.budgets), np.nan)
+        spent = 0.0
+        labeled = np.zeros(len(X), dtype=bool)
+        revealed = np.full(len(X), None, dtype=object)
+        for bi, b in enumerate(self.budgets):
+            if b > self.limits.get(name, self.budgets[-1]):
+                break
+            while labeled.sum() < b:
+                k = min(self.batch, b - int(labeled.sum()))
+                t0 = time.perf_counter()
+                pick = np.asarray(select(X, labeled, revealed, k, seed), dtype=np.int64)
+                spent += time.perf_counter() - t0
+                if len(pick) != k or labeled[pick].any() or len(set(pick.tolist())) != k:
+                    raise RuntimeError(f"selector {name!r} returned an invalid batch")
+                labeled[pick] = True
+                revealed[pick] = y[pick]
+            acc[bi], pre[bi] = probe_accuracies(
+                Xc[labeled], y[labeled], [(self.Ts, self.y_test), (Xc[~labeled], y[~labeled])]
+            )
+        return seed, name, acc, pre, spent
+
+
+_CURRENT: _Job | None = None
+
+
+def _run_pair(pair: tuple[int, str]) -> tuple[int, str, np.ndarray, np.ndarray, float]:
+    assert _CURRENT is not None
+    with single_thread():
+        return _CURRENT.run(*pair)
+
+
+def _map(
+    job: _Job, pairs: list[tuple[int, str]], jobs: int
+) -> Iterator[tuple[int, str, np.ndarray, np.ndarray, float]]:
+    """Run the pairs in order (jobs = 1) or in forked worker processes, yielding results as they come."""
+    global _CURRENT
+    if jobs <= 1 or len(pairs) <= 1:
+        for pair in pairs:
+            yield job.run(*pair)
+        return
+    import multiprocessing
+
+    _CURRENT = job
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(pairs))) as pool:
+            yield from pool.imap_unordered(_run_pair, pairs)
+    finally:
+        _CURRENT = None
