@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING_VERSION = "examine-pending"
-SETUP_JOBS = ["sync", "pretrain", "embed", "rank"]
+#: What a /setup asks for. No "rank": the reconciliation asks for one when it finds a change (new or labeled
+#: tasks, a lost or switched version, new embeddings), so a /setup with nothing new publishes nothing.
+SETUP_JOBS = ["sync", "pretrain", "embed"]
 
 
 class ProjectProtocol:
@@ -58,7 +60,11 @@ class ProjectProtocol:
         # project reconciled in the last EXAMINE_SETUP_RECONCILE_S with nothing new is left alone.
         last = self.backend.last_reconcile.get(self.pid)
         recent = last is not None and time.monotonic() - last < self.backend.settings.setup_reconcile_s
-        if changed or new_creds or not self.state.synced or not recent:
+        # Our own reconciliation lists the ML backends, which makes Label Studio call /setup while it runs: on a
+        # large project (listing 20,000 tasks takes longer than EXAMINE_SETUP_RECONCILE_S) that call must not
+        # queue the next reconciliation, or they follow each other for ever.
+        running = "running" in self.backend.jobs.pending(self.pid)
+        if changed or new_creds or not self.state.synced or not (recent or running):
             log.info("project %s: /setup, reconciling with Label Studio", self.pid)
             self.backend.submit(self.pid, [k for k in KINDS if k in {*SETUP_JOBS, *self.state.pending}], event=False)
         return self.state.published_version or PENDING_VERSION

@@ -420,3 +420,22 @@ def test_a_head_publish_carries_the_groups_and_the_probes_choices(tmp_path):
     assert len({p["cluster"] for p in first}) >= 2  # the head spans several groups
     assert all(p["result"][0]["value"]["choices"][0] in ("x", "y") for p in first)
     assert [p["score"] for p in first] == sorted(p["score"] for p in first)
+
+
+def test_a_setup_during_a_running_reconciliation_queues_nothing_and_never_asks_for_a_rank(tmp_path):
+    """Our reconciliation lists the ML backends, so Label Studio calls /setup while it runs; on a large project
+    that call must not queue the next reconciliation (they would follow each other for ever), and a /setup
+    with nothing new must not republish."""
+    from backend.protocol import SETUP_JOBS, ProjectProtocol
+
+    _, backend = make_app(tmp_path, label_studio_url="http://ls.invalid", label_studio_api_key="k" * 40)
+    state = known(backend, 1, 1, 2)
+    state.synced, state.image_key = True, "picture"
+    submitted = []
+    backend.submit = lambda pid, kinds, event=True: submitted.append(list(kinds))
+    backend.jobs.pending = lambda pid: {"running"}  # a long reconciliation is in progress
+    ProjectProtocol(backend, 1).setup({"project": "1.1", "schema": CONFIG})
+    assert submitted == []
+    backend.jobs.pending = lambda pid: set()  # idle, and not reconciled recently: reconcile, no rank asked
+    ProjectProtocol(backend, 1).setup({"project": "1.1", "schema": CONFIG})
+    assert submitted == [["sync", "pretrain", "embed"]] and "rank" not in SETUP_JOBS
