@@ -55,7 +55,7 @@ policies keep serving one mode of the data and fall below random picking.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,21 +220,10 @@ def _encode_labels(labels: Sequence[Any] | None, rows: np.ndarray) -> tuple[np.n
     Returns the rows with a label, their codes and the list of distinct labels
     (sorted by their string form, so any hashable mix works deterministically).
     """
-    if labels is None:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), []
-    have: list[int] = []
-    vals: list[Hashable] = []
-    for i in rows:
-        lab = labels[int(i)]
-        if lab is None or (isinstance(lab, float) and math.isnan(lab)):
-            continue
-        if isinstance(lab, np.generic):
-            lab = lab.item()
-        have.append(int(i))
-        vals.append(lab)
+    have, vals = labeled_rows(labels, rows)
     classes = sorted(set(vals), key=lambda v: (type(v).__name__, str(v)))
     code = {c: k for k, c in enumerate(classes)}
-    return np.asarray(have, np.int64), np.asarray([code[v] for v in vals], np.int64), classes
+    return have, np.asarray([code[v] for v in vals], np.int64), classes
 
 
 # --------------------------------------------------------------------------- policies
