@@ -178,16 +178,18 @@ def rank_folder(
     labeled = np.array([v is not None for v in y], dtype=bool)
     if labeled.all():
         raise PipelineError(f"{folder}: every readable image is labeled already; nothing to queue")
-    ranking = rank(X, labeled=labeled, labels=y, policy=policy)
+    probe = None
+    if len({v for v in y if v is not None}) >= 2:  # one fit serves the queue and the predicted column
+        have = np.flatnonzero(labeled)
+        probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
+    ranking = rank(X, labeled=labeled, labels=y, policy=policy, probe=probe)
     m = marginal_singular_values(X)
     s = scores_from_marginals(m)
     order = ranking.order
     predicted: list[str | None] | None = None
     probability = None
     cv = None
-    if len({v for v in y if v is not None}) >= 2:
-        have = np.flatnonzero(labeled)
-        probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
+    if probe is not None:
         P = probe.predict_proba(X[order])
         predicted = [str(probe.classes_[k]) for k in np.argmax(P, axis=1)]
         probability, cv = P.max(axis=1), probe.cv_accuracy_
