@@ -21,6 +21,7 @@ from backend import metrics
 from backend.labelstudio import LabelStudioError
 from backend.payload import BadRequest, parse_id, parse_json_object, project_id, task_ref
 from backend.protocol import ProjectProtocol
+from backend.publish import SCORE_MEANING
 from backend.runtime import Backend, Refused, Unavailable
 from backend.settings import Settings
 from examine.encoder import EncoderError
@@ -168,13 +169,16 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 counts=state.counts(),
                 pending=sorted(backend.jobs.pending(pid_) | ({"full"} if state.full_due else set())),
                 retrying=backend.jobs.last_error.get(pid_),
+                publishes=state.publishes,
+                queue_labels=state.queue_labels,
+                predictions=len(state.predictions),
                 last_publish=state.last_publish,
                 last_publish_s=state.last_publish_s,
                 stale_versions=len(state.stale_versions),
                 problems=list(state.problems) + list(backend.problems),
                 errors={str(k): v for k, v in state.errors().items()},
                 probe=dict(state.probe),
-                score="queue position / pool size: the lowest score is served first (not the EXAMINE value)",
+                score=SCORE_MEANING,
             )
         return jsonify(out)
 

@@ -1,13 +1,13 @@
-"""Housekeeping that must never compete with annotators: full publish, periodic reconcile, cleanup.
+"""Housekeeping that must never compete with annotators: due full publishes, periodic reconcile, cleanup.
 
 Label Studio on SQLite holds its write lock while it deletes a version (~70 s for
-20,000 predictions) or imports a batch, and ``/next`` waits for it. So after a
-re-rank only the head of the queue is pushed; the janitor queues the full ranking
-once the project has been quiet for ``EXAMINE_FULL_PUBLISH_IDLE_S``, queues a
-reconciliation every ``EXAMINE_RECONCILE_S`` (missed events are caught up), and
-deletes superseded or aborted versions one at a time after ``EXAMINE_CLEANUP_IDLE_S``
-without events. It never deletes the project's current version nor the last
-complete one.
+20,000 predictions) or imports a batch, and ``/next`` waits for it. Re-ranks update
+predictions in place; a new version for the whole pool is only due after a new encoder
+or lost predictions, and when a publish job could not do it the janitor queues it once
+the project has been quiet for ``EXAMINE_FULL_PUBLISH_IDLE_S``. It queues a
+reconciliation every ``EXAMINE_RECONCILE_S`` (missed events are caught up), and deletes
+superseded or aborted versions one at a time after ``EXAMINE_CLEANUP_IDLE_S`` without
+events. It never deletes the project's current version nor the last complete one.
 """
 
 from __future__ import annotations

@@ -372,6 +372,15 @@ class LabelStudio:
             raise ValueError(f"prediction score must be within [0, 1]: task {prediction.get('task')} has {score}")
         return self._json("POST", "/api/predictions/", json=prediction)
 
+    def update_prediction(self, prediction_id: int, **fields: Any) -> dict | None:
+        """Change one prediction in place (``PATCH /api/predictions/{id}/``: score, cluster, result; ~0.09 s);
+        None when Label Studio no longer has it."""
+        score = fields.get("score")
+        if score is not None and not 0.0 <= float(score) <= 1.0:
+            raise ValueError(f"prediction score must be within [0, 1]: prediction {prediction_id} gets {score}")
+        resp = self.request("PATCH", f"/api/predictions/{int(prediction_id)}/", ok_404=True, json=fields)
+        return None if resp is None else resp.json()
+
     def list_predictions(self, *, task: int | None = None, project: int | None = None) -> list[dict]:
         """Predictions of one task or one project (``GET /api/predictions/``)."""
         params = {k: v for k, v in (("task", task), ("project", project)) if v is not None}

@@ -134,7 +134,7 @@ class Settings:
         default=20,
         metadata={
             "env": "EXAMINE_HEAD_SIZE",
-            "doc": "predictions pushed on each re-rank before the project switches to it (the rest follow when quiet)",
+            "doc": "the head: tasks of the newest ranking whose predictions each re-rank updates in place (score below 0.1)",
         },
     )
     full_publish_idle_s: float = field(
@@ -159,8 +159,8 @@ class Settings:
         },
     )
     view_title: str = field(
-        default="EXAMINE priority",
-        metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab ordered most valuable first"},
+        default="examine queue (score: lowest = next)",
+        metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab in queue order (prediction score ascending)"},
     )
     max_wait_s: float = field(
         default=2.0,

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.publish import Published
+
 log = logging.getLogger(__name__)
 
 
@@ -53,13 +55,16 @@ class ProjectState:
     encoder_version: str | None = None
     published_version: str | None = None  # the version the project was last switched to
     complete_version: str | None = None  # the last version pushed for the whole pool
-    queue: list[int] = field(default_factory=list)  # task ids of published_version, best first
+    queue: list[int] = field(default_factory=list)  # task ids of the ranking in force, best first
+    queue_labels: int = 0  # labeled tasks the ranking in force knew of
+    predictions: dict[int, Published] = field(default_factory=dict)  # task id → its prediction of published_version
+    next_cluster: int = 1  # the next unused prediction cluster id
     stale_versions: list[str] = field(default_factory=list)  # pushed or aborted, to delete in the background
     synced: bool = False  # reconciled with Label Studio since this state was created
-    full_due: bool = False  # only the head of the current ranking is in Label Studio
+    full_due: bool = False  # the next publish pushes a new version for the whole pool (new encoder, lost predictions)
     last_publish: float | None = None  # unix time of the last successful publish
     last_publish_s: float | None = None  # its duration
-    publishes: int = 0  # head publishes so far (numbers the groups their predictions carry)
+    publishes: int = 0  # publishes so far
     probe: dict[str, Any] = field(default_factory=dict)  # what the labels taught: classes, counts, accuracy, why off
     pending: list[str] = field(default_factory=list)  # job kinds not yet done (pending.json)
     problems: list[str] = field(default_factory=list)  # damaged files etc. (not saved; shown at /status)
@@ -82,10 +87,9 @@ class ProjectState:
             return {t: i.error for t, i in sorted(self.tasks.items()) if i.error}
 
     def scores(self) -> dict[int, float]:
-        """Each queued task's published score (position / pool size; lowest = most valuable)."""
+        """Each unlabeled task's published score, its queue order (lowest = served first)."""
         with self.lock:
-            n = len(self.queue)
-            return {tid: (pos + 1) / n for pos, tid in enumerate(self.queue)}
+            return {t: p.score for t, p in self.predictions.items() if t in self.tasks and not self.tasks[t].labeled}
 
     # ------------------------------------------------------------ storage
 
@@ -102,6 +106,9 @@ class ProjectState:
             "published_version": self.published_version,
             "complete_version": self.complete_version,
             "queue": self.queue,
+            "queue_labels": self.queue_labels,
+            "predictions": {str(t): p.to_json() for t, p in self.predictions.items()},
+            "next_cluster": self.next_cluster,
             "stale_versions": self.stale_versions,
             "synced": self.synced,
             "full_due": self.full_due,
@@ -124,6 +131,9 @@ class ProjectState:
             published_version=raw.get("published_version"),
             complete_version=raw.get("complete_version"),
             queue=[int(t) for t in raw.get("queue", [])],
+            queue_labels=int(raw.get("queue_labels") or 0),
+            predictions={int(t): Published.from_json(p) for t, p in (raw.get("predictions") or {}).items()},
+            next_cluster=int(raw.get("next_cluster") or 1),
             stale_versions=list(raw.get("stale_versions", [])),
             synced=bool(raw.get("synced", False)),
             full_due=bool(raw.get("full_due", False)),

@@ -11,12 +11,13 @@ idempotent, so the queue can retry it after any failure:
 - **rank** re-ranks from stored embeddings and publishes the head of the queue
   (all of it the first time); **full** publishes the whole queue.
 
-Publishing pushes the ranking as predictions (empty ``result``; ``score`` = queue
-position / pool size, so the LOWEST score is the most valuable) under a new
-model_version, then switches the project to it. A publish Label Studio refuses
-because a task was deleted meanwhile reconciles and tries once more; an aborted
-publish's version is marked stale (the janitor deletes it). The last complete
-ranking is never marked stale until a newer one is completely in Label Studio.
+Publishing keeps exactly one prediction of the project's model version on every unlabeled task
+(``score`` = queue order, the LOWEST served first, see :mod:`backend.publish`; ``result`` = the
+probe's choice). A re-rank updates those predictions in place, only the ones that change (the head
+of the new queue, the tasks that left it, new tasks); a new version for the whole pool is pushed
+only the first time, after a new encoder, or when predictions were lost in Label Studio. A publish
+Label Studio refuses because a task was deleted meanwhile reconciles and tries once more; an aborted
+version is marked stale (the janitor deletes it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, cast, overload
 
@@ -41,6 +43,7 @@ from backend.payload import (
     new_version,
 )
 from backend.prelabel import learn, result_for
+from backend.publish import Published, plan_head, queue_order
 from backend.state import ProjectState, TaskInfo
 from examine.embed import embed_sources
 from examine.encoder import Encoder, create_encoder, is_pretrained_name
@@ -53,8 +56,8 @@ log = logging.getLogger(__name__)
 SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
 _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
 _BULK_BATCH = 20000
-#: Published group ids are publish count × this + the ranking's group (Label Studio stores a 32-bit integer).
-_CLUSTER_STRIDE = 1000
+_SINGLE_MAX = 200  # more new predictions than this go in one bulk import
+_THREADS = 4  # concurrent prediction updates (Label Studio answers ~2x faster than one by one)
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
     r"connection failed|connection timed out|timed out after|no complete answer within|"
@@ -129,6 +132,7 @@ class ProjectWorker:
                     follow |= {"pretrain", "embed"}  # embed asks for a re-rank if it embedded any
             for tid in set(self.state.tasks) - seen:
                 del self.state.tasks[tid]
+                self.state.predictions.pop(tid, None)  # deleted with its task
                 follow.add("rank")
             self.state.synced = True
         self._ensure_webhook(client)
@@ -149,27 +153,37 @@ class ProjectWorker:
         return sorted(follow)
 
     def _check_versions(self, client: LabelStudio, project: dict) -> set[str]:
-        """Our prediction versions in Label Studio vs the state: unknown ones are stale; a lost switch re-publishes."""
+        """Our prediction versions in Label Studio vs the state.
+
+        Unknown versions of ours are stale (deleted by the janitor); predictions of the current version
+        deleted in Label Studio make the next publish a new version; a project switched to another
+        version is switched back.
+        """
         raw = client.list_model_versions(self.pid)
         if isinstance(raw, dict):
-            versions = set(raw)
+            counts = {str(v): int(n) if isinstance(n, int | float) else -1 for v, n in raw.items()}
         else:
-            versions = {v if isinstance(v, str) else str((v or {}).get("model_version")) for v in raw or []}
+            counts = {v if isinstance(v, str) else str((v or {}).get("model_version")): -1 for v in raw or []}
         follow: set[str] = set()
         with self.state.lock:
-            keep = {self.state.published_version, self.state.complete_version}
+            current = self.state.published_version
+            keep = {current, self.state.complete_version}
             # Versions Label Studio no longer lists (an aborted publish that created nothing) need no cleanup.
-            self.state.stale_versions = [v for v in self.state.stale_versions if v in versions]
-            for v in sorted(versions):
+            self.state.stale_versions = [v for v in self.state.stale_versions if v in counts]
+            for v in sorted(counts):
                 if v.startswith(VERSION_PREFIX) and v not in keep and v not in self.state.stale_versions:
                     self.state.stale_versions.append(v)  # an aborted publish, or one a lost state knew
             unlabeled = any(i.key and not i.labeled for i in self.state.tasks.values())
-            if unlabeled and (
-                self.state.published_version is None
-                or self.state.published_version not in versions
-                or project.get("model_version") != self.state.published_version
-            ):
-                follow.add("full" if self.state.complete_version else "rank")
+            ours = sum(1 for t in self.state.predictions if t in self.state.tasks)
+            if unlabeled and (current is None or current not in counts or 0 <= counts[current] < ours):
+                self.state.full_due = True  # predictions lost: push a new version for the whole pool
+                follow.add("full")
+        if current and "full" not in follow and project.get("model_version") != current:
+            fields: dict[str, Any] = {"model_version": current}
+            if self.settings.sampling in SAMPLING_LS:
+                fields["sampling"] = SAMPLING_LS[self.settings.sampling]
+            client.update_project(self.pid, **fields)
+            log.info("project %s: switched back to %s (the project's model version had changed)", self.pid, current)
         return follow
 
     def _ensure_webhook(self, client: LabelStudio) -> None:
@@ -295,6 +309,8 @@ class ProjectWorker:
             if self.state.encoder_version != encoder.version:
                 for info in self.state.tasks.values():
                     info.key = None  # keys stay valid, but must be checked against the new store
+                if self.state.encoder_version is not None:
+                    self.state.full_due = True  # a new embedding re-orders the whole pool
                 self.state.encoder_version = encoder.version
             for info in self.state.tasks.values():
                 if info.key and info.key not in store:
@@ -384,11 +400,13 @@ class ProjectWorker:
     # -------------------------------------------------------------- rank and publish
 
     def rank(self) -> None:
-        """Re-rank and publish the head of the queue (all of it the first time); the rest follows when quiet."""
-        self._rank_and_publish(full=self.state.complete_version is None)
+        """Re-rank and update Label Studio in place (a new version for the whole pool when one is due)."""
+        with self.state.lock:
+            full = self.state.full_due or self.state.published_version is None or not self.state.predictions
+        self._rank_and_publish(full=full)
 
     def publish_full(self) -> None:
-        """Publish the whole ranking (scheduled by the janitor once the project is quiet, or by reconcile)."""
+        """Push the whole ranking under a new version (first publish, new encoder, predictions lost in Label Studio)."""
         self._rank_and_publish(full=True)
 
     def _rank_and_publish(self, *, full: bool) -> None:
@@ -400,7 +418,7 @@ class ProjectWorker:
                 return
             task_ids, clusters = ranked
             try:
-                self._publish(task_ids, clusters, full=full or len(task_ids) <= self.settings.head_size)
+                self._publish(task_ids, clusters, full=full)
                 return
             except LabelStudioError as exc:
                 if exc.status not in (400, 404) or attempt:
@@ -445,6 +463,8 @@ class ProjectWorker:
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
         probe = learn(self.state, X, rows, enabled=self.settings.prelabel)
+        with self.state.lock:
+            self._ranked_labels = int(labeled.sum())
         if (~labeled).sum() <= 1 or len(rows) < 2:
             rest = [t for (t, i) in rows if not i.labeled]
             return rest, [-1] * len(rest)
@@ -453,39 +473,54 @@ class ProjectWorker:
         ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe)
         return [rows[j][0] for j in ranking.order], [int(ranking.cluster[j]) for j in ranking.order]
 
+    _ranked_labels = 0
+
     def _publish(self, task_ids: list[int], clusters: list[int], *, full: bool) -> None:
-        """Push the queue (all of it, or its head) as predictions of a new version, then switch the project to it."""
+        """Make Label Studio serve ``task_ids`` in order: a new version for all of them, or in-place updates."""
         if not task_ids:
             return
         client = self.backend.client(self.pid)
-        version = new_version()
-        n = len(task_ids)
-        with self.state.lock:
-            results = {
-                tid: result_for(self.state, self.state.tasks[tid]) for tid in task_ids if tid in self.state.tasks
-            }
-        preds = [
-            {"task": tid, "model_version": version, "score": (pos + 1) / n, "result": results.get(tid, [])}
-            for pos, tid in enumerate(task_ids)
-        ]
-        head = min(self.settings.head_size, n)
         t0 = time.perf_counter()
+        if full:
+            self._push_version(client, task_ids)
+        else:
+            self._ensure_predictions(client, task_ids)
+        sent = self._update_head(client, task_ids, clusters)
+        elapsed = time.perf_counter() - t0
+        with self.state.lock:
+            self.state.queue = list(task_ids)
+            self.state.queue_labels = self._ranked_labels
+            self.state.publishes += 1
+            self.state.last_publish, self.state.last_publish_s = time.time(), elapsed
+        self.backend.publishes += 1
+        self.save()
+        log.info(
+            "project %s: %s%d prediction updates for a queue of %d (version %s) in %.2f s",
+            self.pid,
+            "new version for the whole pool, then " if full else "",
+            sent,
+            len(task_ids),
+            self.state.published_version,
+            elapsed,
+        )
+
+    def _push_version(self, client: LabelStudio, task_ids: list[int]) -> None:
+        """One bulk import of the whole queue as a new version, then switch the project to it."""
+        version = new_version()
+        n, head = len(task_ids), self.settings.head_size
+        with self.state.lock:
+            proposals = {t: self.state.tasks[t].predicted if t in self.state.tasks else None for t in task_ids}
+            results = {t: self._result(t) for t in task_ids}
+        scores = {t: queue_order(pos, n, head) for pos, t in enumerate(task_ids)}
+        preds = [{"task": t, "model_version": version, "score": scores[t], "result": results[t]} for t in task_ids]
         try:
-            # Label Studio's bulk import costs ~13 s per request on a 20,000-task project whatever its
-            # size, one prediction ~0.07 s: a re-rank posts its head one by one; a full publish is one
-            # bulk request (done when the project is quiet, or the first time).
-            if full:
-                client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
-            else:
-                # Single predictions keep their `cluster`: Label Studio then serves the group with the fewest
-                # solved tasks first, so right after an annotation (before this re-rank's successor lands) the
-                # stream already moves away from the group just labeled. Ids grow with every publish, so a
-                # group never shares its id with one of an older ranking.
-                with self.state.lock:
-                    self.state.publishes += 1
-                    base = (self.state.publishes % 2_000_000) * _CLUSTER_STRIDE
-                for p, c in zip(preds[:head], clusters):
-                    client.create_prediction({**p, "cluster": base + c} if 0 <= c < _CLUSTER_STRIDE else p)
+            # Label Studio's bulk import costs ~13 s per request on a 20,000-task project whatever its size.
+            client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
+            ids = {
+                int(p["task"]): int(p["id"])
+                for p in client.list_predictions(project=self.pid)
+                if isinstance(p, dict) and p.get("model_version") == version
+            }
             fields: dict[str, Any] = {"model_version": version}
             if self.settings.sampling in SAMPLING_LS:
                 fields["sampling"] = SAMPLING_LS[self.settings.sampling]
@@ -496,33 +531,111 @@ class ProjectWorker:
             self.backend.publish_failures += 1
             self.save()
             raise
-        elapsed = time.perf_counter() - t0
         with self.state.lock:
-            previous = {self.state.published_version}
-            self.state.published_version = version
-            self.state.queue = list(task_ids)
-            self.state.last_publish, self.state.last_publish_s = time.time(), elapsed
-            if full:
-                previous.add(self.state.complete_version)
-                self.state.complete_version = version
-                self.state.full_due = False
-            else:
-                self.state.full_due = True
-            for v in sorted(v for v in previous if v and v not in (version, self.state.complete_version)):
+            previous = {self.state.published_version, self.state.complete_version}
+            self.state.published_version = self.state.complete_version = version
+            self.state.predictions = {t: Published(ids[t], scores[t], None, proposals[t]) for t in task_ids if t in ids}
+            self.state.full_due = False
+            for v in sorted(v for v in previous if v and v != version):
                 if v not in self.state.stale_versions:
                     self.state.stale_versions.append(v)
-        self.backend.publishes += 1
-        self.save()
-        log.info(
-            "project %s: %s of %d published as %s in %.2f s",
-            self.pid,
-            "all" if full else f"head {head}",
-            n,
-            version,
-            elapsed,
-        )
         if not self._view_exists(client):
             client.ensure_view(self.pid, self.settings.view_title, ordering=["tasks:predictions_score"])
+
+    def _ensure_predictions(self, client: LabelStudio, task_ids: list[int]) -> None:
+        """Give every queued task without a prediction of the current version one (new tasks, annotations deleted)."""
+        with self.state.lock:
+            version = self.state.published_version
+            missing = [t for t in task_ids if t not in self.state.predictions]
+        if not missing:
+            return
+        n, head, position = len(task_ids), self.settings.head_size, {t: i for i, t in enumerate(task_ids)}
+        with self.state.lock:
+            preds = [
+                {
+                    "task": t,
+                    "model_version": version,
+                    "score": queue_order(position[t], n, head),
+                    "result": self._result(t),
+                }
+                for t in missing
+            ]
+            proposals = {t: self.state.tasks[t].predicted for t in missing if t in self.state.tasks}
+        if len(missing) > _SINGLE_MAX:
+            client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
+            wanted = set(missing)
+            made = {
+                int(p["task"]): int(p["id"])
+                for p in client.list_predictions(project=self.pid)
+                if isinstance(p, dict) and p.get("model_version") == version and p.get("task") in wanted
+            }
+        else:
+            with ThreadPoolExecutor(_THREADS) as pool:
+                made = {int(r["task"]): int(r["id"]) for r in pool.map(client.create_prediction, preds)}
+        with self.state.lock:
+            for p in preds:
+                t = int(p["task"])
+                if t in made:
+                    self.state.predictions[t] = Published(made[t], float(p["score"]), None, proposals.get(t))
+        log.info("project %s: %d tasks got their first prediction of %s", self.pid, len(made), version)
+
+    def _update_head(self, client: LabelStudio, task_ids: list[int], clusters: list[int]) -> int:
+        """Send the fewest in-place updates that put the queue's head first; returns how many were sent."""
+        head = self.settings.head_size
+        with self.state.lock:
+            published = {t: p for t, p in self.state.predictions.items()}
+            kept = [(t, c) for t, c in zip(task_ids, clusters) if t in published]  # a failed creation: next time
+            task_ids, clusters = [t for t, _ in kept], [c for _, c in kept]
+            labeled_clusters = {
+                p.cluster
+                for t, p in published.items()
+                if p.cluster is not None and (t not in self.state.tasks or self.state.tasks[t].labeled)
+            }
+            choices = {t: self.state.tasks[t].predicted for t in task_ids[:head] if t in self.state.tasks}
+            plan = plan_head(
+                task_ids,
+                clusters,
+                published,
+                choices,
+                labeled_clusters,
+                head=head,
+                next_cluster=self.state.next_cluster,
+            )
+            self.state.next_cluster = plan.next_cluster
+            bodies = {}
+            for tid, fields in plan.updates.items():
+                body = {k: v for k, v in fields.items() if k != "choices"}
+                if "choices" in fields:
+                    body["result"] = self._result(tid)
+                bodies[tid] = body
+
+        def send(tid: int) -> tuple[int, dict | None]:
+            return tid, client.update_prediction(published[tid].id, **bodies[tid])
+
+        with ThreadPoolExecutor(_THREADS) as pool:
+            done = list(pool.map(send, bodies))
+        lost = [tid for tid, answer in done if answer is None]
+        with self.state.lock:
+            for tid, answer in done:
+                if answer is not None and tid in self.state.predictions:
+                    pub = self.state.predictions[tid]
+                    fields = plan.updates[tid]
+                    pub.score = float(fields.get("score", pub.score))
+                    pub.cluster = fields.get("cluster", pub.cluster)
+                    if "choices" in fields:
+                        pub.choices = fields["choices"]
+            for tid in lost:  # deleted in Label Studio meanwhile: created again by the next publish
+                self.state.predictions.pop(tid, None)
+        if lost:
+            log.warning("project %s: %d predictions were gone from Label Studio; re-creating them", self.pid, len(lost))
+            self._ensure_predictions(client, task_ids)
+            return len(done) + self._update_head(client, task_ids, clusters)
+        return len(done)
+
+    def _result(self, tid: int) -> list[dict[str, Any]]:
+        """The pre-annotation of a task (caller holds the lock)."""
+        info = self.state.tasks.get(tid)
+        return result_for(self.state, info) if info is not None else []
 
     def _view_exists(self, client: LabelStudio) -> bool:
         try:

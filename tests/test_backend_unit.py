@@ -318,6 +318,8 @@ class _FakeLabelStudio:
         self.tasks = tasks
         self.imported: list[list[dict]] = []
         self.created: list[dict] = []
+        self.patched: list[tuple[int, dict]] = []
+        self.preds: dict[int, dict] = {}  # prediction id → prediction
         self.versions: set[str] = set()
         self.project = {"id": 1, "label_config": CONFIG, "model_version": ""}
 
@@ -334,7 +336,12 @@ class _FakeLabelStudio:
         return []
 
     def list_model_versions(self, pid):
-        return {v: 1 for v in self.versions}
+        return {v: sum(p["model_version"] == v for p in self.preds.values()) for v in self.versions}
+
+    def _store(self, pred):
+        pid = len(self.preds) + 1
+        self.preds[pid] = {"id": pid, "cluster": None, **pred}
+        return self.preds[pid]
 
     def import_predictions(self, pid, preds, batch_size=0):
         from backend.labelstudio import LabelStudioError
@@ -343,17 +350,35 @@ class _FakeLabelStudio:
         if any(p["task"] not in self.tasks for p in preds):
             raise LabelStudioError("POST /api/projects/1/import/predictions -> 400: task does not exist", status=400)
         self.imported.append(preds)
+        for p in preds:
+            self._store({**p, "cluster": None})  # a bulk import drops `cluster`
         return len(preds)
+
+    def list_predictions(self, project=None, task=None):
+        return [p for p in self.preds.values() if task is None or p["task"] == task]
 
     def update_project(self, pid, **fields):
         self.project.update(fields)
 
     def create_prediction(self, prediction):
         self.created.append(prediction)
-        return {"id": len(self.created), **prediction}
+        self.versions.add(prediction["model_version"])
+        return self._store(prediction)
+
+    def update_prediction(self, prediction_id, **fields):
+        self.patched.append((prediction_id, fields))
+        if prediction_id not in self.preds:
+            return None
+        self.preds[prediction_id].update(fields)
+        return self.preds[prediction_id]
 
     def list_views(self, pid):
-        return [{"data": {"title": "EXAMINE priority"}}]
+        return [{"data": {"title": "examine queue (score: lowest = next)"}}]
+
+    def serve_order(self):
+        """Label Studio's uncertainty sampling without solved tasks: current version, lowest score first."""
+        mine = [p for p in self.preds.values() if p["model_version"] == self.project["model_version"]]
+        return [p["task"] for p in sorted(mine, key=lambda p: p["score"])]
 
 
 def test_a_full_publish_that_hits_a_deleted_task_reconciles_and_recovers(tmp_path):
@@ -381,12 +406,15 @@ def test_a_full_publish_that_hits_a_deleted_task_reconciles_and_recovers(tmp_pat
     assert len(state.stale_versions) == 1  # the aborted version, for the janitor to clean up
 
 
-def test_a_head_publish_carries_the_groups_and_the_probes_choices(tmp_path):
-    """The head's single predictions carry their coverage group (new ids on every publish) and the probe's choice."""
+def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_head(tmp_path):
+    """First publish: one bulk version. Then each label costs a few in-place updates: no new version, no
+    second prediction on any task, Label Studio's order starts with the new queue's head, whose
+    predictions carry the probe's choice and their group as `cluster`."""
     import hashlib
 
     import numpy as np
 
+    from backend.payload import choices_from_config
     from examine.encoder import EncoderConfig, create_encoder
 
     create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
@@ -403,23 +431,34 @@ def test_a_head_publish_carries_the_groups_and_the_probes_choices(tmp_path):
     state.tasks[1].labeled, state.tasks[1].label = True, "x"
     state.tasks[40].labeled, state.tasks[40].label = True, "y"
     two = CONFIG.replace('<Choice value="x"/>', '<Choice value="x"/><Choice value="y"/>')
-    from backend.payload import choices_from_config
-
     state.choices = choices_from_config(two).as_dict()
     state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
-    state.complete_version = "examine-old"  # a full ranking is in Label Studio: a re-rank pushes the head
     fake = _FakeLabelStudio(tasks=list(range(1, n + 1)))
     backend._clients[(1, "api")] = fake
     worker = ProjectWorker(backend, 1)
     worker.rank()
-    first = list(fake.created)
-    worker.rank()
-    second = fake.created[len(first) :]
-    assert len(first) == len(second) == 5 and not fake.imported
-    assert all(p["cluster"] // 1000 == 1 for p in first) and all(p["cluster"] // 1000 == 2 for p in second)
-    assert len({p["cluster"] for p in first}) >= 2  # the head spans several groups
-    assert all(p["result"][0]["value"]["choices"][0] in ("x", "y") for p in first)
-    assert [p["score"] for p in first] == sorted(p["score"] for p in first)
+    version = state.published_version
+    assert len(fake.imported) == 1 and fake.project["model_version"] == version
+    assert fake.serve_order()[:5] == state.queue[:5]
+    head = [fake.preds[state.predictions[t].id] for t in state.queue[:5]]
+    assert all(p["cluster"] is not None for p in head) and len({p["cluster"] for p in head}) >= 2
+    assert all(p["result"][0]["value"]["choices"][0] in ("x", "y") for p in head)
+    for k in range(6):  # label the served task, re-rank: a few updates each time, never a new version
+        served = fake.serve_order()[0]
+        state.tasks[served].labeled, state.tasks[served].label = True, "xy"[k % 2]
+        before = len(fake.patched)
+        worker.rank()
+        assert state.published_version == version and len(fake.imported) == 1 and not fake.created
+        assert len(fake.patched) - before <= 2 * 5
+        unlabeled = [t for t, i in state.tasks.items() if not i.labeled]
+        per_task = [
+            sum(p["task"] == t and p["model_version"] == version for p in fake.preds.values()) for t in unlabeled
+        ]
+        assert per_task == [1] * len(unlabeled) and len(fake.preds) <= n
+        order = [t for t in fake.serve_order() if not state.tasks[t].labeled]
+        assert order[:5] == state.queue[:5]
+        for t in state.queue[:5]:
+            assert fake.preds[state.predictions[t].id]["result"][0]["value"]["choices"] == state.tasks[t].predicted
 
 
 def test_a_setup_during_a_running_reconciliation_queues_nothing_and_never_asks_for_a_rank(tmp_path):
