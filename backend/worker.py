@@ -550,12 +550,13 @@ class ProjectWorker:
         if not missing:
             return
         n, head, position = len(task_ids), self.settings.head_size, {t: i for i, t in enumerate(task_ids)}
+        scores = {t: queue_order(position[t], n, head) for t in missing}
         with self.state.lock:
-            preds = [
+            preds: list[dict[str, Any]] = [
                 {
                     "task": t,
                     "model_version": version,
-                    "score": queue_order(position[t], n, head),
+                    "score": scores[t],
                     "result": self._result(t),
                 }
                 for t in missing
@@ -573,10 +574,9 @@ class ProjectWorker:
             with ThreadPoolExecutor(_THREADS) as pool:
                 made = {int(r["task"]): int(r["id"]) for r in pool.map(client.create_prediction, preds)}
         with self.state.lock:
-            for p in preds:
-                t = int(p["task"])
+            for t in missing:
                 if t in made:
-                    self.state.predictions[t] = Published(made[t], float(p["score"]), None, proposals.get(t))
+                    self.state.predictions[t] = Published(made[t], scores[t], None, proposals.get(t))
         log.info("project %s: %d tasks got their first prediction of %s", self.pid, len(made), version)
 
     def _update_head(self, client: LabelStudio, task_ids: list[int], clusters: list[int]) -> int:
