@@ -171,6 +171,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 retrying=backend.jobs.last_error.get(pid_),
                 publishes=state.publishes,
                 queue_labels=state.queue_labels,
+                queue_head=state.queue[: backend.settings.head_size],
                 predictions=len(state.predictions),
                 last_publish=state.last_publish,
                 last_publish_s=state.last_publish_s,

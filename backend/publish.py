@@ -26,7 +26,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 __all__ = ["HEAD_BAND", "SCORE_MEANING", "Published", "HeadPlan", "plan_head", "queue_order", "increasing_run"]
 
@@ -170,7 +170,8 @@ def plan_head(
         plan.renumbered = True
 
     for k, tid in enumerate(top):
-        pub, fields = published[tid], cast(dict[str, Any], {})
+        pub = published[tid]
+        fields: dict[str, Any] = {}
         if pub.score != score[k]:
             fields["score"] = score[k]
         if pub.cluster != cluster[tid]:

@@ -141,7 +141,10 @@ class Settings:
         default=30.0,
         metadata={
             "env": "EXAMINE_FULL_PUBLISH_IDLE_S",
-            "doc": "after a re-rank only the head is pushed; the full ranking follows once the project has been quiet this long",
+            "doc": (
+                "a new version for the whole pool that a publish could not push (new encoder, lost predictions) "
+                "is retried once the project has been quiet this long"
+            ),
         },
     )
     cleanup_idle_s: float = field(

@@ -481,11 +481,16 @@ class ProjectWorker:
             return
         client = self.backend.client(self.pid)
         t0 = time.perf_counter()
-        if full:
-            self._push_version(client, task_ids)
-        else:
-            self._ensure_predictions(client, task_ids)
-        sent = self._update_head(client, task_ids, clusters)
+        try:
+            if full:
+                self._push_version(client, task_ids)
+            else:
+                self._ensure_predictions(client, task_ids)
+            sent = self._update_head(client, task_ids, clusters)
+        except Exception:
+            self.backend.publish_failures += 1
+            self.save()
+            raise
         elapsed = time.perf_counter() - t0
         with self.state.lock:
             self.state.queue = list(task_ids)
@@ -528,8 +533,6 @@ class ProjectWorker:
         except Exception:
             with self.state.lock:  # whatever of it reached Label Studio is deleted by the janitor
                 self.state.stale_versions.append(version)
-            self.backend.publish_failures += 1
-            self.save()
             raise
         with self.state.lock:
             previous = {self.state.published_version, self.state.complete_version}

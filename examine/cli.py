@@ -64,13 +64,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     if args.output:
         with open(args.output, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["index", "marginal", "score", "rank"])
+            w.writerow(["index", "examine_marginal", "examine_value", "value_rank"])
             for i in order:
                 w.writerow([int(i), repr(float(m[i])), repr(float(s[i])), int(rank[i])])
         print(f"wrote {len(m)} scores to {args.output}")
     k = min(args.top, len(m))
     if k:
-        print(f"top {k} of {len(m)} (rank, index, marginal, score):")
+        print(f"top {k} of {len(m)} (value rank, index, EXAMINE marginal, EXAMINE value):")
         for i in order[:k]:
             print(f"{rank[i]:>6}  {i:>8}  {m[i]:.6e}  {s[i]:.6f}")
 
@@ -146,7 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("score", help="EXAMINE scores of an embedding matrix (.npy, n × d)")
     p.add_argument("embeddings", help="an .npy file holding an n × d float array, one row per image")
-    p.add_argument("-o", "--output", help="CSV to write: index,marginal,score,rank (rank 1 = most valuable)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="CSV to write: index,examine_marginal,examine_value,value_rank (value rank 1 = highest EXAMINE value)",
+    )
     p.add_argument("--top", type=int, default=10, help="how many of the most valuable rows to print (default 10)")
     p.set_defaults(func=cmd_score)
 
@@ -164,7 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rank", help="pretrain if needed, embed and rank a folder of images")
     p.add_argument("images", help="folder of images (searched recursively)")
-    p.add_argument("-o", "--output", default="ranking.csv", help="CSV: path,sha256,marginal,score,rank (queue order)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="ranking.csv",
+        help="CSV: path,sha256,queue_position,examine_value,examine_marginal (queue order)",
+    )
     p.add_argument(
         "--policy",
         default=DEFAULT_POLICY,

@@ -237,17 +237,23 @@ def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, str]:
     return out
 
 
+#: ranking.csv's columns: the queue position (1 = label first) and the EXAMINE value are two different things.
+RANKING_COLUMNS = ("path", "sha256", "queue_position", "examine_value", "examine_marginal")
+
+
 def write_ranking_csv(result: FolderRanking, path: str | Path) -> Path | None:
-    """Write ``path,sha256,marginal,score,rank`` (queue order) and, if any image failed, ``<name>.errors.csv``.
+    """Write ``path,sha256,queue_position,examine_value,examine_marginal`` in queue order (position 1 = label
+    first; ``examine_value`` is the paper's EXAMINE score, higher = more valuable, which is not the queue order),
+    plus ``predicted,probability`` when labels were given, and ``<name>.errors.csv`` if any image failed.
 
     Returns the errors file when one was written.
     """
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         extra = ["predicted", "probability"] if result.predicted is not None else []
-        w.writerow(["path", "sha256", "marginal", "score", "rank", *extra])
+        w.writerow(["path", "sha256", *RANKING_COLUMNS[2:], *extra])
         for r, (p, key, m, s) in enumerate(zip(result.paths, result.keys, result.marginal, result.score), start=1):
-            row = [str(p), key, repr(float(m)), repr(float(s)), r]
+            row = [str(p), key, r, repr(float(s)), repr(float(m))]
             if result.predicted is not None and result.probability is not None:
                 row += [result.predicted[r - 1], f"{float(result.probability[r - 1]):.4f}"]
             w.writerow(row)

@@ -9,7 +9,7 @@ can be zipped and opened anywhere; no scripts, fonts or other network fetches.
     OUT/index.html   the page
     OUT/scores.png   histogram of the marginals + score by rank, top/bottom marked
     OUT/map.png      PCA or t-SNE map coloured by score, next batch numbered
-    OUT/thumbs/      rank_000001.jpg ... (most and least valuable, next batch)
+    OUT/thumbs/      rank_000001.jpg ... (first in the queue, lowest EXAMINE value, next batch)
     OUT/ranking.csv  the ranking the page was made from (a copy, or written here)
 
 Input is a ranking CSV written by ``examine rank`` (``--ranking``, embeddings
@@ -38,15 +38,17 @@ from examine.cli_args import (
     encoder_config_from_args,
     rank_folder_from_args,
 )
-from examine.pipeline import write_ranking_csv
+from examine.pipeline import RANKING_COLUMNS, write_ranking_csv
 from examine.report_map import MAX_MAP_POINTS, TSNE_RANGE, _map_subset, _pyplot, map_coordinates, plot_map
 
 __all__ = ["Ranked", "ReportInput", "read_ranking", "read_failures", "map_coordinates", "build_report", "add_parser"]
 
-REQUIRED_COLUMNS = ("path", "sha256", "marginal", "score", "rank")
+REQUIRED_COLUMNS = RANKING_COLUMNS
+#: Column names of rankings written before examine named the queue position and the EXAMINE value apart.
+_LEGACY = {"rank": "queue_position", "score": "examine_value", "marginal": "examine_marginal"}
 RANK_POLICY = (
-    "rank: the queue of `examine rank` (its --policy, clusters by default); "
-    "marginal and score: the paper's static EXAMINE values of all images"
+    "queue position: the queue of `examine rank` (its --policy); "
+    "EXAMINE value and marginal: the paper's static values of all images (higher = more valuable), not the queue order"
 )
 MAX_CURVE_POINTS = 5_000
 THUMBS = "thumbs"
@@ -88,12 +90,15 @@ class ReportInput:
 
 
 def read_ranking(path: str | Path) -> Ranked:
-    """Read a ``path,sha256,marginal,score,rank`` CSV; raise :class:`CLIError` on anything malformed."""
+    """Read a ranking CSV of `examine rank` (:data:`RANKING_COLUMNS`, or the older ``marginal,score,rank``
+    names); raise :class:`CLIError` on anything malformed."""
     path = Path(path)
     if not path.is_file():
         raise CLIError(f"{path}: no such ranking CSV (write one with `examine rank IMAGES_DIR -o {path}`)")
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
+        if reader.fieldnames and not {"queue_position", "examine_value"} & set(reader.fieldnames):
+            reader.fieldnames = [_LEGACY.get(c, c) for c in reader.fieldnames]
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise CLIError(
@@ -110,11 +115,13 @@ def read_ranking(path: str | Path) -> Ranked:
 
 def _parse_row(path: Path, line: int, row: dict) -> tuple[str, str, float, float, int]:
     try:
-        m, s, r = float(row["marginal"]), float(row["score"]), int(row["rank"])
+        m, s, r = float(row["examine_marginal"]), float(row["examine_value"]), int(row["queue_position"])
     except (TypeError, ValueError) as exc:
-        raise CLIError(f"{path}, line {line}: marginal, score and rank must be numbers ({exc})") from exc
+        raise CLIError(
+            f"{path}, line {line}: queue_position, examine_value and examine_marginal must be numbers ({exc})"
+        ) from exc
     if not (np.isfinite(m) and np.isfinite(s)):
-        raise CLIError(f"{path}, line {line}: marginal and score must be finite")
+        raise CLIError(f"{path}, line {line}: examine_value and examine_marginal must be finite")
     return row["path"] or "", (row["sha256"] or "").strip(), m, s, r
 
 
@@ -283,7 +290,7 @@ def _esc(value: object) -> str:
 
 
 def _figure(data: ReportInput, i: int, failed: dict[int, str]) -> str:
-    """One thumbnail card: image (or why not), rank, score, file name."""
+    """One thumbnail card: image (or why not), queue position, EXAMINE value, file name."""
     r = data.ranked
     rank = int(r.rank[i])
     if i in failed:
@@ -292,7 +299,7 @@ def _figure(data: ReportInput, i: int, failed: dict[int, str]) -> str:
         pic = f'<img src="{_thumb_name(rank)}" alt="rank {rank}" loading="lazy">'
     return (
         f'<figure data-rank="{rank}" data-sha256="{_esc(r.keys[i])}">{pic}<figcaption><b>#{rank}</b> · '
-        f'score {r.score[i]:.4f}<br><span class="name" title="{_esc(r.paths[i])}">'
+        f'EXAMINE value <span class="value">{r.score[i]:.4f}</span><br><span class="name" title="{_esc(r.paths[i])}">'
         f"{_esc(Path(r.paths[i]).name)}</span></figcaption></figure>"
     )
 
@@ -305,7 +312,11 @@ def _summary_rows(data: ReportInput, map_method: str) -> list[tuple[str, str]]:
         ("Failed images", f"{len(data.failed):,}" + (" (listed below)" if data.failed else "")),
         ("Encoder version", f"<code>{_esc(data.encoder_version)}</code>"),
         ("Ranking policy", _esc(data.policy)),
-        ("Scores", f"top {r.score[0]:.4f} · median {np.median(r.score):.4f} · lowest {r.score[-1]:.4f}"),
+        (
+            "EXAMINE values",
+            f"highest {r.score.max():.4f} · median {np.median(r.score):.4f} · lowest {r.score.min():.4f} "
+            "(higher = more valuable on its own; the queue order also weighs coverage and the labels)",
+        ),
         (
             "Embedding map",
             _esc(map_method)
@@ -328,7 +339,7 @@ def _batch_table(data: ReportInput, batch: Sequence[int], failed: dict[int, str]
             f"<td>{r.marginal[i]:.4g}</td><td>{_esc(r.paths[i])}</td></tr>"
         )
     return (
-        '<table class="batch"><tr><th>rank</th><th>image</th><th>score</th><th>marginal</th>'
+        '<table class="batch"><tr><th>queue position</th><th>image</th><th>EXAMINE value</th><th>EXAMINE marginal</th>'
         "<th>path</th></tr>" + "".join(body) + "</table>"
     )
 
@@ -352,11 +363,13 @@ def render_html(
         ' · <a href="ranking.errors.csv">ranking.errors.csv</a>' if has_errors_csv else ""
     )
     most = "".join(_figure(data, i, failed) for i in range(top_n))
-    least = "".join(_figure(data, i, failed) for i in range(n - bottom_n, n))
+    lowest = np.argsort(data.ranked.score, kind="stable")[:bottom_n]
+    least = "".join(_figure(data, int(i), failed) for i in lowest)
     least_section = (
         (
-            f'<h2>Least valuable {bottom_n}</h2><p class="sub">The end of the queue: the images that add '
-            f"least to the dominant direction of the embeddings, often atypical ones.</p>"
+            f'<h2>Lowest EXAMINE value ({bottom_n})</h2><p class="sub">The images that add least to the dominant '
+            f"direction of the embeddings, often atypical ones (lowest value first). They can still stand early in "
+            f"the queue, which also serves every cluster and the probe's doubts.</p>"
             f'<div class="grid" id="least">{least}</div>'
         )
         if bottom_n
@@ -366,7 +379,8 @@ def render_html(
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>EXAMINE report</title><style>{_CSS}</style></head><body>
 <h1>EXAMINE report</h1>
-<p class="sub">Which unlabeled images to label first: rank 1 is the most valuable (EXAMINE score 1.0).
+<p class="sub">Which unlabeled images to label first: queue position 1 is labeled first. The EXAMINE value
+(1.0 = highest) is the paper's label-free score of each image; the queue also weighs coverage and the labels.
 Downloads: {downloads}</p>
 <table class="summary">{summary}</table>
 {_failed_list(data.failed)}
@@ -376,9 +390,9 @@ Downloads: {downloads}</p>
 <h2>Scores</h2>
 <img class="plot" src="scores.png" alt="distribution of EXAMINE marginals and scores">
 <h2>Embedding map</h2>
-<p class="sub">Each dot is an image, coloured by its score; the next batch is ringed and numbered in queue order.</p>
+<p class="sub">Each dot is an image, coloured by its EXAMINE value; the next batch is ringed and numbered in queue order.</p>
 <img class="plot" src="map.png" alt="2-D map of the embeddings coloured by score">
-<h2>Most valuable {top_n}</h2>
+<h2>First in the queue ({top_n})</h2>
 <div class="grid" id="most">{most}</div>
 {least_section}
 </body></html>
@@ -403,7 +417,8 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     n = len(data.ranked)
     top_n, bottom_n = _sections(n, top)
-    positions = sorted(set(range(top_n)) | set(range(n - bottom_n, n)) | set(range(min(batch, n))))
+    lowest = np.argsort(data.ranked.score, kind="stable")[:bottom_n]
+    positions = sorted(set(range(top_n)) | {int(i) for i in lowest} | set(range(min(batch, n))))
     failed = write_thumbnails(data, positions, out, thumb_size)
     plot_scores(data.ranked, top, batch, out / "scores.png")
     method = _write_map(data, batch, map_method, seed, out / "map.png")

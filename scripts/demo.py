@@ -301,7 +301,8 @@ def head_of_queue(client: LabelStudio, pid: int, k: int = 5) -> list[QueueItem]:
     """The first ``k`` unlabeled tasks in Label Studio's own ordering by prediction score (lowest first).
 
     With "Uncertainty sampling" and one annotator, ``/next`` ("Label All Tasks") serves them in this order.
-    The score is the task's queue position / pool size under the project's current model_version.
+    The score is the task's queue order under the project's current model_version (lowest = next;
+    below 0.1 = the head of the newest ranking).
     """
     version = client.get_project(pid).get("model_version")
     items: list[QueueItem] = []
@@ -450,11 +451,11 @@ def summary(cfg: DemoConfig, creds: Credentials, info: DemoInfo) -> str:
         f"{counts.get('labeled', 0)} labeled, {counts.get('failed', 0)} failed",
         f"  logs           {cfg.logs_dir}",
         "",
-        "First tasks of the label stream ('Label All Tasks'; score = queue position / pool, lowest first):",
-        "   rank  task  file                           score",
+        "First tasks of the label stream ('Label All Tasks'; score = queue order, lowest = next):",
+        "   queue  task  file                           score",
     ]
     for rank, item in enumerate(info.queue, 1):
-        lines.append(f"   {rank:>4}  {item.task_id:>4}  {item.file:<30} {item.score:.4f}")
+        lines.append(f"   {rank:>5}  {item.task_id:>4}  {item.file:<30} {item.score:.4f}")
     return "\n".join(lines)
 
 

@@ -17,12 +17,12 @@ def test_score_writes_ranked_csv(tmp_path, capsys):
     out = tmp_path / "scores.csv"
     assert main(["score", str(tmp_path / "emb.npy"), "-o", str(out), "--top", "3"]) == 0
     rows = list(csv.DictReader(open(out)))
-    assert list(rows[0]) == ["index", "marginal", "score", "rank"]
-    assert [int(r["rank"]) for r in rows] == list(range(1, 31))
+    assert list(rows[0]) == ["index", "examine_marginal", "examine_value", "value_rank"]
+    assert [int(r["value_rank"]) for r in rows] == list(range(1, 31))
     m = marginal_singular_values(X)
     assert int(rows[0]["index"]) == int(np.argmax(m))
-    assert float(rows[0]["score"]) == 1.0
-    np.testing.assert_allclose([float(r["marginal"]) for r in rows], np.sort(m)[::-1])
+    assert float(rows[0]["examine_value"]) == 1.0
+    np.testing.assert_allclose([float(r["examine_marginal"]) for r in rows], np.sort(m)[::-1])
     printed = capsys.readouterr().out
     assert "top 3 of 30" in printed
 

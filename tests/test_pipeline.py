@@ -46,7 +46,8 @@ def test_write_ranking_csv_and_errors(folder, tmp_path):
     err = write_ranking_csv(result, tmp_path / "r.csv")
     with open(tmp_path / "r.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [int(r["rank"]) for r in rows] == list(range(1, 31))
+    assert list(rows[0])[:5] == ["path", "sha256", "queue_position", "examine_value", "examine_marginal"]
+    assert [int(r["queue_position"]) for r in rows] == list(range(1, 31))
     assert err is not None and "broken.jpg" in err.read_text()
     result.errors.clear()
     assert write_ranking_csv(result, tmp_path / "r.csv") is None and not err.exists()

@@ -8,6 +8,7 @@ import pytest
 from backend.app import create_app
 from backend.payload import annotation_label, choices_from_config
 from backend.prelabel import learn, result_for
+from backend.publish import Published
 from backend.settings import Settings
 from backend.state import ProjectState, TaskInfo
 
@@ -109,6 +110,7 @@ def test_predict_and_status_carry_the_probe(tmp_path):
     learn(state, X, rows, enabled=True)
     live = backend.states.get(1)
     live.choices, live.tasks, live.probe, live.queue = state.choices, state.tasks, state.probe, [30, 21]
+    live.predictions = {30: Published(7, 0.5), 21: Published(8, 0.05)}  # what Label Studio holds
     backend.states.save(live)
     c = app.test_client()
     out = c.post("/predict", json={"project": "1.1", "tasks": [{"id": 30}, {"id": 1}]}).get_json()["results"]

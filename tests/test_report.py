@@ -37,7 +37,20 @@ def _csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(fh))
 
 
-def _check_report(out: Path, ranking_rows: list[dict], n_thumbs: int) -> str:
+def _thumbs(top: int, batch: int):
+    """How many thumbnails a report holds: the first ``top`` in the queue, the ``top`` lowest EXAMINE values and the
+    next batch, an image counted once."""
+
+    def count(rows: list[dict]) -> int:
+        rows = sorted(rows, key=lambda r: int(r["queue_position"]))
+        bottom = min(top, len(rows) - top)
+        lowest = sorted(range(len(rows)), key=lambda i: float(rows[i]["examine_value"]))[:bottom]
+        return len(set(range(top)) | set(lowest) | set(range(batch)))
+
+    return count
+
+
+def _check_report(out: Path, ranking_rows: list[dict], n_thumbs) -> str:
     """Files present, links relative and resolvable, thumbnails valid, rank 1 first; returns the page."""
     page = (out / "index.html").read_text()
     for name in ("index.html", "scores.png", "map.png", "ranking.csv"):
@@ -48,7 +61,7 @@ def _check_report(out: Path, ranking_rows: list[dict], n_thumbs: int) -> str:
     assert all((out / link).is_file() for link in links)
     assert 'src="scores.png"' in page and 'src="map.png"' in page
     thumbs = sorted((out / "thumbs").iterdir())
-    assert len(thumbs) == n_thumbs
+    assert len(thumbs) == n_thumbs(ranking_rows)
     for thumb in thumbs:
         assert f'src="thumbs/{thumb.name}"' in page
         with Image.open(thumb) as im:
@@ -56,7 +69,7 @@ def _check_report(out: Path, ranking_rows: list[dict], n_thumbs: int) -> str:
         with Image.open(thumb) as im:
             assert max(im.size) <= 160
     first = re.search(r'<figure data-rank="(\d+)" data-sha256="([0-9a-f]{64})"', page)
-    rank1 = next(r for r in ranking_rows if r["rank"] == "1")
+    rank1 = next(r for r in ranking_rows if r["queue_position"] == "1")
     assert first.group(1) == "1" and first.group(2) == rank1["sha256"]
     assert Path(rank1["path"]).name in page
     return page
@@ -80,7 +93,7 @@ def test_report_from_ranking_csv(pool, tmp_path, capsys):
         "pca",
     ]
     assert main(argv) == 0
-    page = _check_report(out, _csv_rows(pool["ranking"]), n_thumbs=16)  # top 8 + bottom 8 (batch 5 inside the top)
+    page = _check_report(out, _csv_rows(pool["ranking"]), n_thumbs=_thumbs(8, 5))
     assert f"{N_TILES}</td>" in page  # images ranked
     assert "broken.png" in page and (out / "ranking.errors.csv").is_file()  # the failed image, listed
     assert "PCA of" in page and "vit_tiny_patch16_224" in page
@@ -89,6 +102,16 @@ def test_report_from_ranking_csv(pool, tmp_path, capsys):
     assert (out / "ranking.csv").read_text() == pool["ranking"].read_text()
     with Image.open(out / "map.png") as im:
         assert im.size[0] > 400
+    # the page's figures are ranking.csv's: value range, the lowest-value gallery, each card's value
+    rows = _csv_rows(pool["ranking"])
+    values = {r["sha256"]: float(r["examine_value"]) for r in rows}
+    lo, hi = min(values.values()), max(values.values())
+    assert f"highest {hi:.4f}" in page and f"lowest {lo:.4f}" in page
+    least = page[page.index('id="least"') :]
+    shown = re.findall(r'data-sha256="([0-9a-f]{64})"', least)
+    assert [values[k] for k in shown] == sorted(values.values())[:8]
+    for key, value in re.findall(r'data-sha256="([0-9a-f]{64})".*?class="value">([0-9.]+)<', page):
+        assert float(value) == pytest.approx(values[key], abs=5e-5)
 
 
 def test_report_from_folder_uses_rank(pool, tmp_path, monkeypatch):
@@ -99,7 +122,7 @@ def test_report_from_folder_uses_rank(pool, tmp_path, monkeypatch):
     rows = _csv_rows(out / "ranking.csv")
     assert len(rows) == N_TILES
     assert [r["sha256"] for r in rows] == [r["sha256"] for r in _csv_rows(pool["ranking"])]
-    page = _check_report(out, rows, n_thumbs=16)  # top 6, batch 10, bottom 6
+    page = _check_report(out, rows, n_thumbs=_thumbs(6, 10))
     assert "t-SNE" in page
 
 
@@ -149,10 +172,14 @@ def test_report_refuses_a_model_dir_without_these_embeddings(pool, tmp_path):
 
 def test_read_ranking_sorts_by_rank(tmp_path):
     path = tmp_path / "r.csv"
-    path.write_text("path,sha256,marginal,score,rank\nb.png,bb,0.1,0.5,2\na.png,aa,0.3,1.0,1\n")
+    path.write_text(
+        "path,sha256,queue_position,examine_value,examine_marginal\nb.png,bb,2,0.5,0.1\na.png,aa,1,1.0,0.3\n"
+    )
     ranked = read_ranking(path)
     assert ranked.paths == ["a.png", "b.png"] and ranked.rank.tolist() == [1, 2]
     np.testing.assert_allclose(ranked.score, [1.0, 0.5])
+    path.write_text("path,sha256,marginal,score,rank\nb.png,bb,0.1,0.5,2\na.png,aa,0.3,1.0,1\n")  # older names
+    assert read_ranking(path).rank.tolist() == [1, 2]
 
 
 def test_map_helpers():
