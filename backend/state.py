@@ -57,6 +57,7 @@ class ProjectState:
     complete_version: str | None = None  # the last version pushed for the whole pool
     queue: list[int] = field(default_factory=list)  # task ids of the ranking in force, best first
     queue_labels: int = 0  # labeled tasks the ranking in force knew of
+    batch: list[list[int]] = field(default_factory=list)  # [task id, group] of the batch being served
     predictions: dict[int, Published] = field(default_factory=dict)  # task id → its prediction of published_version
     next_cluster: int = 1  # the next unused prediction cluster id
     stale_versions: list[str] = field(default_factory=list)  # pushed or aborted, to delete in the background
@@ -107,6 +108,7 @@ class ProjectState:
             "complete_version": self.complete_version,
             "queue": self.queue,
             "queue_labels": self.queue_labels,
+            "batch": self.batch,
             "predictions": {str(t): p.to_json() for t, p in self.predictions.items()},
             "next_cluster": self.next_cluster,
             "stale_versions": self.stale_versions,
@@ -132,6 +134,7 @@ class ProjectState:
             complete_version=raw.get("complete_version"),
             queue=[int(t) for t in raw.get("queue", [])],
             queue_labels=int(raw.get("queue_labels") or 0),
+            batch=[[int(t), int(g)] for t, g in raw.get("batch") or []],
             predictions={int(t): Published.from_json(p) for t, p in (raw.get("predictions") or {}).items()},
             next_cluster=int(raw.get("next_cluster") or 1),
             stale_versions=list(raw.get("stale_versions", [])),

@@ -58,6 +58,7 @@ _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline 
 _BULK_BATCH = 20000
 _SINGLE_MAX = 200  # more new predictions than this go in one bulk import
 _THREADS = 4  # concurrent prediction updates (Label Studio answers ~2x faster than one by one)
+_BATCH = 10  # the queue's batch: what the annotation simulation evaluates (examine.evaluate.simulation.BATCH)
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
     r"connection failed|connection timed out|timed out after|no complete answer within|"
@@ -311,6 +312,7 @@ class ProjectWorker:
                     info.key = None  # keys stay valid, but must be checked against the new store
                 if self.state.encoder_version is not None:
                     self.state.full_due = True  # a new embedding re-orders the whole pool
+                    self.state.batch = []
                 self.state.encoder_version = encoder.version
             for info in self.state.tasks.values():
                 if info.key and info.key not in store:
@@ -470,8 +472,29 @@ class ProjectWorker:
             return rest, [-1] * len(rest)
         # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
         labels = [i.label for _, i in rows] if self.state.choices else None
-        ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe)
-        return [rows[j][0] for j in ranking.order], [int(ranking.cluster[j]) for j in ranking.order]
+        ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=_BATCH)
+        order = [rows[j][0] for j in ranking.order]
+        groups = [int(ranking.cluster[j]) for j in ranking.order]
+        return self._keep_batch(order, groups)
+
+    def _keep_batch(self, order: list[int], groups: list[int]) -> tuple[list[int], list[int]]:
+        """Serve the current batch to its end before the next: its unlabeled tasks stay first, in their order.
+
+        The queue's policies pick batches of :data:`_BATCH` (Cluster-Margin's batch is diverse by design), and
+        the annotation simulation measured exactly that: a batch is chosen, labeled, and the next one is chosen
+        with every label so far. Re-choosing after each label would let one label reshuffle a batch half served.
+        Each label still refits the probe (pre-annotations) at once, and Label Studio's round robin moves off
+        the group just labeled. A new batch is chosen once the current one is used up.
+        """
+        ranked = set(order)
+        with self.state.lock:
+            batch = [(t, g) for t, g in self.state.batch if t in ranked]
+            if not batch:
+                batch = list(zip(order[:_BATCH], groups[:_BATCH]))
+            self.state.batch = [[t, g] for t, g in batch]
+        first = {t for t, _ in batch}
+        rest = [(t, g) for t, g in zip(order, groups) if t not in first]
+        return [t for t, _ in batch] + [t for t, _ in rest], [g for _, g in batch] + [g for _, g in rest]
 
     _ranked_labels = 0
 

@@ -6,7 +6,7 @@ Starts Label Studio 1.23.2 (from .venv-ls) and the backend on 127.0.0.1, imports
 point at N distinct real medical tiles in Label Studio's local-files root, connects the backend
 (which syncs, embeds from disk via EXAMINE_DATA_ROOTS, ranks and publishes), then submits
 annotations through the API and measures, for each, the time until ``/next`` serves a new task
-under a new ranking. With ``--labeled N`` N tasks are labeled first (two classes, alternating), so the
+under the ranking that includes it (updated in place). With ``--labeled N`` N tasks are labeled first (two classes, alternating), so the
 probe pre-annotates and the default queue has left its cold-start phase. Prints the set-up phases and
 the latencies.
 """
@@ -98,13 +98,13 @@ def main() -> None:
             lat = []
             for k in range(args.annotations):
                 head = client.next_task(pid)["id"]
-                before = backend.status(pid)["published_version"]
+                before = backend.status(pid)["queue_labels"]
                 t0 = time.perf_counter()
                 client.create_annotation(head, [choice("a" if k % 2 else "b")])
                 t_submit = time.perf_counter() - t0
-                while True:
+                while True:  # the re-rank that includes this label has reached Label Studio
                     nxt = client.next_task(pid)
-                    if nxt and nxt["id"] != head and backend.status(pid)["published_version"] != before:
+                    if nxt and nxt["id"] != head and backend.status(pid)["queue_labels"] > before:
                         break
                     time.sleep(0.05)
                 lat.append(time.perf_counter() - t0)
@@ -122,7 +122,7 @@ def main() -> None:
             print(f"latency over {len(lat)} annotations: median {np.median(lat):.2f} s, max {max(lat):.2f} s")
             print("backend log (publishing lines):")
             for line in (tmp / "backend.log").read_text().splitlines():
-                if "published" in line or "pushed" in line or "synced" in line or "embedded" in line:
+                if "prediction updates" in line or "first prediction" in line or "synced" in line or "embedded" in line:
                     print("  " + line[-160:])
         finally:
             backend.stop()

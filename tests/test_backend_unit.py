@@ -443,11 +443,16 @@ def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_h
     head = [fake.preds[state.predictions[t].id] for t in state.queue[:5]]
     assert all(p["cluster"] is not None for p in head) and len({p["cluster"] for p in head}) >= 2
     assert all(p["result"][0]["value"]["choices"][0] in ("x", "y") for p in head)
-    for k in range(6):  # label the served task, re-rank: a few updates each time, never a new version
-        served = fake.serve_order()[0]
+    for k in range(12):  # label the served task, re-rank: a few updates each time, never a new version
+        served = next(t for t in fake.serve_order() if not state.tasks[t].labeled)
+        batch = [t for t, _ in state.batch]
+        assert served == batch[0]
         state.tasks[served].labeled, state.tasks[served].label = True, "xy"[k % 2]
         before = len(fake.patched)
         worker.rank()
+        # the batch being served stays first until used up; then the next batch of 10 is chosen
+        assert [t for t, _ in state.batch] == (batch[1:] or state.queue[:10]) and len(batch) <= 10
+        assert state.queue[: len(state.batch)] == [t for t, _ in state.batch]
         assert state.published_version == version and len(fake.imported) == 1 and not fake.created
         assert len(fake.patched) - before <= 2 * 5
         unlabeled = [t for t, i in state.tasks.items() if not i.labeled]
