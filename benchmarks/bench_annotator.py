@@ -82,6 +82,17 @@ def exact_per_task(client: LabelStudio, pid: int, version: str) -> list[int]:
     return out
 
 
+def wait_for_labels(backend: BackendServer, pid: int, labels: int, timeout: float = 600.0) -> dict:
+    """The backend's status once the ranking in force knows ``labels`` labels (polled every 50 ms)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = backend.status(pid)
+        if st["queue_labels"] >= labels:
+            return st
+        time.sleep(0.05)
+    raise TimeoutError(f"no ranking with {labels} labels within {timeout:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=200)
@@ -132,7 +143,7 @@ def run(args: argparse.Namespace, ls: LabelStudioServer, backend: BackendServer,
     if labeled:
         backend.wait(pid, lambda s: s["queue_labels"] >= labeled and not s["pending"], timeout=600)
     rows = []
-    t_submit = time.perf_counter()
+    t_submit = time.time()
     served = client.next_task(pid)
     for k in range(args.annotations):
         if served is None:
@@ -147,8 +158,8 @@ def run(args: argparse.Namespace, ls: LabelStudioServer, backend: BackendServer,
             "predictions_of_task": len(pred),
         }
         if k:
-            fresh = backend.wait(pid, lambda s, known=labeled: s["queue_labels"] >= known, timeout=600)
-            row["landed_s"] = time.perf_counter() - t_submit
+            fresh = wait_for_labels(backend, pid, labeled)
+            row["landed_s"] = fresh["last_publish"] - t_submit  # the backend's own clock: same machine
             head = fresh["queue_head"]
             row["fresh_position"] = head.index(tid) if tid in head else None
         cur, unlabeled, total = counts(client, pid, args.tasks, labeled)
@@ -167,7 +178,7 @@ def run(args: argparse.Namespace, ls: LabelStudioServer, backend: BackendServer,
         time.sleep(max(0.0, args.interval - 0.3))
         client.create_annotation(tid, answer(cls[tid]))
         labeled += 1
-        t_submit = time.perf_counter()
+        t_submit = time.time()
         served = client.next_task(pid)
     after = rows[1:]
     pos = [r["fresh_position"] for r in after]
