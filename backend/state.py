@@ -56,6 +56,7 @@ class ProjectState:
     published_version: str | None = None  # the version the project was last switched to
     complete_version: str | None = None  # the last version pushed for the whole pool
     queue: list[int] = field(default_factory=list)  # task ids of the ranking in force, best first
+    queue_groups: list[int] = field(default_factory=list)  # the group of each queue entry (−1: none)
     queue_labels: int = 0  # labeled tasks the ranking in force knew of
     batch: list[list[int]] = field(default_factory=list)  # [task id, group] of the batch being served
     predictions: dict[int, Published] = field(default_factory=dict)  # task id → its prediction of published_version
@@ -107,6 +108,7 @@ class ProjectState:
             "published_version": self.published_version,
             "complete_version": self.complete_version,
             "queue": self.queue,
+            "queue_groups": self.queue_groups,
             "queue_labels": self.queue_labels,
             "batch": self.batch,
             "predictions": {str(t): p.to_json() for t, p in self.predictions.items()},
@@ -133,6 +135,7 @@ class ProjectState:
             published_version=raw.get("published_version"),
             complete_version=raw.get("complete_version"),
             queue=[int(t) for t in raw.get("queue", [])],
+            queue_groups=[int(g) for g in raw.get("queue_groups", [])],
             queue_labels=int(raw.get("queue_labels") or 0),
             batch=[[int(t), int(g)] for t, g in raw.get("batch") or []],
             predictions={int(t): Published.from_json(p) for t, p in (raw.get("predictions") or {}).items()},

@@ -470,12 +470,33 @@ class ProjectWorker:
         if (~labeled).sum() <= 1 or len(rows) < 2:
             rest = [t for (t, i) in rows if not i.labeled]
             return rest, [-1] * len(rest)
+        kept = self._within_batch({t for t, i in rows if not i.labeled})
+        if kept is not None:
+            return kept
         # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
         labels = [i.label for _, i in rows] if self.state.choices else None
         ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=_BATCH)
         order = [rows[j][0] for j in ranking.order]
         groups = [int(ranking.cluster[j]) for j in ranking.order]
         return self._keep_batch(order, groups)
+
+    def _within_batch(self, unlabeled: set[int]) -> tuple[list[int], list[int]] | None:
+        """The queue in force minus the tasks labeled since, while its batch has two or more tasks left.
+
+        Within a batch nothing but the labeled tasks changes what is served next, so the queue is not
+        chosen again: a label costs the probe's refit (pre-annotations) and a few updates, whatever the
+        size of the project. The queue is chosen again (None) when one task of the batch is left, so the
+        next batch is in Label Studio before the last one is submitted, and whenever tasks were added
+        or a new version is due.
+        """
+        with self.state.lock:
+            queue, groups = self.state.queue, self.state.queue_groups
+            remaining = [t for t, _ in self.state.batch if t in unlabeled]
+            if self.state.full_due or len(remaining) < 2 or len(groups) != len(queue) or not unlabeled <= set(queue):
+                return None
+            self.state.batch = [[t, g] for t, g in self.state.batch if t in unlabeled]
+            kept = [(t, g) for t, g in zip(queue, groups) if t in unlabeled]
+        return [t for t, _ in kept], [g for _, g in kept]
 
     def _keep_batch(self, order: list[int], groups: list[int]) -> tuple[list[int], list[int]]:
         """Serve the current batch to its end before the next: its unlabeled tasks stay first, in their order.
@@ -489,8 +510,9 @@ class ProjectWorker:
         ranked = set(order)
         with self.state.lock:
             batch = [(t, g) for t, g in self.state.batch if t in ranked]
-            if not batch:
-                batch = list(zip(order[:_BATCH], groups[:_BATCH]))
+            if len(batch) < 2:  # the next batch follows the last task of this one
+                taken = {t for t, _ in batch}
+                batch += [(t, g) for t, g in zip(order, groups) if t not in taken][:_BATCH]
             self.state.batch = [[t, g] for t, g in batch]
         first = {t for t, _ in batch}
         rest = [(t, g) for t, g in zip(order, groups) if t not in first]
@@ -516,7 +538,7 @@ class ProjectWorker:
             raise
         elapsed = time.perf_counter() - t0
         with self.state.lock:
-            self.state.queue = list(task_ids)
+            self.state.queue, self.state.queue_groups = list(task_ids), list(clusters)
             self.state.queue_labels = self._ranked_labels
             self.state.publishes += 1
             self.state.last_publish, self.state.last_publish_s = time.time(), elapsed
