@@ -17,8 +17,10 @@ read from the Hugging Face cache, downloaded into it the first time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,17 +98,101 @@ def build_vit(config: EncoderConfig, *, pretrained: bool = False, weights_file: 
     name = config.model if config.model.startswith("hf-hub:") or pretrained else config.model.split(".")[0]
     if pretrained and weights_file is not None:
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+    offline = pretrained and weights_file is None and not hub_reachable()
+    if offline and not _in_hub_cache(name):
+        raise EncoderError(
+            f"the pretrained weights of {config.model!r} are not in the Hugging Face cache and could not be "
+            f"downloaded ({hub_host()} cannot be reached). " + _FETCH_HINT
+        )
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        with _hub_offline(offline):
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as exc:  # unknown model name, or weights that do not fit
         raise EncoderError(f"timm cannot build {config.model!r}: {exc}") from exc
     except (OSError, ValueError) as exc:  # the hub or its cache: offline, missing files, gated models
+        why = (
+            f"{hub_host()} cannot be reached" if offline else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        )
         raise EncoderError(
             f"the pretrained weights of {config.model!r} are not in the Hugging Face cache and could not be "
-            f"downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Download them on a machine with "
-            "network access (they land in ~/.cache/huggingface, or HF_HOME) and copy the cache here, or pass the "
-            "weights file with --weights PATH (EXAMINE_WEIGHTS in the backend)"
+            f"downloaded ({why}). " + _FETCH_HINT
         ) from exc
+
+
+_FETCH_HINT = (
+    "Download them on a machine with network access (they land in ~/.cache/huggingface, or HF_HOME) and copy the "
+    "cache here, or pass the weights file with --weights PATH (EXAMINE_WEIGHTS in the backend)"
+)
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the weights timm would fetch for ``name`` are in the Hugging Face cache (True when unknown)."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    if name.startswith("hf-hub:"):
+        repo = name.removeprefix("hf-hub:")
+    else:
+        cfg = get_pretrained_cfg(name)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return True  # not on the hub (a URL or a file): timm decides
+    files = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in files)
+
+
+def hub_host() -> str:
+    """The Hugging Face hub's host name (``HF_ENDPOINT``, huggingface.co by default)."""
+    import os
+    from urllib.parse import urlsplit
+
+    return urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds (name lookup included).
+
+    Checked before timm asks the hub for weights: offline, huggingface_hub retries for about a minute
+    before it fails.
+    """
+    import os
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = url.port or (80 if url.scheme == "http" else 443)
+
+    def connect() -> bool:
+        try:
+            socket.create_connection((hub_host(), port), timeout=timeout).close()
+            return True
+        except OSError:
+            return False
+
+    pool = ThreadPoolExecutor(1)  # getaddrinfo has no timeout of its own
+    try:
+        return pool.submit(connect).result(timeout=timeout + 0.5)
+    except TimeoutError:
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode while ``offline``: cached weights load, nothing is retried."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -287,7 +373,8 @@ def to_square_tensor(img: np.ndarray, size: int) -> torch.Tensor:
     """One RGB uint8 image → float (3, size, size) in [0, 1], short side resized, centre crop."""
     import torch.nn.functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    # np.require copies read-only arrays (bundled images, memory maps): torch warns on non-writable ones
+    t = torch.from_numpy(np.require(img, requirements=["C", "W"])).permute(2, 0, 1).float().div_(255.0)
     h, w = t.shape[1:]
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))

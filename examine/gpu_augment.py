@@ -65,7 +65,7 @@ class ImageBank:
         else:
             host = torch.zeros((len(images), H, W, 3), dtype=torch.uint8)
             for i, im in enumerate(images):
-                host[i, : im.shape[0], : im.shape[1]] = torch.from_numpy(np.ascontiguousarray(im))
+                host[i, : im.shape[0], : im.shape[1]] = torch.from_numpy(np.require(im, requirements=["C", "W"]))
         if on_gpu:
             self.data = host.to(device).permute(0, 3, 1, 2).contiguous()
         else:

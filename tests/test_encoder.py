@@ -82,6 +82,21 @@ def test_pretrained_name_missing_from_the_cache_is_a_clear_error(hub_cache):
         create_encoder(EncoderConfig("vit_base_patch16_224.mae", img_size=224))
 
 
+def test_an_unreachable_hub_is_named_at_once_not_retried(hub_cache, monkeypatch):
+    """Offline, a named pretrained model missing from the cache fails before timm builds or downloads anything."""
+    import timm
+
+    from examine import encoder
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    assert not encoder.hub_reachable(timeout=1.0)
+    built = []
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: built.append(a))
+    with pytest.raises(EncoderError, match="127.0.0.1 cannot be reached.*--weights PATH"):
+        create_encoder(EncoderConfig("vit_base_patch16_224.mae", img_size=224))
+    assert built == []
+
+
 def _write_hub_cache(cache, repo: str, vit: torch.nn.Module, config: dict) -> None:
     """A Hugging Face cache entry as huggingface_hub writes it: blobs, a snapshot and refs/main."""
     import json
