@@ -130,6 +130,7 @@ def _in_hub_cache(name: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
     from timm.models import get_pretrained_cfg
 
+    repo: str | None
     if name.startswith("hf-hub:"):
         repo = name.removeprefix("hf-hub:")
     else:
