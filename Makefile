@@ -4,37 +4,39 @@ PYTHON ?= python3
 VENV := .venv
 VENV_LS := .venv-ls
 LABEL_STUDIO_VERSION := 1.23.2
-PIP_QUIET := --quiet --disable-pip-version-check
 
-.PHONY: setup setup-ls system-deps lint test test-fast bench demo rank clean image-test
+.PHONY: envs setup setup-ls system-deps lint test test-fast bench demo rank clean image-test
 
 $(VENV)/.installed: pyproject.toml requirements.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
-	$(VENV)/bin/pip install $(PIP_QUIET) -r requirements.txt -e '.[dev,dicom,backend,report]' 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV)/bin/python -c "import examine, torch, timm" 
-	touch $@
+	@echo "[.venv] the library and the backend: torch (with CUDA libraries, about 6 GB), timm, scikit-learn, ..."
+	@PYTHON=$(PYTHON) bash scripts/install_env.sh $(VENV) "import examine, torch, timm" \
+		-r requirements.txt -e '.[dev,dicom,backend,report]'
+	@touch $@
 
 $(VENV_LS)/.installed:
-	test -x $(VENV_LS)/bin/python || $(PYTHON) -m venv $(VENV_LS)
-	$(VENV_LS)/bin/pip install $(PIP_QUIET) label-studio==$(LABEL_STUDIO_VERSION) 2>&1 | grep -v "^WARNING: Location" || true
-	$(VENV_LS)/bin/python -c "import label_studio"
-	touch $@
+	@echo "[.venv-ls] Label Studio $(LABEL_STUDIO_VERSION) in its own environment (about 1 GB)"
+	@PYTHON=$(PYTHON) bash scripts/install_env.sh $(VENV_LS) "import label_studio" label-studio==$(LABEL_STUDIO_VERSION)
+	@touch $@
+
+# Both environments, side by side (they are independent).
+envs:
+	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(VENV_LS)/.installed
 
 setup: $(VENV)/.installed system-deps
 setup-ls: $(VENV_LS)/.installed
 
-# Debian packages used by the tests (Fashion-MNIST). Needs root; skipped when present.
+# Debian packages used by the tests only (Fashion-MNIST, Chromium for the browser test). Needs root; skipped when
+# present. `make demo` does not need them.
 system-deps:
 	@bash scripts/system-deps.sh
 
 # The linter, the formatter's check and the type checker run before the tests.
-lint: setup
+lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: setup setup-ls lint
+test: envs system-deps lint
 	$(VENV)/bin/python -m pytest -q
 
 test-fast: setup
@@ -42,7 +44,7 @@ test-fast: setup
 
 # Label Studio + the backend on 127.0.0.1:8080 / :9090 with real medical tiles (Ctrl-C stops both).
 # Options: make demo ARGS="--tiles 100 --port 8081 --once"
-demo: setup setup-ls
+demo: envs
 	$(VENV)/bin/python scripts/demo.py $(ARGS)
 
 # Builds backend/Dockerfile (CPU variant) and runs docker-compose.yml for real: Label Studio + the backend on a

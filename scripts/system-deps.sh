@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and the demo use, when missing.
+# Installs the Debian packages the tests use (not the demo), when missing.
 set -euo pipefail
 # dataset-fashion-mnist: test data; chromium + chromium-driver: tests/test_browser.py (headless, Selenium).
 pkgs=(dataset-fashion-mnist chromium chromium-driver)
@@ -12,5 +12,6 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${missing[*]}; run: sudo apt-get install -y ${missing[*]}" >&2
     exit 1
 fi
+echo "installing Debian packages for the tests (root): ${missing[*]}"
 apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1
