@@ -6,6 +6,8 @@
 Prints seconds per call (best of --repeat) and the ratio to ``marginal_singular_values`` on the same
 matrix, measured in one run.  The backend re-ranks after every annotation, so this is its floor.
 The quality of the order is measured by ``examine evaluate`` (benchmarks/RESULTS.md), not here.
+The last line is what a label within a batch costs the backend instead of a re-rank: the probe's refit
+and its prediction of every unlabeled row (the pre-annotations).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from examine.probe import Probe  # noqa: E402
 from examine.ranking import POLICIES, rank  # noqa: E402
 from examine.scoring import marginal_singular_values  # noqa: E402
 
@@ -57,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     for policy in a.policies.split(","):
         t = _best(lambda policy=policy: rank(X, labeled=labeled, labels=labels, policy=policy), a.repeat)
         print(f"{'rank(policy=' + policy + ')':<26} {t:8.3f} s  {t / base:5.2f}×")
+    have = np.flatnonzero(labeled)
+
+    def within_batch() -> None:
+        Probe(cv=False).fit(X[have], [labels[i] for i in have], reference=X).predict_proba(X[~labeled])
+
+    t = _best(within_batch, a.repeat)
+    print(f"{'probe refit + predictions':<26} {t:8.3f} s  {t / base:5.2f}×   (a label within a batch)")
     return 0
 
 

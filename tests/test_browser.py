@@ -228,3 +228,63 @@ def test_label_stream_shows_the_probes_choice_preselected(demo, browser, tmp_pat
     assert picked == [proposed], (
         f"task {shown}: the form shows {picked}, the probe proposed {proposed!r} ({status['probe']})"
     )
+
+
+def test_an_annotator_labels_through_the_ui_and_is_served_the_head_of_the_ranking_with_each_label(
+    demo, browser, tmp_path
+):
+    """Twenty labels through the real labeling screen (Choice, Submit): after each Submit the screen shows the head
+    of the ranking that includes that label, every unlabeled task keeps one current prediction, and the
+    project never holds more than tasks + 20 predictions."""
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d, info = demo
+    client, pid = d.client, info.project_id
+    assert client is not None
+    time.sleep(3.5)  # task locks of earlier /next calls expire
+    log_in(browser, d.cfg.ls_url, d.creds.email, d.creds.password)
+    browser.get(f"{d.cfg.ls_url}/projects/{pid}/data")
+    label_all_tasks_button(browser).click()
+    shown = shown_task_id(browser)
+    files = {t["id"]: t["data"]["image"] for t in client.iter_tasks(pid)}
+    checked = (
+        "return Array.from(document.querySelectorAll('input:checked'))"
+        ".map(i => (i.closest('label') || i.parentElement.parentElement).innerText.trim());"
+    )
+    click_choice = (
+        "const want = arguments[0];"
+        "for (const i of document.querySelectorAll('input[type=checkbox], input[type=radio]')) {"
+        "  const t = (i.closest('label') || i.parentElement.parentElement).innerText.trim();"
+        "  if (t.replace(/\\[\\d+\\]$/, '').trim() === want) { i.click(); return true; } }"
+        "return false;"
+    )
+    head_hits, served, labels = 0, 0, client.get_project(pid).get("num_tasks_with_annotations") or 0
+    for _ in range(20):
+        source = files[shown].rsplit("_", 1)[-1].split(".")[0]
+        want = SOURCE_CHOICE[source]
+        now = [re.sub(r"\[\d+\]$", "", c).strip() for c in browser.execute_script(checked)]
+        if now != [want]:
+            assert browser.execute_script(click_choice, want), f"no choice {want!r} on the screen"
+        submit = WebDriverWait(browser, WAIT_S).until(
+            lambda b: b.find_elements(By.XPATH, "//button[normalize-space()='Submit']") or False
+        )[0]
+        submit.click()
+        labels += 1
+        previous = shown
+        WebDriverWait(browser, WAIT_S).until(lambda b, p=previous: shown_task_id(b) != p)
+        shown = shown_task_id(browser)
+        status = d.backend.wait(pid, lambda s, n=labels: s["queue_labels"] >= n and not s["pending"], timeout=60)
+        served += 1
+        head_hits += shown == status["queue_head"][0]
+        versions = client.list_model_versions(pid)
+        assert sum(versions.values()) <= N_TILES + 20, versions
+    save_screenshot(browser, "after-20-labels.png", tmp_path)
+    assert head_hits >= 0.9 * served, f"{head_hits} of {served} serves were the head of the ranking with the label"
+    version = client.get_project(pid)["model_version"]
+    for t in client.iter_tasks(pid, fields="all"):
+        if not t.get("total_annotations"):
+            assert sum(p["model_version"] == version for p in t.get("predictions") or []) == 1, t["id"]
+    print(f"UI: {head_hits}/{served} serves were the head of the ranking that includes the label just submitted")
