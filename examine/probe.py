@@ -33,6 +33,25 @@ __all__ = ["Probe", "ProbeError", "labeled_rows"]
 CV_FOLDS = 5
 #: Above this many labels the cross-validation uses a stratified sample of them (its cost stays bounded).
 CV_MAX_ROWS = 2000
+_CHUNK = 8192  # rows per float64 block when standardising or predicting a large pool
+
+
+def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and (population) standard deviation in float64, two passes over row blocks.
+
+    Equal to ``X.mean(0)``, ``X.std(0)`` in float64 without a float64 copy of ``X``.
+    """
+    X = np.asarray(X)
+    n = max(len(X), 1)
+    total = np.zeros(X.shape[1])
+    for start in range(0, len(X), _CHUNK):
+        total += np.asarray(X[start : start + _CHUNK], dtype=np.float64).sum(axis=0)
+    mean = total / n
+    sq = np.zeros(X.shape[1])
+    for start in range(0, len(X), _CHUNK):
+        block = np.asarray(X[start : start + _CHUNK], dtype=np.float64) - mean
+        sq += np.einsum("ij,ij->j", block, block)
+    return mean, np.sqrt(sq / n)
 
 
 class ProbeError(ValueError):
@@ -113,11 +132,10 @@ class Probe:
         self.classes_ = given + [c for c in seen if c not in given]
         code = {c: k for k, c in enumerate(self.classes_)}
         codes = np.asarray([code[v] for v in y_list], np.int64)
-        ref = X if reference is None else np.asarray(reference, dtype=np.float64)
+        ref = X if reference is None else np.asarray(reference)
         if ref.ndim != 2 or ref.shape[1] != X.shape[1]:
             raise ProbeError(f"reference must have {X.shape[1]} columns, got shape {ref.shape}")
-        self.mean_ = ref.mean(axis=0)
-        sd = ref.std(axis=0)
+        self.mean_, sd = column_moments(ref)
         sd[sd == 0] = 1.0
         self.scale_ = sd
         Z = self._standardise(X)
@@ -161,10 +179,27 @@ class Probe:
     # ------------------------------------------------------------------ using it
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """(n, len(classes_)) probabilities; classes never labeled get 0."""
-        Z = self._standardise(X)
-        P = np.zeros((len(Z), len(self.classes_)))
-        P[:, self.model_.classes_] = self.model_.predict_proba(Z)
+        """(n, len(classes_)) probabilities; classes never labeled get 0.
+
+        The standardisation is folded into the model's weights and the rows are taken in chunks, so a
+        pool of 200,000 float32 embeddings is never copied to float64 whole; the result equals
+        scikit-learn's ``predict_proba`` of the standardised rows.
+        """
+        X = np.asarray(X)
+        coef = np.atleast_2d(self.model_.coef_) / self.scale_  # (k, d)
+        bias = np.atleast_1d(self.model_.intercept_) - coef @ self.mean_
+        fitted = np.zeros((len(X), len(self.model_.classes_)))
+        for start in range(0, len(X), _CHUNK):
+            z = np.asarray(X[start : start + _CHUNK], dtype=np.float64) @ coef.T + bias
+            if len(self.model_.classes_) == 2:  # scikit-learn's binary case: one logit
+                p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+                fitted[start : start + len(z)] = np.column_stack([1.0 - p, p])
+            else:
+                z -= z.max(axis=1, keepdims=True)
+                np.exp(z, out=z)
+                fitted[start : start + len(z)] = z / z.sum(axis=1, keepdims=True)
+        P = np.zeros((len(X), len(self.classes_)))
+        P[:, self.model_.classes_] = fitted
         return P
 
     def predict(self, X: np.ndarray) -> list[Hashable]:

@@ -529,7 +529,7 @@ def rank(
         "batch": int(batch),
         "clusters": clusters,
         "max_clusters": int(max_clusters),
-        "raw": np.asarray(X, dtype=np.float64),
+        "raw": X if X.dtype.kind == "f" else X.astype(np.float64),  # the probe works in float64 row blocks
         "probe": probe,
     }
     if class_fallback not in POLICIES or class_fallback == "class-aware":

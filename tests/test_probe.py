@@ -66,3 +66,30 @@ def test_fewer_than_two_classes_is_a_clear_error(labels):
 def test_labeled_rows_skips_missing_labels():
     rows, vals = labeled_rows([None, "a", float("nan"), np.int64(3)], np.arange(4))
     assert rows.tolist() == [1, 3] and vals == ["a", 3]
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 5])
+@pytest.mark.parametrize("n_rows", [1, 7, 8192 + 5])
+def test_folded_prediction_equals_scikit_learn_on_the_standardised_rows(n_classes, n_rows):
+    """predict_proba folds the standardisation into the weights and works in row blocks; the reference is
+    scikit-learn's own predict_proba of the explicitly standardised rows (float32 input, a constant column)."""
+    rng = np.random.default_rng(n_classes)
+    pool = (rng.normal(size=(n_rows + 40, 6)) * [1, 10, 0.1, 1, 1, 0] + [0, 5, -3, 100, 0, 2]).astype(np.float32)
+    y = [f"c{k % n_classes}" for k in range(40)]
+    probe = Probe().fit(pool[:40], y, reference=pool)
+    Z = (pool[40:].astype(np.float64) - pool.astype(np.float64).mean(0)) / np.where(
+        pool.astype(np.float64).std(0) == 0, 1.0, pool.astype(np.float64).std(0)
+    )
+    want = probe.model_.predict_proba(Z)
+    np.testing.assert_allclose(probe.predict_proba(pool[40:]), want, rtol=1e-9, atol=1e-12)
+
+
+def test_column_moments_match_numpy_in_float64():
+    from examine.probe import column_moments
+
+    X = (np.random.default_rng(1).normal(size=(20000, 3)) * [1e-3, 1, 1e3] + [1e4, 0, -5]).astype(np.float32)
+    mean, sd = column_moments(X)
+    np.testing.assert_allclose(mean, X.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(sd, X.astype(np.float64).std(0), rtol=1e-9)
+    empty_mean, empty_sd = column_moments(np.zeros((0, 2)))
+    assert empty_mean.tolist() == [0.0, 0.0] and empty_sd.tolist() == [0.0, 0.0]
