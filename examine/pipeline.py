@@ -10,6 +10,9 @@ ranks a folder call :func:`rank_folder`; it returns data, never prints.
 from __future__ import annotations
 
 import csv
+import json
+import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -84,10 +87,14 @@ def prepare_encoder(
     """The encoder to embed with: a named pretrained model, local weights, the one pretrained into ``workspace``
     earlier, or a new MAE pretrained on ``paths``."""
     if weights is None and encoder_config is not None and is_pretrained_name(encoder_config.model):
-        return create_encoder(encoder_config)
+        encoder = create_encoder(encoder_config)
+        log(f"encoder: the pretrained {encoder_config.model} (timm), version {encoder.version}")
+        return encoder
     if weights is not None or workspace.has_encoder() or not pretrain_if_missing:
-        return workspace.encoder(weights=weights, config=encoder_config)
-    return pretrain_on(
+        encoder = workspace.encoder(weights=weights, config=encoder_config)
+        log(f"encoder: {encoder.version} from {weights or workspace.encoder_dir}; {provenance(workspace.encoder_dir)}")
+        return encoder
+    encoder = pretrain_on(
         paths,
         workspace.encoder_dir,
         encoder_config=encoder_config,
@@ -95,6 +102,26 @@ def prepare_encoder(
         device=device,
         log=log,
     )
+    folder = os.path.commonpath([str(Path(p).resolve().parent) for p in paths]) if paths else ""
+    record = {"folder": folder, "images": len(paths), "date": time.strftime("%Y-%m-%d %H:%M", time.localtime())}
+    (Path(workspace.encoder_dir) / PROVENANCE).write_text(json.dumps(record))
+    return encoder
+
+
+#: What an encoder pretrained by `examine rank` was trained on, next to its weights.
+PROVENANCE = "trained_on.json"
+
+
+def provenance(encoder_dir: str | Path) -> str:
+    """One line on what the encoder in ``encoder_dir`` was pretrained on (folder, images, date), if known."""
+    try:
+        raw = json.loads((Path(encoder_dir) / PROVENANCE).read_text())
+        return (
+            f"MAE-pretrained on {raw['images']} images of {raw['folder']} on {raw['date']} "
+            "(another folder reuses it; give it its own --model-dir to pretrain on it)"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return "trained on: not recorded"
 
 
 def pretrain_on(

@@ -116,3 +116,23 @@ def test_cli_rank_with_labels_learns_and_predicts(folder, tmp_path, capsys):
     labels.write_text("file,class\n")
     assert main([*args, "--labels", str(labels)]) == 2
     assert "header 'path,label'" in capsys.readouterr().err
+
+
+def test_the_console_says_which_encoder_is_used_and_what_it_was_trained_on(tmp_path):
+    """A reused encoder names its version, its folder and what it was pretrained on; a missing record says so."""
+    import json
+
+    from examine.encoder import EncoderConfig, create_encoder
+    from examine.pipeline import PROVENANCE, prepare_encoder
+    from examine.workspace import Workspace
+
+    ws = Workspace(tmp_path / "model")
+    enc = create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0)
+    enc.save(ws.encoder_dir)
+    lines: list[str] = []
+    prepare_encoder([], ws, log=lines.append)
+    assert enc.version in lines[0] and "not recorded" in lines[0]
+    (ws.encoder_dir / PROVENANCE).write_text(json.dumps({"folder": "/data/a", "images": 120, "date": "2026-12-04"}))
+    lines.clear()
+    prepare_encoder([], ws, log=lines.append)
+    assert "MAE-pretrained on 120 images of /data/a on 2026-12-04" in lines[0] and "--model-dir" in lines[0]
