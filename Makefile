@@ -22,7 +22,7 @@ $(VENV_LS)/.installed:
 envs:
 	@$(MAKE) --no-print-directory -j2 $(VENV)/.installed $(VENV_LS)/.installed
 
-setup: $(VENV)/.installed system-deps
+setup: $(VENV)/.installed
 setup-ls: $(VENV_LS)/.installed
 
 # Debian packages used by the tests only (Fashion-MNIST, Chromium for the browser test). Needs root; skipped when
@@ -39,7 +39,7 @@ lint: $(VENV)/.installed
 test: envs system-deps lint
 	$(VENV)/bin/python -m pytest -q
 
-test-fast: setup
+test-fast: setup system-deps
 	$(VENV)/bin/python -m pytest -q -m "not e2e and not slow"
 
 # Label Studio + the backend on 127.0.0.1:8080 / :9090 with real medical tiles (Ctrl-C stops both).
