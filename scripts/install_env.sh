@@ -9,7 +9,7 @@ shift 2
 name=$(basename "$venv")
 start=$SECONDS
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+"$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip 2>&1 | { grep -v "^WARNING: Location" || true; }
 stamp=$(mktemp)
 ( while sleep 15 </dev/null >/dev/null 2>&1; do
     if [ $(( $(date +%s) - $(stat -c %Y "$stamp") )) -ge 14 ]; then
