@@ -45,6 +45,7 @@ from backend.lshttp import (
 __all__ = ["LabelStudio", "LabelStudioError", "is_personal_access_token"]
 
 log = logging.getLogger(__name__)
+_BULK_READ_S = 900.0  # read timeout of bulk imports and whole listings (200,000-task projects)
 
 
 class LabelStudio:
@@ -352,7 +353,8 @@ class LabelStudio:
         path = f"/api/projects/{pid}/import/predictions"
         for start in range(0, len(predictions), batch_size):
             batch = predictions[start : start + batch_size]
-            body = self._json("POST", path, json=batch)
+            # Label Studio's cost grows with the project (~13 s at 20,000 tasks): a long read timeout.
+            body = self._json("POST", path, json=batch, timeout=self._bulk_timeout())
             n = int(body.get("created", len(batch))) if isinstance(body, dict) else len(batch)
             if n < len(batch):
                 log.warning(
@@ -386,7 +388,13 @@ class LabelStudio:
         params = {k: v for k, v in (("task", task), ("project", project)) if v is not None}
         if not params:
             raise ValueError("give task or project")
-        return self._json("GET", "/api/predictions/", params=params)
+        return self._json("GET", "/api/predictions/", params=params, timeout=self._bulk_timeout())
+
+    def _bulk_timeout(self) -> float | tuple[float, float]:
+        """The timeout of requests whose cost grows with the project (bulk imports, whole listings)."""
+        if isinstance(self._timeout, tuple):
+            return (self._timeout[0], max(self._timeout[1], _BULK_READ_S))
+        return max(self._timeout, _BULK_READ_S)
 
     def list_model_versions(self, pid: int) -> dict:
         """Model versions of the project's predictions with their counts: ``{version: count}``."""
