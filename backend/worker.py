@@ -58,6 +58,7 @@ _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline 
 _BULK_BATCH = 20000
 _SINGLE_MAX = 200  # more new predictions than this go in one bulk import
 _THREADS = 4  # concurrent prediction updates (Label Studio answers ~2x faster than one by one)
+_UNKNOWN = 0  # a prediction id not looked up yet (bulk imports answer none)
 _BATCH = 10  # the queue's batch: what the annotation simulation evaluates (examine.evaluate.simulation.BATCH)
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
@@ -565,12 +566,10 @@ class ProjectWorker:
         preds = [{"task": t, "model_version": version, "score": scores[t], "result": results[t]} for t in task_ids]
         try:
             # Label Studio's bulk import costs ~13 s per request on a 20,000-task project whatever its size.
-            client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
-            ids = {
-                int(p["task"]): int(p["id"])
-                for p in client.list_predictions(project=self.pid)
-                if isinstance(p, dict) and p.get("model_version") == version
-            }
+            created = client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
+            # A bulk import answers no ids: each is looked up when its prediction is first updated (the head),
+            # so a 200,000-task project is never listed whole; only a partial import is listed to see what is in.
+            ids = self._prediction_ids(client, version) if created < len(preds) else dict.fromkeys(task_ids, _UNKNOWN)
             fields: dict[str, Any] = {"model_version": version}
             if self.settings.sampling in SAMPLING_LS:
                 fields["sampling"] = SAMPLING_LS[self.settings.sampling]
@@ -611,13 +610,11 @@ class ProjectWorker:
             ]
             proposals = {t: self.state.tasks[t].predicted for t in missing if t in self.state.tasks}
         if len(missing) > _SINGLE_MAX:
-            client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
-            wanted = set(missing)
-            made = {
-                int(p["task"]): int(p["id"])
-                for p in client.list_predictions(project=self.pid)
-                if isinstance(p, dict) and p.get("model_version") == version and p.get("task") in wanted
-            }
+            created = client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
+            if created < len(preds):
+                made = {t: i for t, i in self._prediction_ids(client, cast(str, version)).items() if t in set(missing)}
+            else:
+                made = dict.fromkeys(missing, _UNKNOWN)
         else:
             with ThreadPoolExecutor(_THREADS) as pool:
                 made = {int(r["task"]): int(r["id"]) for r in pool.map(client.create_prediction, preds)}
@@ -657,8 +654,16 @@ class ProjectWorker:
                     body["result"] = self._result(tid)
                 bodies[tid] = body
 
+        version = cast(str, self.state.published_version)
+
         def send(tid: int) -> tuple[int, dict | None]:
-            return tid, client.update_prediction(published[tid].id, **bodies[tid])
+            pred_id = published[tid].id
+            if pred_id == _UNKNOWN:  # bulk-imported: look its id up once
+                found = [p for p in client.list_predictions(task=tid) if p.get("model_version") == version]
+                if not found:
+                    return tid, None
+                pred_id = published[tid].id = int(found[0]["id"])
+            return tid, client.update_prediction(pred_id, **bodies[tid])
 
         with ThreadPoolExecutor(_THREADS) as pool:
             done = list(pool.map(send, bodies))
@@ -679,6 +684,14 @@ class ProjectWorker:
             self._ensure_predictions(client, task_ids)
             return len(done) + self._update_head(client, task_ids, clusters)
         return len(done)
+
+    def _prediction_ids(self, client: LabelStudio, version: str) -> dict[int, int]:
+        """Task id → prediction id of ``version``, from one listing of the project's predictions."""
+        return {
+            int(p["task"]): int(p["id"])
+            for p in client.list_predictions(project=self.pid)
+            if isinstance(p, dict) and p.get("model_version") == version
+        }
 
     def _result(self, tid: int) -> list[dict[str, Any]]:
         """The pre-annotation of a task (caller holds the lock)."""
