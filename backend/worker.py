@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, cast, overload
 
@@ -40,10 +39,9 @@ from backend.payload import (
     choices_from_config,
     guess_image_key,
     image_key_from_config,
-    new_version,
 )
-from backend.prelabel import learn, result_for
-from backend.publish import Published, plan_head, queue_order
+from backend.prelabel import learn
+from backend.publisher import SAMPLING_LS, Publisher
 from backend.state import ProjectState, TaskInfo
 from examine.embed import embed_sources
 from examine.encoder import Encoder, create_encoder, is_pretrained_name
@@ -53,12 +51,7 @@ from examine.store import EmbeddingStore, StoreError
 
 log = logging.getLogger(__name__)
 
-SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
 _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
-_BULK_BATCH = 20000
-_SINGLE_MAX = 200  # more new predictions than this go in one bulk import
-_THREADS = 4  # concurrent prediction updates (Label Studio answers ~2x faster than one by one)
-_UNKNOWN = 0  # a prediction id not looked up yet (bulk imports answer none)
 _BATCH = 10  # the queue's batch: what the annotation simulation evaluates (examine.evaluate.simulation.BATCH)
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
@@ -522,188 +515,8 @@ class ProjectWorker:
     _ranked_labels = 0
 
     def _publish(self, task_ids: list[int], clusters: list[int], *, full: bool) -> None:
-        """Make Label Studio serve ``task_ids`` in order: a new version for all of them, or in-place updates."""
-        if not task_ids:
-            return
-        client = self.backend.client(self.pid)
-        t0 = time.perf_counter()
-        try:
-            if full:
-                self._push_version(client, task_ids)
-            else:
-                self._ensure_predictions(client, task_ids)
-            sent = self._update_head(client, task_ids, clusters)
-        except Exception:
-            self.backend.publish_failures += 1
-            self.save()
-            raise
-        elapsed = time.perf_counter() - t0
-        with self.state.lock:
-            self.state.queue, self.state.queue_groups = list(task_ids), list(clusters)
-            self.state.queue_labels = self._ranked_labels
-            self.state.publishes += 1
-            self.state.last_publish, self.state.last_publish_s = time.time(), elapsed
-        self.backend.publishes += 1
-        self.save()
-        log.info(
-            "project %s: %s%d prediction updates for a queue of %d (version %s) in %.2f s",
-            self.pid,
-            "new version for the whole pool, then " if full else "",
-            sent,
-            len(task_ids),
-            self.state.published_version,
-            elapsed,
-        )
-
-    def _push_version(self, client: LabelStudio, task_ids: list[int]) -> None:
-        """One bulk import of the whole queue as a new version, then switch the project to it."""
-        version = new_version()
-        n, head = len(task_ids), self.settings.head_size
-        with self.state.lock:
-            proposals = {t: self.state.tasks[t].predicted if t in self.state.tasks else None for t in task_ids}
-            results = {t: self._result(t) for t in task_ids}
-        scores = {t: queue_order(pos, n, head) for pos, t in enumerate(task_ids)}
-        preds = [{"task": t, "model_version": version, "score": scores[t], "result": results[t]} for t in task_ids]
-        try:
-            # Label Studio's bulk import costs ~13 s per request on a 20,000-task project whatever its size.
-            created = client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
-            # A bulk import answers no ids: each is looked up when its prediction is first updated (the head),
-            # so a 200,000-task project is never listed whole; only a partial import is listed to see what is in.
-            ids = self._prediction_ids(client, version) if created < len(preds) else dict.fromkeys(task_ids, _UNKNOWN)
-            fields: dict[str, Any] = {"model_version": version}
-            if self.settings.sampling in SAMPLING_LS:
-                fields["sampling"] = SAMPLING_LS[self.settings.sampling]
-            client.update_project(self.pid, **fields)
-        except Exception:
-            with self.state.lock:  # whatever of it reached Label Studio is deleted by the janitor
-                self.state.stale_versions.append(version)
-            raise
-        with self.state.lock:
-            previous = {self.state.published_version, self.state.complete_version}
-            self.state.published_version = self.state.complete_version = version
-            self.state.predictions = {t: Published(ids[t], scores[t], None, proposals[t]) for t in task_ids if t in ids}
-            self.state.full_due = False
-            for v in sorted(v for v in previous if v and v != version):
-                if v not in self.state.stale_versions:
-                    self.state.stale_versions.append(v)
-        if not self._view_exists(client):
-            client.ensure_view(self.pid, self.settings.view_title, ordering=["tasks:predictions_score"])
-
-    def _ensure_predictions(self, client: LabelStudio, task_ids: list[int]) -> None:
-        """Give every queued task without a prediction of the current version one (new tasks, annotations deleted)."""
-        with self.state.lock:
-            version = self.state.published_version
-            missing = [t for t in task_ids if t not in self.state.predictions]
-        if not missing:
-            return
-        n, head, position = len(task_ids), self.settings.head_size, {t: i for i, t in enumerate(task_ids)}
-        scores = {t: queue_order(position[t], n, head) for t in missing}
-        with self.state.lock:
-            preds: list[dict[str, Any]] = [
-                {
-                    "task": t,
-                    "model_version": version,
-                    "score": scores[t],
-                    "result": self._result(t),
-                }
-                for t in missing
-            ]
-            proposals = {t: self.state.tasks[t].predicted for t in missing if t in self.state.tasks}
-        if len(missing) > _SINGLE_MAX:
-            created = client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
-            if created < len(preds):
-                made = {t: i for t, i in self._prediction_ids(client, cast(str, version)).items() if t in set(missing)}
-            else:
-                made = dict.fromkeys(missing, _UNKNOWN)
-        else:
-            with ThreadPoolExecutor(_THREADS) as pool:
-                made = {int(r["task"]): int(r["id"]) for r in pool.map(client.create_prediction, preds)}
-        with self.state.lock:
-            for t in missing:
-                if t in made:
-                    self.state.predictions[t] = Published(made[t], scores[t], None, proposals.get(t))
-        log.info("project %s: %d tasks got their first prediction of %s", self.pid, len(made), version)
-
-    def _update_head(self, client: LabelStudio, task_ids: list[int], clusters: list[int]) -> int:
-        """Send the fewest in-place updates that put the queue's head first; returns how many were sent."""
-        head = self.settings.head_size
-        with self.state.lock:
-            published = {t: p for t, p in self.state.predictions.items()}
-            kept = [(t, c) for t, c in zip(task_ids, clusters) if t in published]  # a failed creation: next time
-            task_ids, clusters = [t for t, _ in kept], [c for _, c in kept]
-            labeled_clusters = {
-                p.cluster
-                for t, p in published.items()
-                if p.cluster is not None and (t not in self.state.tasks or self.state.tasks[t].labeled)
-            }
-            choices = {t: self.state.tasks[t].predicted for t in task_ids[:head] if t in self.state.tasks}
-            plan = plan_head(
-                task_ids,
-                clusters,
-                published,
-                choices,
-                labeled_clusters,
-                head=head,
-                next_cluster=self.state.next_cluster,
-            )
-            self.state.next_cluster = plan.next_cluster
-            bodies = {}
-            for tid, fields in plan.updates.items():
-                body = {k: v for k, v in fields.items() if k != "choices"}
-                if "choices" in fields:
-                    body["result"] = self._result(tid)
-                bodies[tid] = body
-
-        version = cast(str, self.state.published_version)
-
-        def send(tid: int) -> tuple[int, dict | None]:
-            pred_id = published[tid].id
-            if pred_id == _UNKNOWN:  # bulk-imported: look its id up once
-                found = [p for p in client.list_predictions(task=tid) if p.get("model_version") == version]
-                if not found:
-                    return tid, None
-                pred_id = published[tid].id = int(found[0]["id"])
-            return tid, client.update_prediction(pred_id, **bodies[tid])
-
-        with ThreadPoolExecutor(_THREADS) as pool:
-            done = list(pool.map(send, bodies))
-        lost = [tid for tid, answer in done if answer is None]
-        with self.state.lock:
-            for tid, answer in done:
-                if answer is not None and tid in self.state.predictions:
-                    pub = self.state.predictions[tid]
-                    fields = plan.updates[tid]
-                    pub.score = float(fields.get("score", pub.score))
-                    pub.cluster = fields.get("cluster", pub.cluster)
-                    if "choices" in fields:
-                        pub.choices = fields["choices"]
-            for tid in lost:  # deleted in Label Studio meanwhile: created again by the next publish
-                self.state.predictions.pop(tid, None)
-        if lost:
-            log.warning("project %s: %d predictions were gone from Label Studio; re-creating them", self.pid, len(lost))
-            self._ensure_predictions(client, task_ids)
-            return len(done) + self._update_head(client, task_ids, clusters)
-        return len(done)
-
-    def _prediction_ids(self, client: LabelStudio, version: str) -> dict[int, int]:
-        """Task id → prediction id of ``version``, from one listing of the project's predictions."""
-        return {
-            int(p["task"]): int(p["id"])
-            for p in client.list_predictions(project=self.pid)
-            if isinstance(p, dict) and p.get("model_version") == version
-        }
-
-    def _result(self, tid: int) -> list[dict[str, Any]]:
-        """The pre-annotation of a task (caller holds the lock)."""
-        info = self.state.tasks.get(tid)
-        return result_for(self.state, info) if info is not None else []
-
-    def _view_exists(self, client: LabelStudio) -> bool:
-        try:
-            views = client.list_views(self.pid)
-        except LabelStudioError:
-            return True
-        return any((v.get("data") or {}).get("title") == self.settings.view_title for v in views if isinstance(v, dict))
+        """Make Label Studio serve ``task_ids`` in order (see :class:`backend.publisher.Publisher`)."""
+        Publisher(self.backend, self.pid).publish(task_ids, clusters, full=full, ranked_labels=self._ranked_labels)
 
     def _policy(self) -> str:
         return self.settings.policy or DEFAULT_POLICY
