@@ -7,6 +7,7 @@ what is wrong, so a malformed request is answered 400, never 500.
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,7 +44,7 @@ def parse_id(value: Any, what: str) -> int:
     """A positive 64-bit id from an int or a decimal string; BadRequest naming ``what`` otherwise."""
     if isinstance(value, bool) or value is None:
         raise BadRequest(f"{what} must be a positive integer, got {value!r}")
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 20:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,20}", value.strip()):  # ASCII digits: "²", "٣" are not ids
         value = int(value.strip())
     if not isinstance(value, int):
         raise BadRequest(f"{what} must be a positive integer, got {_short(value)}")

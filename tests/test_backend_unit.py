@@ -485,3 +485,15 @@ def test_a_setup_during_a_running_reconciliation_queues_nothing_and_never_asks_f
     backend.jobs.pending = lambda pid: set()  # idle, and not reconciled recently: reconcile, no rank asked
     ProjectProtocol(backend, 1).setup({"project": "1.1", "schema": CONFIG})
     assert submitted == [["sync", "pretrain", "embed"]] and "rank" not in SETUP_JOBS
+
+
+@pytest.mark.parametrize("raw", ["²", "١٢", "٣", "１", "1²", "𝟙", "12 3", "-1", "0", "1" * 21, "1e3", "", " "])
+def test_ids_are_ascii_digits_only_and_anything_else_is_a_400(tmp_path, raw):
+    from backend.payload import BadRequest, parse_id
+
+    with pytest.raises(BadRequest):
+        parse_id(raw, "task id")
+    app, _ = make_app(tmp_path)
+    r = app.test_client().get(f"/projects/{raw}/status")
+    assert r.status_code in (400, 404)
+    assert parse_id(" 42 ", "task id") == 42
