@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.labelstudio import LabelStudio  # noqa: E402
 from backend.publish import HEAD_BAND  # noqa: E402
+from benchmarks._services import start_backend  # noqa: E402
 from examine.datasets import medical_tiles_with_sources  # noqa: E402
-from examine.encoder import EncoderConfig, create_encoder  # noqa: E402
 from tests.backend_server import BackendServer  # noqa: E402
 from tests.lsserver import LabelStudioServer  # noqa: E402
 
@@ -104,19 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, LabelStudioServer(Path(tmp) / "ls") as ls:
         tmp = Path(tmp)
         truth = write_tiles(Path(ls.files_root) / "bench", args.tasks, args.size)
-        model_dir = tmp / "model"
-        create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8)).save(model_dir / "encoder")
-        backend = BackendServer(
-            {
-                "LABEL_STUDIO_URL": ls.url,
-                "LABEL_STUDIO_API_KEY": ls.token,
-                "MODEL_DIR": str(model_dir),
-                "EXAMINE_DATA_ROOTS": str(ls.files_root),
-                "EXAMINE_DEVICE": "auto",
-                "LOG_LEVEL": "INFO",
-            },
-            tmp / "backend.log",
-        ).start()
+        backend = start_backend(ls, tmp)
         try:
             run(args, ls, backend, truth)
         finally:

@@ -26,9 +26,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.labelstudio import LabelStudio  # noqa: E402
+from benchmarks._services import start_backend  # noqa: E402
 from examine.datasets import medical_tiles  # noqa: E402
-from examine.encoder import EncoderConfig, create_encoder  # noqa: E402
-from tests.backend_server import BackendServer  # noqa: E402
 from tests.lsserver import LabelStudioServer  # noqa: E402
 
 CONFIG = """<View><Image name="image" value="$image"/>
@@ -62,19 +61,7 @@ def main() -> None:
         t0 = time.perf_counter()
         write_tiles(Path(ls.files_root) / "bench", args.tasks)
         print(f"wrote {args.tasks} tiles in {time.perf_counter() - t0:.1f} s")
-        model_dir = tmp / "model"
-        create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8)).save(model_dir / "encoder")
-        backend = BackendServer(
-            {
-                "LABEL_STUDIO_URL": ls.url,
-                "LABEL_STUDIO_API_KEY": ls.token,
-                "MODEL_DIR": str(model_dir),
-                "EXAMINE_DATA_ROOTS": str(ls.files_root),
-                "EXAMINE_DEVICE": "auto",
-                "LOG_LEVEL": "INFO",
-            },
-            tmp / "backend.log",
-        ).start()
+        backend = start_backend(ls, tmp)
         try:
             client = LabelStudio(ls.url, ls.token, timeout=300)
             pid = client.create_project("latency", CONFIG)["id"]
