@@ -20,7 +20,7 @@ from backend.publish import Published, plan_head, queue_order
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Publisher", "SAMPLING_LS"]
+__all__ = ["Publisher"]
 
 SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
 _BULK_BATCH = 20000
@@ -94,10 +94,7 @@ class Publisher:
             # A bulk import answers no ids: each is looked up when its prediction is first updated (the head),
             # so a 200,000-task project is never listed whole; only a partial import is listed to see what is in.
             ids = self._prediction_ids(client, version) if created < len(preds) else dict.fromkeys(task_ids, _UNKNOWN)
-            fields: dict[str, Any] = {"model_version": version}
-            if self.settings.sampling in SAMPLING_LS:
-                fields["sampling"] = SAMPLING_LS[self.settings.sampling]
-            client.update_project(self.pid, **fields)
+            self.switch_project(client, version)
         except Exception:
             with self.state.lock:  # whatever of it reached Label Studio is deleted by the janitor
                 self.state.stale_versions.append(version)
@@ -112,6 +109,13 @@ class Publisher:
                     self.state.stale_versions.append(v)
         if not self._view_exists(client):
             client.ensure_view(self.pid, self.settings.view_title, ordering=["tasks:predictions_score"])
+
+    def switch_project(self, client: LabelStudio, version: str) -> None:
+        """Set the project's ``model_version`` (and its sampling, unless EXAMINE_SAMPLING=keep)."""
+        fields: dict[str, Any] = {"model_version": version}
+        if self.settings.sampling in SAMPLING_LS:
+            fields["sampling"] = SAMPLING_LS[self.settings.sampling]
+        client.update_project(self.pid, **fields)
 
     def _ensure_predictions(self, client: LabelStudio, task_ids: list[int]) -> None:
         """Give every queued task without a prediction of the current version one (new tasks, annotations deleted)."""
@@ -136,7 +140,8 @@ class Publisher:
         if len(missing) > _SINGLE_MAX:
             created = client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
             if created < len(preds):
-                made = {t: i for t, i in self._prediction_ids(client, cast(str, version)).items() if t in set(missing)}
+                wanted = set(missing)
+                made = {t: i for t, i in self._prediction_ids(client, cast(str, version)).items() if t in wanted}
             else:
                 made = dict.fromkeys(missing, _UNKNOWN)
         else:
@@ -152,7 +157,7 @@ class Publisher:
         """Send the fewest in-place updates that put the queue's head first; returns how many were sent."""
         head = self.settings.head_size
         with self.state.lock:
-            published = {t: p for t, p in self.state.predictions.items()}
+            published = dict(self.state.predictions)
             kept = [(t, c) for t, c in zip(task_ids, clusters) if t in published]  # a failed creation: next time
             task_ids, clusters = [t for t, _ in kept], [c for _, c in kept]
             labeled_clusters = {

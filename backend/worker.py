@@ -41,18 +41,17 @@ from backend.payload import (
     image_key_from_config,
 )
 from backend.prelabel import learn
-from backend.publisher import SAMPLING_LS, Publisher
+from backend.publisher import Publisher
 from backend.state import ProjectState, TaskInfo
 from examine.embed import embed_sources
 from examine.encoder import Encoder, create_encoder, is_pretrained_name
 from examine.images import load_image
-from examine.ranking import DEFAULT_POLICY, LABEL_POLICIES, rank
+from examine.ranking import BATCH, DEFAULT_POLICY, LABEL_POLICIES, rank
 from examine.store import EmbeddingStore, StoreError
 
 log = logging.getLogger(__name__)
 
 _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
-_BATCH = 10  # the queue's batch: what the annotation simulation evaluates (examine.evaluate.simulation.BATCH)
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
     r"connection failed|connection timed out|timed out after|no complete answer within|"
@@ -174,10 +173,7 @@ class ProjectWorker:
                 self.state.full_due = True  # predictions lost: push a new version for the whole pool
                 follow.add("full")
         if current and "full" not in follow and project.get("model_version") != current:
-            fields: dict[str, Any] = {"model_version": current}
-            if self.settings.sampling in SAMPLING_LS:
-                fields["sampling"] = SAMPLING_LS[self.settings.sampling]
-            client.update_project(self.pid, **fields)
+            Publisher(self.backend, self.pid).switch_project(client, current)
             log.info("project %s: switched back to %s (the project's model version had changed)", self.pid, current)
         return follow
 
@@ -412,9 +408,9 @@ class ProjectWorker:
             ranked = self._rank()
             if ranked is None:
                 return
-            task_ids, clusters = ranked
+            task_ids, clusters, n_labeled = ranked
             try:
-                self._publish(task_ids, clusters, full=full)
+                Publisher(self.backend, self.pid).publish(task_ids, clusters, full=full, ranked_labels=n_labeled)
                 return
             except LabelStudioError as exc:
                 if exc.status not in (400, 404) or attempt:
@@ -428,9 +424,9 @@ class ProjectWorker:
                 if "embed" in self.reconcile():
                     self.embed()
 
-    def _rank(self) -> tuple[list[int], list[int]] | None:
-        """Task ids of the unlabeled pool in queue order and the group each was served from (−1: none);
-        None: nothing to rank yet."""
+    def _rank(self) -> tuple[list[int], list[int], int] | None:
+        """Task ids of the unlabeled pool in queue order, the group each was served from (−1: none) and the
+        number of labeled tasks the ranking knew; None: nothing to rank yet."""
         encoder = self.backend.encoder(self.pid)
         if encoder is None:
             return None
@@ -459,20 +455,19 @@ class ProjectWorker:
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
         probe = learn(self.state, X, rows, enabled=self.settings.prelabel)
-        with self.state.lock:
-            self._ranked_labels = int(labeled.sum())
+        n_labeled = int(labeled.sum())
         if (~labeled).sum() <= 1 or len(rows) < 2:
             rest = [t for (t, i) in rows if not i.labeled]
-            return rest, [-1] * len(rest)
+            return rest, [-1] * len(rest), n_labeled
         kept = self._within_batch({t for t, i in rows if not i.labeled})
         if kept is not None:
-            return kept
+            return *kept, n_labeled
         # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
         labels = [i.label for _, i in rows] if self.state.choices else None
-        ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=_BATCH)
+        ranking = rank(X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=BATCH)
         order = [rows[j][0] for j in ranking.order]
         groups = [int(ranking.cluster[j]) for j in ranking.order]
-        return self._keep_batch(order, groups)
+        return *self._keep_batch(order, groups), n_labeled
 
     def _within_batch(self, unlabeled: set[int]) -> tuple[list[int], list[int]] | None:
         """The queue in force minus the tasks labeled since, while its batch has two or more tasks left.
@@ -495,7 +490,7 @@ class ProjectWorker:
     def _keep_batch(self, order: list[int], groups: list[int]) -> tuple[list[int], list[int]]:
         """Serve the current batch to its end before the next: its unlabeled tasks stay first, in their order.
 
-        The queue's policies pick batches of :data:`_BATCH` (Cluster-Margin's batch is diverse by design), and
+        The queue's policies pick batches of :data:`BATCH` (Cluster-Margin's batch is diverse by design), and
         the annotation simulation measured exactly that: a batch is chosen, labeled, and the next one is chosen
         with every label so far. Re-choosing after each label would let one label reshuffle a batch half served.
         Each label still refits the probe (pre-annotations) at once, and Label Studio's round robin moves off
@@ -506,17 +501,11 @@ class ProjectWorker:
             batch = [(t, g) for t, g in self.state.batch if t in ranked]
             if len(batch) < 2:  # the next batch follows the last task of this one
                 taken = {t for t, _ in batch}
-                batch += [(t, g) for t, g in zip(order, groups) if t not in taken][:_BATCH]
+                batch += [(t, g) for t, g in zip(order, groups) if t not in taken][:BATCH]
             self.state.batch = [[t, g] for t, g in batch]
         first = {t for t, _ in batch}
         rest = [(t, g) for t, g in zip(order, groups) if t not in first]
         return [t for t, _ in batch] + [t for t, _ in rest], [g for _, g in batch] + [g for _, g in rest]
-
-    _ranked_labels = 0
-
-    def _publish(self, task_ids: list[int], clusters: list[int], *, full: bool) -> None:
-        """Make Label Studio serve ``task_ids`` in order (see :class:`backend.publisher.Publisher`)."""
-        Publisher(self.backend, self.pid).publish(task_ids, clusters, full=full, ranked_labels=self._ranked_labels)
 
     def _policy(self) -> str:
         return self.settings.policy or DEFAULT_POLICY

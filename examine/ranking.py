@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "DEFAULT_PREPROCESS",
     "LABEL_POLICIES",
+    "BATCH",
     "rank",
     "preprocess_embeddings",
     "LinearProbe",
@@ -382,6 +383,8 @@ def _uncertain_and_diverse(
 
 #: Cluster-Margin's candidate pool per pick of a batch.
 CANDIDATES_PER_PICK = 10
+#: The queue's batch: the images chosen together before their labels are known (the simulation's, the backend's).
+BATCH = 10
 
 
 def _policy_margin(X, labeled, labels, seed, opts):
@@ -452,7 +455,7 @@ def rank(
     deflation_greedy: int = 10,
     probe_l2: float = 1e-3,
     class_fallback: str = "deflation",
-    batch: int = 10,
+    batch: int = BATCH,
     clusters: int | None = None,
     max_clusters: int = 500,
     probe: Probe | None = None,

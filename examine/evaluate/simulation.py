@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from examine.evaluate.selectors import Selector
+from examine.ranking import BATCH
 
 __all__ = ["SimulationResult", "simulate_annotation", "probe_accuracy", "standardize", "single_thread"]
 
 BUDGETS: tuple[int, ...] = (10, 20, 50, 100, 200, 300, 500, 750, 1000)
-BATCH = 10
 #: The two bands every summary reports: the cold start, and the long run of a real project.
 BANDS: tuple[tuple[int, int], ...] = ((20, 200), (300, 1000))
 
