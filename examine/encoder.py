@@ -142,12 +142,18 @@ def _in_hub_cache(name: str) -> bool:
     return any(isinstance(try_to_load_from_cache(repo, f), str) for f in files)
 
 
-def hub_host() -> str:
-    """The Hugging Face hub's host name (``HF_ENDPOINT``, huggingface.co by default)."""
+def _hub_endpoint() -> tuple[str, int]:
+    """The Hugging Face hub's host and port (``HF_ENDPOINT``, https://huggingface.co by default)."""
     import os
     from urllib.parse import urlsplit
 
-    return urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+def hub_host() -> str:
+    """The Hugging Face hub's host name."""
+    return _hub_endpoint()[0]
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -156,17 +162,14 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     Checked before timm asks the hub for weights: offline, huggingface_hub retries for about a minute
     before it fails.
     """
-    import os
     import socket
     from concurrent.futures import ThreadPoolExecutor
-    from urllib.parse import urlsplit
 
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = url.port or (80 if url.scheme == "http" else 443)
+    host, port = _hub_endpoint()
 
     def connect() -> bool:
         try:
-            socket.create_connection((hub_host(), port), timeout=timeout).close()
+            socket.create_connection((host, port), timeout=timeout).close()
             return True
         except OSError:
             return False
