@@ -261,7 +261,7 @@ def test_an_annotator_labels_through_the_ui_and_is_served_the_head_of_the_rankin
         "  if (t.replace(/\\[\\d+\\]$/, '').trim() === want) { i.click(); return true; } }"
         "return false;"
     )
-    head_hits, served, labels = 0, 0, client.get_project(pid).get("num_tasks_with_annotations") or 0
+    head_hits, served, most, labels = 0, 0, 0, client.get_project(pid).get("num_tasks_with_annotations") or 0
     for _ in range(20):
         source = files[shown].rsplit("_", 1)[-1].split(".")[0]
         want = SOURCE_CHOICE[source]
@@ -281,10 +281,14 @@ def test_an_annotator_labels_through_the_ui_and_is_served_the_head_of_the_rankin
         head_hits += shown == status["queue_head"][0]
         versions = client.list_model_versions(pid)
         assert sum(versions.values()) <= N_TILES + 20, versions
+        most = max(most, sum(versions.values()))
     save_screenshot(browser, "after-20-labels.png", tmp_path)
     assert head_hits >= 0.9 * served, f"{head_hits} of {served} serves were the head of the ranking with the label"
     version = client.get_project(pid)["model_version"]
     for t in client.iter_tasks(pid, fields="all"):
         if not t.get("total_annotations"):
             assert sum(p["model_version"] == version for p in t.get("predictions") or []) == 1, t["id"]
-    print(f"UI: {head_hits}/{served} serves were the head of the ranking that includes the label just submitted")
+    print(
+        f"UI: {head_hits}/{served} serves were the head of the ranking that includes the label just submitted; "
+        f"the project held at most {most} predictions for {N_TILES} tasks"
+    )
