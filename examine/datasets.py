@@ -62,7 +62,7 @@ FASHION_MNIST_CLASSES = (
 )
 
 #: Names accepted by :func:`corrupt`.
-CORRUPTIONS: tuple[str, ...] = ("blur", "noise", "blank", "saturation", "jpeg", "pen")
+CORRUPTIONS: tuple[str, ...] = ("blur", "noise", "blank", "saturation", "jpeg", "pen", "underexposure")
 _PEN_COLOURS = ((20, 110, 40), (30, 50, 150), (25, 25, 25), (160, 30, 40))  # green, blue, black, red marker
 
 
@@ -302,7 +302,8 @@ def corrupt(image: np.ndarray, kind: str, rng: np.random.Generator | None = None
     kind : one of :data:`CORRUPTIONS`
         ``blur`` out of focus; ``noise`` strong Gaussian noise; ``blank`` empty
         glass (near-uniform bright background); ``saturation`` overexposed and
-        clipped; ``jpeg`` JPEG at quality 2–6; ``pen`` thick marker strokes.
+        clipped; ``jpeg`` JPEG at quality 2–6; ``pen`` thick marker strokes;
+        ``underexposure`` dark (5–20 % of the light) with a little sensor noise.
     rng : numpy Generator, optional
         Source of the defect's random strength and placement.
 
@@ -331,6 +332,9 @@ def corrupt(image: np.ndarray, kind: str, rng: np.random.Generator | None = None
     if kind == "saturation":
         bright = image.astype(np.float32) * rng.uniform(2.5, 4.0) + rng.uniform(40, 80)
         return np.clip(np.rint(bright), 0, 255).astype(np.uint8)
+    if kind == "underexposure":
+        dark = image.astype(np.float32) * rng.uniform(0.05, 0.2) + rng.normal(0.0, 1.5, image.shape)
+        return np.clip(np.rint(dark), 0, 255).astype(np.uint8)
     if kind == "jpeg":
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=int(rng.integers(2, 7)))

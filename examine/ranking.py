@@ -459,6 +459,7 @@ def rank(
     clusters: int | None = None,
     max_clusters: int = 500,
     probe: Probe | None = None,
+    deferred: Sequence[int] | np.ndarray | None = None,
 ) -> Ranking:
     """Rank the unlabeled rows of ``X`` by a policy of :data:`POLICIES`.
 
@@ -499,6 +500,10 @@ def rank(
     probe : examine.probe.Probe, optional
         The label-aware policies' probe, already fitted on the labeled rows of ``X`` (the backend
         fits one per re-rank for its pre-annotations); None: fitted here from ``labels``.
+    deferred : sequence of int, optional
+        Unlabeled rows served after every other one, in this order (images that
+        :func:`examine.screening.screen` flagged, most usable first).  They take no part in
+        ranking the others; their value is the lowest of the others' and their cluster −1.
 
     Returns
     -------
@@ -539,9 +544,50 @@ def rank(
         raise ValueError(
             f"class_fallback must be one of {sorted(set(POLICIES) - {'class-aware'})}, got {class_fallback!r}"
         )
+    if deferred is not None and len(deferred):
+        return _rank_deferring(X, mask, labels, deferred, policy, seed, preprocess, opts)
     out: tuple[np.ndarray, ...] = POLICIES[policy](Xp, mask, labels, int(seed), opts)
     value, order, rest = out[0], out[1], out[2:]
     value = np.asarray(value, dtype=np.float64)
     value[mask] = np.nan
     cluster = np.asarray(rest[0], dtype=np.int64) if rest else np.full(n, -1, dtype=np.int64)
     return Ranking(order=np.asarray(order, dtype=np.int64), value=value, policy=policy, cluster=cluster)
+
+
+def _rank_deferring(
+    X: np.ndarray,
+    mask: np.ndarray,
+    labels: Sequence[Any] | None,
+    deferred: Sequence[int] | np.ndarray,
+    policy: str,
+    seed: int,
+    preprocess: str,
+    opts: dict[str, Any],
+) -> Ranking:
+    """:func:`rank` of the rows that are not deferred, then the deferred rows in their given order."""
+    n = len(X)
+    later = np.asarray(deferred, dtype=np.int64).ravel()
+    if later.size and (later.min() < 0 or later.max() >= n or len(np.unique(later)) != len(later)):
+        raise ValueError(f"deferred must be distinct row indices in [0, {n}), got {later.tolist()[:10]}")
+    later = later[~mask[later]]  # an annotation says the image is usable
+    keep = np.ones(n, bool)
+    keep[later] = False
+    rows = np.flatnonzero(keep)
+    sub_opts = {k: v for k, v in opts.items() if k != "raw"}
+    sub = rank(
+        X[rows],
+        labeled=mask[rows],
+        labels=None if labels is None else [labels[i] for i in rows],
+        policy=policy,
+        seed=seed,
+        preprocess=preprocess,
+        **sub_opts,
+    )
+    value = np.full(n, np.nan)
+    value[rows] = sub.value
+    finite = sub.value[np.isfinite(sub.value)]
+    value[later] = finite.min() if finite.size else 0.0
+    cluster = np.full(n, -1, dtype=np.int64)
+    cluster[rows] = sub.cluster
+    order = np.concatenate([rows[sub.order], later]).astype(np.int64)
+    return Ranking(order=order, value=value, policy=policy, cluster=cluster)

@@ -10,17 +10,19 @@ Every queue is judged on the same embeddings of a labeled image set:
   and the cold-start baselines of scikit-activeml (TypiClust, ProbCover);
 * :mod:`~examine.evaluate.simulation` — the annotation simulation (batches of
   10, labels revealed after each batch, a standardised logistic regression);
-* :mod:`~examine.evaluate.valuation` — the paper's valuation curves and the
-  quality screening of medical tiles with planted corruptions;
+* :mod:`~examine.evaluate.valuation` — the paper's valuation curves;
+* :mod:`~examine.evaluate.screening` — planted unusable images: our screening against
+  EXAMINE alone, cleanvision and cleanlab (:mod:`~examine.evaluate.defects` plants them);
 * :mod:`~examine.evaluate.results` — tables, plots and the markdown report;
 * :mod:`~examine.evaluate.command` — the ``evaluate`` sub-command.
 """
 
 from examine.evaluate.data import LabeledSet, load_labeled_set
 from examine.evaluate.embedders import Embedder, mae_embedder, pixel_pca_embedder
+from examine.evaluate.screening import screening_evidence, screening_pool
 from examine.evaluate.selectors import Selector, selectors
 from examine.evaluate.simulation import SimulationResult, probe_accuracy, simulate_annotation
-from examine.evaluate.valuation import auroc, quality_screening, valuation_curves
+from examine.evaluate.valuation import auroc, valuation_curves
 
 __all__ = [
     "Embedder",
@@ -32,7 +34,8 @@ __all__ = [
     "mae_embedder",
     "pixel_pca_embedder",
     "probe_accuracy",
-    "quality_screening",
+    "screening_evidence",
+    "screening_pool",
     "selectors",
     "simulate_annotation",
     "valuation_curves",

@@ -1,0 +1,132 @@
+"""Per-image measurements for screening unusable images: focus, noise, exposure, compression, colour, size.
+
+Each image gives one fixed-length float vector (:data:`CHECKS` scalars, then a
+coarse colour histogram), computed from pixels alone, the same for every pool.
+What counts as unusual is decided later, against the pool (:mod:`examine.screening`).
+The vectors are cheap (a few milliseconds per image) and stored like embeddings,
+keyed by the image's sha256 (version :data:`VERSION`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CHECKS", "COLOUR_BINS", "N_VALUES", "VERSION", "image_checks", "pool_checks", "thumbnail"]
+
+#: Scalar measurements, in vector order.
+CHECKS: tuple[str, ...] = (
+    "focus",  # log variance of the Laplacian (blur: low)
+    "noise",  # log of Immerkær's noise sigma estimate (noise: high)
+    "contrast",  # log(1 + grey standard deviation) (blank: low)
+    "entropy",  # bits of the 64-bin grey histogram (blank, low information: low)
+    "brightness",  # mean grey in [0, 255] (over- and under-exposure)
+    "clip_high",  # fraction of pixels at ≥ 250 (over-exposure)
+    "clip_low",  # fraction of pixels at ≤ 5 (under-exposure)
+    "blockiness",  # log ratio of grey steps across 8-pixel JPEG block edges to steps elsewhere
+    "log_area",  # log of width × height (odd size)
+    "log_aspect",  # log of width / height (odd aspect)
+)
+#: Levels per channel of the colour histogram (levels³ bins).
+COLOUR_LEVELS = 6
+COLOUR_BINS = COLOUR_LEVELS**3
+#: Length of one vector: the scalars, the colour histogram and a 16 × 16 grey thumbnail (for near-duplicates).
+THUMB = 16
+N_VALUES = len(CHECKS) + COLOUR_BINS + THUMB * THUMB
+#: Store version of these vectors; change it whenever a measurement changes.
+VERSION = "image-checks-v1"
+
+_CROP = 512  # focus, noise and blockiness look at most at a centred 512 × 512 crop (native pixels)
+_LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image.astype(np.float32)
+    return image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _filter3(g: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Valid 3 × 3 correlation (no padding), in float32."""
+    h, w = g.shape
+    out = np.zeros((h - 2, w - 2), np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            if k[dy, dx]:
+                out += k[dy, dx] * g[dy : dy + h - 2, dx : dx + w - 2]
+    return out
+
+
+def _blockiness(g: np.ndarray) -> float:
+    """Mean grey step across the 8-pixel grid, over the mean step elsewhere, both directions (log)."""
+    ratios = []
+    for a in (g, g.T):
+        if a.shape[1] < 17:
+            continue
+        d = np.abs(np.diff(a, axis=1))  # d[:, j] = step between columns j and j + 1
+        edge = np.zeros(d.shape[1], bool)
+        edge[7::8] = True
+        ratios.append((float(d[:, edge].mean()) + 1.0) / (float(d[:, ~edge].mean()) + 1.0))
+    return float(np.log(np.mean(ratios))) if ratios else 0.0
+
+
+def thumbnail(grey: np.ndarray) -> np.ndarray:
+    """A THUMB × THUMB block-mean of the grey image, zero mean and unit norm (flat images: zeros)."""
+    h, w = grey.shape
+    ys = np.linspace(0, h, THUMB + 1).astype(int)
+    xs = np.linspace(0, w, THUMB + 1).astype(int)
+    if h < THUMB or w < THUMB:  # tiny images: nearest-neighbour upsampling
+        t = grey[np.minimum(ys[:-1], h - 1)][:, np.minimum(xs[:-1], w - 1)]
+    else:
+        rows = np.add.reduceat(grey, ys[:-1], axis=0) / np.diff(ys)[:, None]
+        t = np.add.reduceat(rows, xs[:-1], axis=1) / np.diff(xs)[None, :]
+    t = t.astype(np.float64).ravel()
+    t -= t.mean()
+    norm = np.linalg.norm(t)
+    return (t / norm if norm > 1e-6 else np.zeros_like(t)).astype(np.float32)
+
+
+def image_checks(image: np.ndarray) -> np.ndarray:
+    """The measurement vector (length :data:`N_VALUES`) of one uint8 image, (H, W) or (H, W, 3).
+
+    Raises ValueError for an image that is not 2-D grey or 3-channel uint8.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise ValueError(f"image checks take a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    g = _grey(image)
+    y0, x0 = max(0, (h - _CROP) // 2) // 8 * 8, max(0, (w - _CROP) // 2) // 8 * 8
+    crop = g[y0 : y0 + _CROP, x0 : x0 + _CROP]
+    if min(crop.shape) >= 3:
+        focus = float(np.log(_filter3(crop, _LAPLACE).var() + 1e-3))
+        sigma = np.sqrt(np.pi / 2) / 6 * float(np.abs(_filter3(crop, _IMMERKAER)).mean())
+    else:
+        focus, sigma = float(np.log(1e-3)), 0.0
+    hist = np.bincount(np.clip(g, 0, 255).astype(np.int64).ravel() // 4, minlength=64) / g.size
+    nz = hist[hist > 0]
+    rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+    q = (rgb.astype(np.int64) * COLOUR_LEVELS) // 256
+    colour = np.bincount(
+        ((q[..., 0] * COLOUR_LEVELS + q[..., 1]) * COLOUR_LEVELS + q[..., 2]).ravel(), minlength=COLOUR_BINS
+    )
+    scalars = [
+        focus,
+        float(np.log(sigma + 0.1)),
+        float(np.log1p(g.std())),
+        float(-(nz * np.log2(nz)).sum()),
+        float(g.mean()),
+        float((g >= 250).mean()),
+        float((g <= 5).mean()),
+        _blockiness(crop),
+        float(np.log(h * w)),
+        float(np.log(w / h)),
+    ]
+    return np.concatenate([np.asarray(scalars, np.float32), colour / g.size, thumbnail(g)]).astype(np.float32)
+
+
+def pool_checks(images: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    """:func:`image_checks` of every image, stacked: (n, N_VALUES) float32."""
+    if len(images) == 0:
+        return np.zeros((0, N_VALUES), np.float32)
+    return np.stack([image_checks(im) for im in images])

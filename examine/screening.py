@@ -1,0 +1,264 @@
+"""Screening unusable images without labels: a quality in [0, 1] and a reason per image.
+
+Every finding is measured against the pool itself, never against fixed
+numbers: each image check (:mod:`examine.image_checks`) becomes a robust z-score
+(median and MAD of the pool), one-sided in the direction of its defect, and the
+embedding adds how isolated an image is (distance to its nearest neighbours) and
+whether it nearly repeats another image.  The strongest finding is the image's
+*evidence*; ``quality = 1 / (1 + exp(evidence - threshold))``, and images whose
+evidence passes the threshold are *flagged*: the queue serves them after the clean
+pool, never drops them.
+
+A rare but clean image is not junk: isolation counts only when an image is far
+from even its few nearest neighbours, so a small group of similar rare images keeps
+itself company.  Of a group of near-duplicates one image is kept (a labeled one if
+there is one, else the best of the group) and the others are flagged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from examine.image_checks import CHECKS, COLOUR_BINS, N_VALUES, THUMB
+
+__all__ = ["Screening", "screen", "THRESHOLD", "REASONS"]
+
+#: Robust z-score above which a finding flags an image.
+THRESHOLD = 6.0
+#: Finding → the words of its reason.
+REASONS: dict[str, str] = {
+    "blank": "blank or nearly uniform",
+    "blur": "out of focus",
+    "noise": "noisy",
+    "over": "over-exposed",
+    "under": "under-exposed",
+    "jpeg": "compression artefacts",
+    "colour": "colours unseen in the pool (ink, stain, marker?)",
+    "size": "odd size or aspect",
+    "isolated": "unlike the rest of the pool",
+    "duplicate": "near-duplicate",
+}
+# finding → ((check, direction, smallest scale), ...): z = direction × (value − median) / scale.
+_SIGNALS: dict[str, tuple[tuple[str, int, float], ...]] = {
+    "blank": (("contrast", -1, 0.05), ("entropy", -1, 0.05)),
+    "blur": (("focus", -1, 0.05),),
+    "noise": (("noise", +1, 0.05),),
+    "over": (("brightness", +1, 2.0), ("clip_high", +1, 0.02)),
+    "under": (("brightness", -1, 2.0), ("clip_low", +1, 0.02)),
+    "jpeg": (("blockiness", +1, 0.01),),
+    "size": (("log_area", +1, 0.05), ("log_area", -1, 0.05), ("log_aspect", +1, 0.05), ("log_aspect", -1, 0.05)),
+}
+_WORDS = {
+    "contrast": "contrast",
+    "entropy": "detail",
+    "focus": "focus",
+    "noise": "noise",
+    "brightness": "brightness",
+    "clip_high": "white-clipped pixels",
+    "clip_low": "black-clipped pixels",
+    "blockiness": "JPEG blocking",
+    "log_area": "size",
+    "log_aspect": "aspect",
+    "rare_colour": "pixels of rare colours",
+    "knn_distance": "distance to its nearest neighbours",
+}
+_RARE_BIN = 1e-3  # a colour bin holding less than this share of the pool's pixels is rare
+_K_ISOLATION = 5
+_K_LOCAL = 10  # neighbours an image's checks are compared with (fewer than a 1 % class of 1,000)
+_DUPLICATE_DISTANCE = 0.005  # 1 − cosine of two grey thumbnails below this: near-duplicates (pixel level)
+_DUPLICATE_SHARE = 0.2  # ... and their embedding distance under this share of the pool's median neighbour distance
+_BLOCK = 2048
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The screening of one pool (arrays in pool order)."""
+
+    quality: np.ndarray  #: (n,) in [0, 1]; 1: nothing unusual
+    evidence: np.ndarray  #: (n,) robust z of the strongest finding
+    flagged: np.ndarray  #: (n,) bool: served after the clean pool
+    kinds: tuple[tuple[str, ...], ...]  #: findings past the threshold, strongest first (keys of REASONS)
+    reasons: tuple[str, ...]  #: the findings in words ('' when none)
+    duplicate_of: np.ndarray  #: (n,) index of the near-duplicate kept in its place, −1 if none
+
+    def counts(self) -> dict[str, int]:
+        """Flagged images by their strongest finding."""
+        return dict(Counter(k[0] for k, f in zip(self.kinds, self.flagged) if f and k))
+
+
+def _robust_z(values: np.ndarray, direction: int, floor: float) -> np.ndarray:
+    med = np.median(values)
+    mad = 1.4826 * np.median(np.abs(values - med))
+    return direction * (values - med) / max(mad, floor)
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    X = X - X.mean(axis=0)
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def _neighbours(U: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine distances and indices of each row's k nearest other rows (blocked brute force)."""
+    n = len(U)
+    k = min(k, n - 1)
+    dist = np.zeros((n, k), np.float64)
+    idx = np.zeros((n, k), np.int64)
+    for s in range(0, n, _BLOCK):
+        sim = U[s : s + _BLOCK] @ U.T
+        sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -np.inf
+        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n - 1 else np.argsort(-sim, axis=1)[:, :k]
+        top = np.take_along_axis(sim, part, axis=1)
+        order = np.argsort(-top, axis=1)
+        idx[s : s + len(sim)] = np.take_along_axis(part, order, axis=1)
+        dist[s : s + len(sim)] = 1.0 - np.take_along_axis(top, order, axis=1)
+    return dist, idx
+
+
+def _local_z(x: np.ndarray, idx: np.ndarray, direction: int, floor: float) -> np.ndarray:
+    """z of each value against its neighbours' median, on a scale that widens with the neighbours' spread."""
+    m = np.median(x[idx], axis=1)
+    r = x - m
+    pool_scale = max(1.4826 * float(np.median(np.abs(r))), floor)
+    spread = 1.4826 * np.median(np.abs(x[idx] - m[:, None]), axis=1)
+    return direction * r / np.sqrt(pool_scale**2 + spread**2)
+
+
+def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Robust z per finding (n,) and, per finding, the check that drives it (for the reason's words).
+
+    With embeddings, each check is also compared with the image's nearest neighbours (a blurred
+    tile against sharp tiles of its own kind, not against a pool of mixed kinds); the larger
+    of the pool's and the neighbours' verdicts counts.
+    """
+    n = len(checks)
+    col = {name: checks[:, i].astype(np.float64) for i, name in enumerate(CHECKS)}
+    hist = checks[:, len(CHECKS) : len(CHECKS) + COLOUR_BINS].astype(np.float64)
+    idx = dist = None
+    if embeddings is not None and n > _K_LOCAL + 1:
+        dist, idx = _neighbours(_unit_rows(np.asarray(embeddings, np.float64)), _K_LOCAL)
+    z: dict[str, np.ndarray] = {}
+    driver: dict[str, np.ndarray] = {}
+    for finding, parts in _SIGNALS.items():
+        zs = []
+        for c, d, floor in parts:
+            zc = _robust_z(col[c], d, floor)
+            if idx is not None and finding != "size":
+                zc = np.maximum(zc, _local_z(col[c], idx, d, floor))
+            zs.append(zc)
+        Zs = np.stack(zs)
+        z[finding] = Zs.max(axis=0)
+        driver[finding] = np.asarray([parts[j][0] for j in Zs.argmax(axis=0)])
+    # colours that the image's neighbours (or, without embeddings, the pool) hardly show
+    reference = hist[idx].mean(axis=1) if idx is not None else np.broadcast_to(hist.mean(axis=0), hist.shape)
+    z["colour"] = _robust_z((hist * (reference < _RARE_BIN)).sum(axis=1), +1, 0.01)
+    driver["colour"] = np.full(n, "rare_colour")
+    if dist is not None:
+        z["isolated"] = _robust_z(np.log(dist[:, :_K_ISOLATION].mean(axis=1) + 1e-9), +1, 0.05)
+        driver["isolated"] = np.full(n, "knn_distance")
+    return z, driver
+
+
+def _duplicates(checks: np.ndarray, embeddings: np.ndarray | None) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, of near-duplicates: grey thumbnails nearly equal (and embeddings close, when given)."""
+    thumbs = checks[:, N_VALUES - THUMB * THUMB :].astype(np.float64)
+    live = np.linalg.norm(thumbs, axis=1) > 0.5  # flat images have no thumbnail shape to compare
+    rows = np.flatnonzero(live)
+    if len(rows) < 2:
+        return []
+    dist, idx = _neighbours(thumbs[rows], 3)
+    pairs = {
+        (min(rows[i], rows[idx[i, j]]), max(rows[i], rows[idx[i, j]]))
+        for i, j in zip(*np.nonzero(dist < _DUPLICATE_DISTANCE))
+    }
+    if embeddings is not None and pairs:
+        U = _unit_rows(np.asarray(embeddings, np.float64))
+        typical = np.median(_neighbours(U, 1)[0]) if len(U) > 2 else 1.0
+        pairs = {(i, j) for i, j in pairs if 1.0 - float(U[i] @ U[j]) < _DUPLICATE_SHARE * typical}
+    return sorted((int(i), int(j)) for i, j in pairs)
+
+
+def _groups(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs:
+        parent[root(j)] = root(i)
+    members: dict[int, list[int]] = {}
+    for i in sorted({i for p in pairs for i in p}):
+        members.setdefault(root(i), []).append(i)
+    return [m for m in members.values() if len(m) > 1]
+
+
+def _describe(finding: str, check: str, z: float) -> str:
+    side = (
+        "below"
+        if check in ("focus", "contrast", "entropy") or (finding == "under" and check == "brightness")
+        else "above"
+    )
+    return f"{REASONS[finding]}: {_WORDS[check]} {abs(z):.0f}σ {side} the pool"
+
+
+def screen(
+    checks: np.ndarray,
+    embeddings: np.ndarray | None = None,
+    *,
+    labeled: np.ndarray | None = None,
+    threshold: float = THRESHOLD,
+) -> Screening:
+    """Screen a pool: ``checks`` from :func:`examine.image_checks.pool_checks` (n, N_VALUES), optional ``embeddings`` (n, d).
+
+    ``labeled`` (bool, n) marks images that already have an annotation: an
+    annotation says the image is usable, so they are never flagged, and a labeled
+    image is the one kept from its group of near-duplicates.
+    """
+    checks = np.asarray(checks, np.float32)
+    if checks.ndim != 2 or checks.shape[1] != N_VALUES:
+        raise ValueError(f"checks must be (n, {N_VALUES}) from image_checks, got {checks.shape}")
+    n = len(checks)
+    if embeddings is not None and len(embeddings) != n:
+        raise ValueError(f"{len(embeddings)} embeddings for {n} images")
+    usable = np.zeros(n, bool) if labeled is None else np.asarray(labeled, bool)
+    if n == 0:
+        return Screening(np.ones(0), np.zeros(0), np.zeros(0, bool), (), (), np.zeros(0, np.int64))
+    z, driver = _findings(checks, embeddings)
+    names = list(z)
+    Z = np.stack([z[f] for f in names], axis=1)
+    evidence = Z.max(axis=1)
+    kinds: list[list[str]] = [[] for _ in range(n)]
+    words: list[list[str]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in np.argsort(-Z[i]):
+            if Z[i, j] <= threshold:
+                break
+            kinds[i].append(names[j])
+            words[i].append(_describe(names[j], str(driver[names[j]][i]), float(Z[i, j])))
+    duplicate_of = np.full(n, -1, np.int64)
+    for group in _groups(n, _duplicates(checks, embeddings)):
+        # keep a labeled member, else the one with the least other evidence (then the first)
+        keep = min(group, key=lambda i: (not usable[i], evidence[i], i))
+        for i in group:
+            if i != keep:
+                duplicate_of[i] = keep
+                evidence[i] = max(evidence[i], threshold + 3.0)
+                kinds[i].insert(0, "duplicate")
+                words[i].insert(0, f"{REASONS['duplicate']} of #{keep}")
+            else:  # a duplicated image is a little suspect, below the flag
+                evidence[i] = max(evidence[i], 0.8 * threshold)
+    flagged = (evidence > threshold) & ~usable
+    quality = 1.0 / (1.0 + np.exp(np.clip(evidence - threshold, -50, 50)))
+    return Screening(
+        quality=quality,
+        evidence=evidence,
+        flagged=flagged,
+        kinds=tuple(tuple(k) for k in kinds),
+        reasons=tuple("; ".join(w) for w in words),
+        duplicate_of=duplicate_of,
+    )
