@@ -23,6 +23,7 @@ from backend.payload import BadRequest, parse_id, parse_json_object, project_id,
 from backend.protocol import ProjectProtocol
 from backend.publish import SCORE_MEANING
 from backend.runtime import Backend, Refused, Unavailable
+from backend.screener import flag_report
 from backend.settings import Settings
 from examine.encoder import EncoderError
 
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 problems=list(state.problems) + list(backend.problems),
                 errors={str(k): v for k, v in state.errors().items()},
                 probe=dict(state.probe),
+                flagged=flag_report(state.tasks),
                 score=SCORE_MEANING,
             )
         return jsonify(out)

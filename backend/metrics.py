@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from backend.screener import flag_counts
+
 if TYPE_CHECKING:
     from backend.runtime import Backend
 
@@ -50,6 +52,7 @@ class _Collector:
                 per["last_publish_duration_seconds"].add_metric(label, st.last_publish_s or 0.0)
         yield from per.values()
         yield from self._probe()
+        yield self._flagged()
         yield CounterMetricFamily("examine_job_retries", "failed runs re-queued with backoff", value=b.jobs.retries)
         yield CounterMetricFamily("examine_publishes", "successful publishes", value=b.publishes)
         yield CounterMetricFamily("examine_publish_failures", "aborted publishes", value=b.publish_failures)
@@ -79,6 +82,20 @@ class _Collector:
                 per_class.add_metric([str(pid), str(cls)], int(n))
             prelabeled.add_metric([str(pid)], n_pre)
         yield from (acc, per_class, prelabeled)
+
+    def _flagged(self) -> Metric:
+        flagged = GaugeMetricFamily(
+            "examine_tasks_flagged",
+            "unlabeled tasks the screening flagged as unusable, by strongest reason",
+            labels=["project", "reason"],
+        )
+        for pid in self.backend.states.known_projects():
+            st = self.backend.states.get(pid)
+            with st.lock:
+                counts = flag_counts(st.tasks)
+            for reason, n in sorted(counts.items()):
+                flagged.add_metric([str(pid), reason], n)
+        return flagged
 
 
 def render(backend: Backend) -> bytes:

@@ -28,13 +28,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HEAD_BAND", "SCORE_MEANING", "Published", "HeadPlan", "plan_head", "queue_order", "increasing_run"]
+__all__ = [
+    "HEAD_BAND",
+    "FLAG_BAND",
+    "SCORE_MEANING",
+    "Published",
+    "HeadPlan",
+    "plan_head",
+    "queue_order",
+    "increasing_run",
+]
 
-#: Head scores lie in (0, HEAD_BAND); the rest of the queue in [HEAD_BAND, 1].
+#: Head scores lie in (0, HEAD_BAND); the rest of the clean queue in [HEAD_BAND, FLAG_BAND);
+#: images the screening flagged as unusable in [FLAG_BAND, 1), served after every clean one.
 HEAD_BAND = 0.1
+FLAG_BAND = 0.95
 #: What a prediction's score means, for people (status page, README, the Data Manager tab's title).
 SCORE_MEANING = (
-    "queue order: the lowest score is served first; below 0.1 = the next tasks of the newest ranking "
+    "queue order: the lowest score is served first; below 0.1 = the next tasks of the newest ranking; "
+    "0.95 and above = flagged as unusable, served last "
     "(not the EXAMINE value, which ranking.csv and the report show as examine_value)"
 )
 #: Below this gap between two head scores the head is renumbered (float resolution is far finer).
@@ -70,14 +82,19 @@ class HeadPlan:
     renumbered: bool = False
 
 
-def queue_order(position: int, pool: int, head: int) -> float:
-    """The score of the task at 0-based ``position`` of a queue of ``pool`` tasks whose first ``head`` form the head.
+def queue_order(position: int, pool: int, head: int, clean: int | None = None) -> float:
+    """The score of the task at 0-based ``position`` of a queue of ``pool`` tasks whose first ``head`` form the head
+    and whose first ``clean`` (default: all) are not flagged.
 
-    Lower is served sooner; head scores are evenly spread in (0, HEAD_BAND), the rest in [HEAD_BAND, 1).
+    Lower is served sooner; head scores are evenly spread in (0, HEAD_BAND), the rest of the clean
+    tasks in [HEAD_BAND, FLAG_BAND), the flagged ones in [FLAG_BAND, 1).
     """
-    if position < head:
+    clean = pool if clean is None else clean
+    if position >= clean:
+        return FLAG_BAND + (1.0 - FLAG_BAND) * (position - clean + 1) / (pool - clean + 1)
+    if position < min(head, clean):
         return HEAD_BAND * (position + 1) / (head + 1)
-    return HEAD_BAND + (1.0 - HEAD_BAND) * (position + 1) / (pool + 1)
+    return HEAD_BAND + (FLAG_BAND - HEAD_BAND) * (position + 1) / (clean + 1)
 
 
 def increasing_run(values: Sequence[float | None]) -> list[int]:
@@ -113,24 +130,32 @@ def plan_head(
     *,
     head: int,
     next_cluster: int,
+    clean: int | None = None,
 ) -> HeadPlan:
     """The updates that make Label Studio serve ``order`` (task ids, best first) from its head.
 
     ``groups[i]`` is the ranking's group of ``order[i]`` (−1: none); ``published`` what Label Studio
     holds (every task of ``order`` must have an entry); ``choices`` the proposed choices of each head
     task; ``labeled_clusters`` the cluster ids of labeled tasks (their solved count is no longer zero);
-    ``next_cluster`` the first unused cluster id.
+    ``next_cluster`` the first unused cluster id; ``clean`` how many tasks of ``order`` come before the
+    flagged ones (default: all), which never enter the head and keep scores at or above FLAG_BAND.
     """
     plan = HeadPlan(next_cluster=next_cluster)
+    pool = len(order)
+    clean = pool if clean is None else clean
+    head = min(head, clean)
     top = list(order[:head])
     top_set = set(top)
-    pool = len(order)
     position = {t: i for i, t in enumerate(order)}
 
-    # 1. demote former head tasks that left the head (placed at their new position)
+    # 1. demote former head tasks that left the head (placed at their new position), and move
+    #    the tasks whose flag changed to their band
     for tid, pub in published.items():
-        if pub.score < HEAD_BAND and tid not in top_set and tid in position:
-            plan.updates[tid] = {"score": queue_order(position[tid], pool, head)}
+        if tid in top_set or tid not in position:
+            continue
+        flagged = position[tid] >= clean
+        if pub.score < HEAD_BAND or flagged != (pub.score >= FLAG_BAND):
+            plan.updates[tid] = {"score": queue_order(position[tid], pool, head, clean)}
 
     # 2. clusters: a group keeps an id that only its tasks hold and no labeled task held
     members: dict[Any, list[int]] = {}

@@ -16,7 +16,7 @@ from backend.context import BackendContext
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import new_version
 from backend.prelabel import result_for
-from backend.publish import Published, plan_head, queue_order
+from backend.publish import FLAG_BAND, Published, plan_head, queue_order
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +37,33 @@ class Publisher:
         self.settings = backend.settings
         self.pid = pid
         self.state = backend.states.get(pid)
+        self.clean: int | None = None  # tasks of the queue being published before the flagged ones
 
     def save(self) -> None:
         """Persist the state."""
         self.backend.states.save(self.state)
 
-    def publish(self, task_ids: list[int], clusters: list[int], *, full: bool, ranked_labels: int) -> None:
+    def publish(
+        self, task_ids: list[int], clusters: list[int], *, full: bool, ranked_labels: int, flagged: int = 0
+    ) -> None:
         """Make Label Studio serve ``task_ids`` in order: a new version for all of them, or in-place updates.
 
-        ``clusters`` holds the ranking's group of each task; ``ranked_labels`` the labels the ranking knew.
+        ``clusters`` holds the ranking's group of each task; ``ranked_labels`` the labels the ranking knew;
+        the last ``flagged`` tasks are the ones the screening flagged (scores in the flagged band).
         """
         if not task_ids:
             return
         client = self.backend.client(self.pid)
         t0 = time.perf_counter()
+        self.clean = len(task_ids) - flagged
         try:
             if full:
                 self._push_version(client, task_ids)
             else:
                 self._ensure_predictions(client, task_ids)
             sent = self._update_head(client, task_ids, clusters)
+            if flagged:
+                self._ensure_flagged_view(client)
         except Exception:
             self.backend.publish_failures += 1
             self.save()
@@ -86,7 +93,7 @@ class Publisher:
         with self.state.lock:
             proposals = {t: self.state.tasks[t].predicted if t in self.state.tasks else None for t in task_ids}
             results = {t: self._result(t) for t in task_ids}
-        scores = {t: queue_order(pos, n, head) for pos, t in enumerate(task_ids)}
+        scores = {t: queue_order(pos, n, head, self.clean) for pos, t in enumerate(task_ids)}
         preds = [{"task": t, "model_version": version, "score": scores[t], "result": results[t]} for t in task_ids]
         try:
             # Label Studio's bulk import costs ~13 s per request on a 20,000-task project whatever its size.
@@ -125,7 +132,7 @@ class Publisher:
         if not missing:
             return
         n, head, position = len(task_ids), self.settings.head_size, {t: i for i, t in enumerate(task_ids)}
-        scores = {t: queue_order(position[t], n, head) for t in missing}
+        scores = {t: queue_order(position[t], n, head, self.clean) for t in missing}
         with self.state.lock:
             preds: list[dict[str, Any]] = [
                 {
@@ -158,6 +165,7 @@ class Publisher:
         head = self.settings.head_size
         with self.state.lock:
             published = dict(self.state.predictions)
+            clean = sum(1 for t in task_ids[: self.clean] if t in published)
             kept = [(t, c) for t, c in zip(task_ids, clusters) if t in published]  # a failed creation: next time
             task_ids, clusters = [t for t, _ in kept], [c for _, c in kept]
             labeled_clusters = {
@@ -174,6 +182,7 @@ class Publisher:
                 labeled_clusters,
                 head=head,
                 next_cluster=self.state.next_cluster,
+                clean=clean,
             )
             self.state.next_cluster = plan.next_cluster
             bodies = {}
@@ -226,6 +235,30 @@ class Publisher:
         """The pre-annotation of a task (caller holds the lock)."""
         info = self.state.tasks.get(tid)
         return result_for(self.state, info) if info is not None else []
+
+    def _ensure_flagged_view(self, client: LabelStudio) -> None:
+        """The Data Manager tab of the unlabeled tasks the screening flagged (their scores lie in the flagged band)."""
+        if self.state.flagged_view or not self.settings.screening:
+            return
+        filters = {
+            "conjunction": "and",
+            "items": [
+                {
+                    "filter": "filter:tasks:predictions_score",
+                    "operator": "greater_or_equal",
+                    "type": "Number",
+                    "value": FLAG_BAND,
+                },
+                {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
+            ],
+        }
+        try:
+            client.ensure_view(
+                self.pid, self.settings.flagged_view_title, ordering=["tasks:predictions_score"], filters=filters
+            )
+            self.state.flagged_view = True
+        except LabelStudioError as exc:  # the queue matters more than the tab: tried again at the next publish
+            log.warning("project %s: the flagged tab could not be made: %s", self.pid, exc)
 
     def _view_exists(self, client: LabelStudio) -> bool:
         try:

@@ -106,6 +106,13 @@ class Settings:
             "doc": "1: every prediction carries the linear probe's class (pre-annotation) once 2 classes of the config's Choices are labeled; 0: scores only",
         },
     )
+    screening: bool = field(
+        default=True,
+        metadata={
+            "env": "EXAMINE_SCREENING",
+            "doc": "1: screen images for unusable ones (blank, blurred, noisy, over/under-exposed, compressed, marked, foreign, near-duplicates), serve them after the clean pool and list them in the flagged tab; 0: off",
+        },
+    )
     allowed_hosts: tuple[str, ...] = field(
         default=(),
         metadata={
@@ -164,6 +171,13 @@ class Settings:
     view_title: str = field(
         default="examine queue (score: lowest = next)",
         metadata={"env": "EXAMINE_VIEW_TITLE", "doc": "Data Manager tab in queue order (prediction score ascending)"},
+    )
+    flagged_view_title: str = field(
+        default="examine flagged: unusable? (served last)",
+        metadata={
+            "env": "EXAMINE_FLAGGED_VIEW",
+            "doc": "Data Manager tab listing the unlabeled tasks the screening flagged (reasons at /projects/<id>/status)",
+        },
     )
     max_wait_s: float = field(
         default=2.0,

@@ -36,6 +36,7 @@ class TaskInfo:
     labels: list[str] | None = None  # every choice of its latest annotation (multi-choice configs)
     predicted: list[str] | None = None  # the probe's choice(s) (pre-annotation) while unlabeled
     predicted_p: float | None = None  # its probability (the lowest of several choices)
+    flag: str | None = None  # why the screening judged its image unusable (served after the clean pool)
 
     def take_labels(self, labels: list[str]) -> None:
         """Record an annotation's labels (an annotation without any keeps the earlier ones)."""
@@ -70,6 +71,8 @@ class ProjectState:
     probe: dict[str, Any] = field(default_factory=dict)  # what the labels taught: classes, counts, accuracy, why off
     pending: list[str] = field(default_factory=list)  # job kinds not yet done (pending.json)
     problems: list[str] = field(default_factory=list)  # damaged files etc. (not saved; shown at /status)
+    flagged_view: bool = False  # the flagged tab was made since start (not saved: checked again after a restart)
+    screened: str | None = None  # fingerprint of the images last screened (not saved: a restart screens again)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def counts(self) -> dict[str, int]:
@@ -81,6 +84,7 @@ class ProjectState:
             "embedded": sum(1 for i in infos if i.key),
             "labeled": sum(1 for i in infos if i.labeled),
             "failed": sum(1 for i in infos if i.error),
+            "flagged": sum(1 for i in infos if i.flag and not i.labeled),
         }
 
     def errors(self) -> dict[int, str]:

@@ -577,7 +577,7 @@ def _rank_deferring(
     sub = rank(
         X[rows],
         labeled=mask[rows],
-        labels=None if labels is None else [labels[i] for i in rows],
+        labels=None if labels is None else [labels[int(i)] for i in rows],
         policy=policy,
         seed=seed,
         preprocess=preprocess,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from examine.image_checks import CHECKS, COLOUR_BINS, N_VALUES, THUMB
+from examine.image_checks import CHECKS, COLOUR_BINS, COLOUR_LEVELS, N_VALUES, THUMB
 
 __all__ = ["Screening", "screen", "THRESHOLD", "REASONS"]
 
@@ -46,8 +46,9 @@ _SIGNALS: dict[str, tuple[tuple[str, int, float], ...]] = {
     "blank": (("contrast", -1, 0.05), ("entropy", -1, 0.05)),
     "blur": (("focus", -1, 0.05),),
     "noise": (("noise", +1, 0.05),),
-    "over": (("brightness", +1, 2.0), ("clip_high", +1, 0.02)),
-    "under": (("brightness", -1, 2.0), ("clip_low", +1, 0.02)),
+    # exposure is a factor on the light: compared in log space (log light for under-, log headroom for over-exposure)
+    "over": (("log_headroom", -1, 0.05), ("clip_high", +1, 0.02)),
+    "under": (("log_light", -1, 0.05), ("clip_low", +1, 0.02)),
     "jpeg": (("blockiness", +1, 0.01),),
     "size": (("log_area", +1, 0.05), ("log_area", -1, 0.05), ("log_aspect", +1, 0.05), ("log_aspect", -1, 0.05)),
 }
@@ -57,6 +58,8 @@ _WORDS = {
     "focus": "focus",
     "noise": "noise",
     "brightness": "brightness",
+    "log_light": "brightness (log)",
+    "log_headroom": "headroom below white (log)",
     "clip_high": "white-clipped pixels",
     "clip_low": "black-clipped pixels",
     "blockiness": "JPEG blocking",
@@ -71,6 +74,8 @@ _K_LOCAL = 10  # neighbours an image's checks are compared with (fewer than a 1 
 _DUPLICATE_DISTANCE = 0.005  # 1 − cosine of two grey thumbnails below this: near-duplicates (pixel level)
 _DUPLICATE_SHARE = 0.2  # ... and their embedding distance under this share of the pool's median neighbour distance
 _BLOCK = 2048
+#: Pools larger than this compare each image with a fixed sample of this many images.
+MAX_REFERENCE = 30_000
 
 
 @dataclass(frozen=True)
@@ -101,19 +106,31 @@ def _unit_rows(X: np.ndarray) -> np.ndarray:
 
 
 def _neighbours(U: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine distances and indices of each row's k nearest other rows (blocked brute force)."""
+    """Cosine distances and indices of each row's k nearest other rows (blocked brute force).
+
+    Above :data:`MAX_REFERENCE` rows the neighbours are sought among a fixed random sample of that
+    many rows, so a 200,000-image pool costs what a 30,000-image one does.
+    """
     n = len(U)
     k = min(k, n - 1)
+    ref = np.arange(n)
+    if n > MAX_REFERENCE:
+        ref = np.sort(np.random.default_rng(0).choice(n, MAX_REFERENCE, replace=False))
+    R = U[ref]
+    m = len(ref)
     dist = np.zeros((n, k), np.float64)
     idx = np.zeros((n, k), np.int64)
     for s in range(0, n, _BLOCK):
-        sim = U[s : s + _BLOCK] @ U.T
-        sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -np.inf
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n - 1 else np.argsort(-sim, axis=1)[:, :k]
+        rows = np.arange(s, min(n, s + _BLOCK))
+        sim = U[rows] @ R.T
+        hit = np.searchsorted(ref, rows)
+        own = (hit < m) & (ref[np.minimum(hit, m - 1)] == rows)
+        sim[np.flatnonzero(own), hit[own]] = -np.inf  # an image is not its own neighbour
+        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < m else np.argsort(-sim, axis=1)[:, :k]
         top = np.take_along_axis(sim, part, axis=1)
         order = np.argsort(-top, axis=1)
-        idx[s : s + len(sim)] = np.take_along_axis(part, order, axis=1)
-        dist[s : s + len(sim)] = 1.0 - np.take_along_axis(top, order, axis=1)
+        idx[rows] = ref[np.take_along_axis(part, order, axis=1)]
+        dist[rows] = 1.0 - np.take_along_axis(top, order, axis=1)
     return dist, idx
 
 
@@ -135,10 +152,18 @@ def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[s
     """
     n = len(checks)
     col = {name: checks[:, i].astype(np.float64) for i, name in enumerate(CHECKS)}
+    col["log_light"] = np.log1p(col["brightness"])
+    col["log_headroom"] = np.log(256.0 - col["brightness"])
     hist = checks[:, len(CHECKS) : len(CHECKS) + COLOUR_BINS].astype(np.float64)
     idx = dist = None
     if embeddings is not None and n > _K_LOCAL + 1:
         dist, idx = _neighbours(_unit_rows(np.asarray(embeddings, np.float64)), _K_LOCAL)
+    trust = np.ones(n)
+    if dist is not None:
+        # a comparison with neighbours means little for an image that is much farther from them than they
+        # are from theirs (local outlier factor): its local verdicts are divided by that factor
+        own = dist.mean(axis=1)
+        trust = 1.0 / np.maximum(1.0, own / np.maximum(np.median(own[idx], axis=1), 1e-12))
     z: dict[str, np.ndarray] = {}
     driver: dict[str, np.ndarray] = {}
     for finding, parts in _SIGNALS.items():
@@ -146,13 +171,19 @@ def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[s
         for c, d, floor in parts:
             zc = _robust_z(col[c], d, floor)
             if idx is not None and finding != "size":
-                zc = np.maximum(zc, _local_z(col[c], idx, d, floor))
+                zc = np.maximum(zc, trust * _local_z(col[c], idx, d, floor))
             zs.append(zc)
         Zs = np.stack(zs)
         z[finding] = Zs.max(axis=0)
         driver[finding] = np.asarray([parts[j][0] for j in Zs.argmax(axis=0)])
     # colours that the image's neighbours (or, without embeddings, the pool) hardly show
     reference = hist[idx].mean(axis=1) if idx is not None else np.broadcast_to(hist.mean(axis=0), hist.shape)
+    # a colour next to one the reference shows (one level per channel) is a shade of it, not unseen
+    L = COLOUR_LEVELS
+    padded = np.pad(reference.reshape(n, L, L, L), ((0, 0), (1, 1), (1, 1), (1, 1)))
+    reference = np.max(
+        [padded[:, a : a + L, b : b + L, c : c + L] for a in range(3) for b in range(3) for c in range(3)], axis=0
+    ).reshape(n, -1)
     z["colour"] = _robust_z((hist * (reference < _RARE_BIN)).sum(axis=1), +1, 0.01)
     driver["colour"] = np.full(n, "rare_colour")
     if dist is not None:
@@ -200,7 +231,8 @@ def _groups(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
 def _describe(finding: str, check: str, z: float) -> str:
     side = (
         "below"
-        if check in ("focus", "contrast", "entropy") or (finding == "under" and check == "brightness")
+        if check in ("focus", "contrast", "entropy", "log_light", "log_headroom")
+        or (finding == "under" and check == "brightness")
         else "above"
     )
     return f"{REASONS[finding]}: {_WORDS[check]} {abs(z):.0f}σ {side} the pool"

@@ -46,6 +46,12 @@ class Workspace:
     def store(self, encoder: Encoder) -> EmbeddingStore:
         return EmbeddingStore(self.store_root, encoder.version, encoder.dim)
 
+    def checks_store(self) -> EmbeddingStore:
+        """The image checks of :mod:`examine.image_checks`, keyed by image hash like the embeddings."""
+        from examine.image_checks import N_VALUES, VERSION
+
+        return EmbeddingStore(self.store_root, VERSION, N_VALUES)
+
 
 def load_training_images(
     paths: Sequence[str | Path], img_size: int, *, progress: bool = True, workers: int | None = None

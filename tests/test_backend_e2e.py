@@ -52,6 +52,7 @@ def env(label_studio, tmp_path_factory):
             "EXAMINE_FULL_PUBLISH_IDLE_S": "2",
             "EXAMINE_CLEANUP_IDLE_S": "2",
             "EXAMINE_DEVICE": "cpu",
+            "EXAMINE_SCREENING": "0",  # the exact queue is the subject here; tests/test_screening_e2e.py screens
         },
         tmp_path_factory.mktemp("logs") / "backend.log",
     ).start()

@@ -209,8 +209,8 @@ def test_evaluate_quick_end_to_end(tmp_path):
             "100",
             "--n-value",
             "40",
-            "--n-tiles",
-            "24",
+            "--n-screen",
+            "60",
             "--budgets",
             "10,20",
             "--jobs",
@@ -223,13 +223,14 @@ def test_evaluate_quick_end_to_end(tmp_path):
         "simulation-fashion-mnist.png",
         "simulation-medical-tiles-by-source.png",
         "valuation.png",
-        "quality.png",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     md = (tmp_path / "RESULTS.md").read_text()
     assert "examine evaluate" in md and "CPUs" in md and "linear probe" in md
     assert f"| **{DEFAULT_POLICY}** (default) |" in md and "| typiclust |" in md and "| margin |" in md
     assert "labels to 95 %" in md and "Pre-annotation accuracy" in md
+    assert "## Screening unusable images" in md and "| examine screening | **" in md
+    assert "unusable among the first 50" in md
     assert "| knn-shapley |" in md and "pixel-pca-64" in md and "MAE (default CPU recipe)" in md
     assert any((tmp_path / "cache").iterdir())  # the encoders are cached for the next run
 

@@ -113,12 +113,12 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
         t0 = time.perf_counter()
         emb = cfg.embedders[0]
         for ds in [d for d in cfg.datasets if d in SCREENING_SETS]:
-            pool = screening_pool(sets[ds], cfg.n_screen)
+            planted = screening_pool(sets[ds], cfg.n_screen)
             log(
-                f"screening: {sets[ds].name}, {len(pool.images)} held-out images, {int(pool.bad.sum())} planted defects"
+                f"screening: {sets[ds].name}, {len(planted.images)} held-out images, {int(planted.bad.sum())} planted defects"
             )
             with single_thread():
-                ev = screening_evidence(pool, fitted[(ds, emb)], baselines=not cfg.quick, log=log)
+                ev = screening_evidence(planted, fitted[(ds, emb)], baselines=not cfg.quick, log=log)
             ev["dataset"], ev["embedder"] = sets[ds].name, f"{emb} fitted on {sets[ds].name}'s training images"
             report.screening.append(ev)
         report.timings["screening"] = time.perf_counter() - t0

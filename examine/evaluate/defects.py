@@ -78,7 +78,7 @@ def _foreign(like: np.ndarray, photos: list[np.ndarray], rng: np.random.Generato
     h, w = photo.shape[:2]
     side = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
     y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
-    crop = Image.fromarray(photo[y : y + side, x : x + side]).resize(like.shape[1::-1], Image.BILINEAR)
+    crop = Image.fromarray(photo[y : y + side, x : x + side]).resize(like.shape[1::-1], Image.Resampling.BILINEAR)
     out = np.asarray(crop.convert("L") if like.ndim == 2 else crop.convert("RGB"))
     return out.copy()
 
@@ -105,6 +105,7 @@ def plant_defects(
     the rest from the other classes, then ``fraction`` of the pool replaced by defects dealt in turn from ``kinds``.
 
     Rare-class images are never made defective; duplicates copy a clean image that stays in the pool.
+    A split too small for ``n`` images gives a smaller pool.
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
@@ -113,8 +114,9 @@ def plant_defects(
     n_rare = max(1, int(round(rare_fraction * n))) if rare_fraction > 0 else 0
     rare_rows = rng.permutation(np.flatnonzero(labels == rare_class))[:n_rare]
     common = rng.permutation(np.flatnonzero(labels != rare_class))[: n - len(rare_rows)]
-    if len(common) + len(rare_rows) < n:
-        raise ValueError(f"need {n} images, the set has {len(common) + len(rare_rows)} for this split")
+    n = len(common) + len(rare_rows)  # a small split gives a smaller pool
+    if n < 2:
+        raise ValueError(f"a pool needs at least 2 images, the split gives {n}")
     order = rng.permutation(np.concatenate([common, rare_rows]))
     pool = [np.asarray(images[i]).copy() for i in order]
     rare = np.isin(order, rare_rows)

@@ -34,7 +34,9 @@ def screening_pool(data: LabeledSet, n: int = 1000, seed: int = 0) -> PlantedPoo
     """The planted pool of one set, cut from its test images (the encoder never saw them)."""
     images = data.test
     if data.name == "digits":
-        images = np.stack([np.asarray(Image.fromarray(im).resize((_DIGIT_SIZE,) * 2, Image.BILINEAR)) for im in images])
+        images = np.stack(
+            [np.asarray(Image.fromarray(im).resize((_DIGIT_SIZE,) * 2, Image.Resampling.BILINEAR)) for im in images]
+        )
     return plant_defects(images, data.y_test, n=min(n, int(0.9 * len(images))), seed=seed)
 
 
