@@ -130,6 +130,11 @@ def cmd_rank(args: argparse.Namespace) -> None:
     for i, p in enumerate(result.paths[: min(args.top, len(result.paths))]):
         guess = f"   (probe: {result.predicted[i]})" if result.predicted is not None else ""
         print(f"  {p}{guess}")
+    flagged = [(p, r) for p, r in zip(result.paths, result.reasons or []) if r]
+    if flagged:
+        print(f"{len(flagged)} image(s) flagged as unusable close the queue (column 'reasons' of {args.output}), e.g.:")
+        for p, r in flagged[:3]:
+            print(f"  {p}: {r}")
     if result.labeled:
         cv = result.probe_cv_accuracy
         print(

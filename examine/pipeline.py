@@ -21,11 +21,13 @@ import numpy as np
 
 from examine.embed import EmbedReport, embed_sources, path_sources
 from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name
-from examine.images import ImageLoadError, list_images
+from examine.image_checks import CHECKS, COLOUR_BINS, N_VALUES, image_checks
+from examine.images import ImageLoadError, list_images, load_image
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
 from examine.probe import Probe
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.scoring import marginal_singular_values, scores_from_marginals
+from examine.screening import screen
 from examine.workspace import Workspace, load_training_images
 
 __all__ = [
@@ -60,6 +62,8 @@ class FolderRanking:
     probability: np.ndarray | None = None  # its probability
     labeled: int = 0  # images of the folder that already carry a label (left out of the queue)
     probe_cv_accuracy: float | None = None
+    quality: np.ndarray | None = None  # the screening's quality of each queued image (1 = nothing unusual)
+    reasons: list[str] | None = None  # why an image was flagged ('' = not flagged); flagged images close the queue
 
 
 def list_folder(folder: str | Path) -> list[Path]:
@@ -209,7 +213,13 @@ def rank_folder(
     if len({v for v in y if v is not None}) >= 2:  # one fit serves the queue and the predicted column
         have = np.flatnonzero(labeled)
         probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
-    ranking = rank(X, labeled=labeled, labels=y, policy=policy, probe=probe)
+    checks = measure_images([paths[i] for i in ok], keys, ws)
+    screening = screen(checks, X, labeled=labeled)
+    flagged = np.flatnonzero(screening.flagged)
+    deferred = flagged[np.argsort(-screening.quality[flagged], kind="stable")]
+    if len(deferred):
+        log(f"{len(deferred)} images flagged as unusable (served last): {screening.counts()}")
+    ranking = rank(X, labeled=labeled, labels=y, policy=policy, probe=probe, deferred=deferred)
     m = marginal_singular_values(X)
     s = scores_from_marginals(m)
     order = ranking.order
@@ -234,7 +244,35 @@ def rank_folder(
         probability=probability,
         labeled=int(labeled.sum()),
         probe_cv_accuracy=cv,
+        quality=screening.quality[order],
+        reasons=[screening.reasons[j] if screening.flagged[j] else "" for j in order],
     )
+
+
+def measure_images(paths: list[Path], keys: list[str], ws: Workspace) -> np.ndarray:
+    """The image checks of each image (:mod:`examine.image_checks`), measured once and stored by content hash.
+
+    An image that cannot be read again gets the pool's median checks (it is not screened).
+    """
+    store = ws.checks_store()
+    todo = {k: p for p, k in zip(paths, keys) if k not in store}
+    new_keys, rows = [], []
+    for key, path in todo.items():
+        try:
+            rows.append(image_checks(load_image(path)))
+            new_keys.append(key)
+        except (ImageLoadError, ValueError, OSError):
+            continue
+    if new_keys:
+        store.add(new_keys, np.stack(rows))
+    have = [k in store for k in keys]
+    out = np.zeros((len(keys), N_VALUES), np.float32)
+    if any(have):
+        out[have] = store.get([k for k, h in zip(keys, have) if h])
+        out[[not h for h in have], : len(CHECKS) + COLOUR_BINS] = np.median(
+            out[have, : len(CHECKS) + COLOUR_BINS], axis=0
+        )
+    return out
 
 
 def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, str]:
@@ -271,18 +309,22 @@ RANKING_COLUMNS = ("path", "sha256", "queue_position", "examine_value", "examine
 def write_ranking_csv(result: FolderRanking, path: str | Path) -> Path | None:
     """Write ``path,sha256,queue_position,examine_value,examine_marginal`` in queue order (position 1 = label
     first; ``examine_value`` is the paper's EXAMINE score, higher = more valuable, which is not the queue order),
-    plus ``predicted,probability`` when labels were given, and ``<name>.errors.csv`` if any image failed.
+    plus ``predicted,probability`` when labels were given, ``quality,reasons`` (the screening: flagged
+    images close the queue, with their reasons), and ``<name>.errors.csv`` if any image failed.
 
     Returns the errors file when one was written.
     """
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         extra = ["predicted", "probability"] if result.predicted is not None else []
+        extra += ["quality", "reasons"] if result.quality is not None and result.reasons is not None else []
         w.writerow(["path", "sha256", *RANKING_COLUMNS[2:], *extra])
         for r, (p, key, m, s) in enumerate(zip(result.paths, result.keys, result.marginal, result.score), start=1):
             row = [str(p), key, r, repr(float(s)), repr(float(m))]
             if result.predicted is not None and result.probability is not None:
                 row += [result.predicted[r - 1], f"{float(result.probability[r - 1]):.4f}"]
+            if result.quality is not None and result.reasons is not None:
+                row += [f"{float(result.quality[r - 1]):.4f}", result.reasons[r - 1]]
             w.writerow(row)
     err_path = Path(path).with_suffix(".errors.csv")
     if not result.errors:

@@ -52,6 +52,8 @@ _SIGNALS: dict[str, tuple[tuple[str, int, float], ...]] = {
     "jpeg": (("blockiness", +1, 0.01),),
     "size": (("log_area", +1, 0.05), ("log_area", -1, 0.05), ("log_aspect", +1, 0.05), ("log_aspect", -1, 0.05)),
 }
+# Findings that need all their parts: a bright image is over-exposed only if its whites are clipped too.
+_ALL_OF = frozenset({"over"})
 _WORDS = {
     "contrast": "contrast",
     "entropy": "detail",
@@ -174,8 +176,11 @@ def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[s
                 zc = np.maximum(zc, trust * _local_z(col[c], idx, d, floor))
             zs.append(zc)
         Zs = np.stack(zs)
-        z[finding] = Zs.max(axis=0)
-        driver[finding] = np.asarray([parts[j][0] for j in Zs.argmax(axis=0)])
+        pick = Zs.argmax(axis=0)
+        if finding in _ALL_OF:  # every part must point the same way (past 1σ), else the weakest speaks
+            pick = np.where(Zs.min(axis=0) > 1.0, pick, Zs.argmin(axis=0))
+        z[finding] = np.take_along_axis(Zs, pick[None], axis=0)[0]
+        driver[finding] = np.asarray([parts[j][0] for j in pick])
     # colours that the image's neighbours (or, without embeddings, the pool) hardly show
     reference = hist[idx].mean(axis=1) if idx is not None else np.broadcast_to(hist.mean(axis=0), hist.shape)
     # a colour next to one the reference shows (one level per channel) is a shade of it, not unseen

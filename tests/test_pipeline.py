@@ -34,7 +34,9 @@ def test_rank_folder_serves_the_default_queue(folder):
     ws = Workspace(folder / "model")
     key = dict(zip(result.paths, result.keys))
     listed = [p for p in list_images(folder / "images") if p in key]  # the folder's order
-    again = rank(ws.store(ws.encoder()).get([key[p] for p in listed]))
+    flagged = [p for p, r in zip(result.paths, result.reasons or []) if r]  # the screening closes the queue
+    deferred = [listed.index(p) for p in flagged]
+    again = rank(ws.store(ws.encoder()).get([key[p] for p in listed]), deferred=deferred)
     assert [listed[i] for i in again.order] == result.paths  # the queue is examine.ranking's default
     paper = rank_folder(folder / "images", folder / "model", policy="paper", device="cpu")
     assert paper.cached == 30 and paper.added == 0  # nothing re-embedded
@@ -48,6 +50,7 @@ def test_write_ranking_csv_and_errors(folder, tmp_path):
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:5] == ["path", "sha256", "queue_position", "examine_value", "examine_marginal"]
     assert [int(r["queue_position"]) for r in rows] == list(range(1, 31))
+    assert all(0.0 <= float(r["quality"]) <= 1.0 for r in rows) and "reasons" in rows[0]
     assert err is not None and "broken.jpg" in err.read_text()
     result.errors.clear()
     assert write_ranking_csv(result, tmp_path / "r.csv") is None and not err.exists()

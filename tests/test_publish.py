@@ -124,3 +124,20 @@ def test_a_labeled_groups_id_is_never_reused_and_squeezed_scores_are_renumbered(
     preds = {1: Published(1, 0.05, 1), 2: Published(2, 0.05 + 1e-12, 2), 3: Published(3, 0.5, 3)}
     plan = plan_head([1, 3, 2], [-1, -1, -1], preds, {}, set(), head=3, next_cluster=4)
     assert plan.renumbered
+
+
+def test_flagged_tasks_get_the_flagged_band_and_never_the_head():
+    from backend.publish import FLAG_BAND, HEAD_BAND, Published, plan_head, queue_order
+
+    pool, head, clean = 10, 3, 7
+    scores = [queue_order(p, pool, head, clean) for p in range(pool)]
+    assert scores == sorted(scores) and len(set(scores)) == pool
+    assert all(s < HEAD_BAND for s in scores[:3]) and all(HEAD_BAND <= s < FLAG_BAND for s in scores[3:7])
+    assert all(FLAG_BAND <= s < 1.0 for s in scores[7:])
+    assert queue_order(0, 4, 3, 0) >= FLAG_BAND  # nothing clean left: flagged tasks are served in their order
+    # task 5 was clean and is now flagged; task 9 was flagged and is now clean
+    published = {t: Published(t, queue_order(t, pool, head, 9 if t != 9 else 10)) for t in range(pool)}
+    published[9] = Published(9, 0.97)
+    order = [0, 1, 2, 3, 4, 6, 7, 8, 9, 5]
+    plan = plan_head(order, [-1] * pool, published, {}, set(), head=head, next_cluster=1, clean=9)
+    assert plan.updates[5]["score"] >= FLAG_BAND and plan.updates[9]["score"] < FLAG_BAND

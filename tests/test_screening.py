@@ -1,0 +1,149 @@
+"""The screening of unusable images: image checks, robust findings, flags, reasons, duplicates, the queue."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from examine.datasets import corrupt, medical_tiles_with_sources
+from examine.image_checks import CHECKS, N_VALUES, image_checks, pool_checks, thumbnail
+from examine.ranking import rank
+from examine.screening import MAX_REFERENCE, _neighbours, _unit_rows, screen
+
+
+@pytest.fixture(scope="module")
+def ihc_tiles() -> list[np.ndarray]:
+    many, sources = medical_tiles_with_sources(400, size=64, seed=3)
+    return [t for t, s in zip(many, sources) if s == "ihc"][:80]
+
+
+def test_image_checks_shape_and_brute_force_focus_and_noise():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    v = image_checks(img)
+    assert v.shape == (N_VALUES,) and v.dtype == np.float32
+    g = img.astype(np.float64)
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4 * g[1:-1, 1:-1]
+    assert v[CHECKS.index("focus")] == pytest.approx(np.log(lap.var() + 1e-3), rel=1e-5)
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]])
+    conv = sum(k[a, b] * g[a : a + 38, b : b + 48] for a in range(3) for b in range(3))
+    sigma = np.sqrt(np.pi / 2) / 6 * np.abs(conv).mean()
+    assert v[CHECKS.index("noise")] == pytest.approx(np.log(sigma + 0.1), rel=1e-5)
+    assert v[CHECKS.index("log_area")] == pytest.approx(np.log(2000))
+    assert v[CHECKS.index("brightness")] == pytest.approx(g.mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 5, 3), (17, 3, 3), (300, 20)])
+def test_image_checks_take_awkward_sizes(shape):
+    v = image_checks(np.full(shape, 7, np.uint8))
+    assert np.isfinite(v).all()
+    assert np.allclose(v[-256:], 0.0)  # a flat image has no thumbnail shape
+
+
+def test_image_checks_refuse_other_types():
+    with pytest.raises(ValueError, match="uint8"):
+        image_checks(np.zeros((4, 4), np.float32))
+
+
+def test_thumbnail_is_block_means_normalised():
+    g = np.arange(32 * 32, dtype=np.float32).reshape(32, 32)
+    t = thumbnail(g)
+    ref = g.reshape(16, 2, 16, 2).mean(axis=(1, 3)).ravel()
+    ref = (ref - ref.mean()) / np.linalg.norm(ref - ref.mean())
+    assert np.allclose(t, ref, atol=1e-6)
+
+
+def test_jpeg_blocking_rises_with_heavy_compression(ihc_tiles):
+    buf = io.BytesIO()
+    Image.fromarray(ihc_tiles[0]).save(buf, format="JPEG", quality=3)
+    heavy = np.asarray(Image.open(buf))
+    b = CHECKS.index("blockiness")
+    assert image_checks(heavy)[b] > image_checks(ihc_tiles[0])[b] + 0.2
+
+
+def test_neighbours_match_brute_force_and_the_sampled_path(monkeypatch):
+    rng = np.random.default_rng(1)
+    U = _unit_rows(rng.normal(size=(120, 6)))
+    dist, idx = _neighbours(U, 3)
+    sim = U @ U.T
+    np.fill_diagonal(sim, -np.inf)
+    best = np.argsort(-sim, axis=1)[:, :3]
+    assert (idx == best).all() and np.allclose(dist, 1 - np.take_along_axis(sim, best, axis=1))
+    monkeypatch.setattr("examine.screening.MAX_REFERENCE", 50)
+    d2, i2 = _neighbours(U, 3)
+    assert (i2 != np.arange(120)[:, None]).all() and (d2 >= dist - 1e-12).all()
+    assert MAX_REFERENCE >= 10_000
+
+
+def test_blank_blurred_and_noisy_images_are_flagged_with_reasons(ihc_tiles):
+    rng = np.random.default_rng(2)
+    pool = list(ihc_tiles[:60])
+    planted = {60: "blank", 61: "blur", 62: "noise", 63: "saturation"}
+    pool += [corrupt(ihc_tiles[60 + j], k, rng) for j, k in enumerate(planted.values())]
+    s = screen(pool_checks(pool))
+    assert set(np.flatnonzero(s.flagged)) == set(planted)
+    assert s.kinds[60][0] == "blank" and s.kinds[61][0] == "blur" and s.kinds[62][0] == "noise"
+    assert s.kinds[63][0] == "over"
+    assert "σ" in s.reasons[61] and "out of focus" in s.reasons[61]
+    assert ((s.quality > 0) & (s.quality <= 1)).all() and (s.quality[60:] < 0.5).all()
+    assert s.counts() == {"blank": 1, "blur": 1, "noise": 1, "over": 1}
+
+
+def test_labeled_images_are_never_flagged(ihc_tiles):
+    pool = list(ihc_tiles[:40]) + [np.full((64, 64, 3), 240, np.uint8)]
+    labeled = np.zeros(41, bool)
+    labeled[40] = True
+    assert not screen(pool_checks(pool), labeled=labeled).flagged[40]
+
+
+def test_near_duplicates_keep_one_and_flag_the_rest(ihc_tiles):
+    pool = list(ihc_tiles[:40])
+    pool.append(np.clip(ihc_tiles[5].astype(int) + 1, 0, 255).astype(np.uint8))  # a copy of #5
+    s = screen(pool_checks(pool))
+    assert s.flagged[5] != s.flagged[40]
+    kept = 5 if s.flagged[40] else 40
+    other = 40 if kept == 5 else 5
+    assert s.duplicate_of[other] == kept and "near-duplicate of #" in s.reasons[other]
+    labeled = np.zeros(41, bool)
+    labeled[40] = True  # a labeled copy is the one kept
+    s2 = screen(pool_checks(pool), labeled=labeled)
+    assert s2.flagged[5] and s2.duplicate_of[5] == 40
+
+
+def test_a_small_rare_group_is_not_flagged_as_isolated():
+    rng = np.random.default_rng(3)
+    common = rng.normal(size=(200, 16))
+    rare = rng.normal(size=(4, 16)) * 0.05 + 6.0  # four similar images far from the rest
+    Z = np.vstack([common, rare])
+    checks = np.tile(image_checks(np.full((8, 8), 100, np.uint8)), (204, 1))
+    s = screen(checks, Z)
+    assert not s.flagged[200:].any()
+
+
+def test_screen_validates_and_handles_tiny_pools():
+    with pytest.raises(ValueError, match="checks must be"):
+        screen(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="embeddings"):
+        screen(np.zeros((3, N_VALUES)), np.zeros((2, 4)))
+    assert screen(np.zeros((0, N_VALUES))).flagged.shape == (0,)
+    one = screen(pool_checks([np.zeros((4, 4), np.uint8)]))
+    assert one.quality.shape == (1,) and not one.flagged[0]
+
+
+def test_rank_serves_deferred_rows_last_in_their_order():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(30, 5))
+    labeled = np.zeros(30, bool)
+    labeled[[0, 7]] = True
+    r = rank(X, labeled=labeled, deferred=[9, 3, 7])  # 7 is labeled: an annotation says it is usable
+    assert list(r.order[-2:]) == [9, 3] and 7 not in r.order
+    assert len(r.order) == 28 and set(r.order) == set(range(30)) - {0, 7}
+    plain = rank(np.delete(X, [9, 3], axis=0), labeled=np.delete(labeled, [9, 3]))
+    keep = np.delete(np.arange(30), [9, 3])
+    assert list(r.order[:-2]) == list(keep[plain.order])
+    assert (r.cluster[[9, 3]] == -1).all()
+    with pytest.raises(ValueError, match="deferred"):
+        rank(X, deferred=[30])
