@@ -43,18 +43,21 @@ class Publisher:
         """Persist the state."""
         self.backend.states.save(self.state)
 
-    def publish(
-        self, task_ids: list[int], clusters: list[int], *, full: bool, ranked_labels: int, flagged: int = 0
-    ) -> None:
+    def publish(self, task_ids: list[int], clusters: list[int], *, full: bool, ranked_labels: int) -> None:
         """Make Label Studio serve ``task_ids`` in order: a new version for all of them, or in-place updates.
 
-        ``clusters`` holds the ranking's group of each task; ``ranked_labels`` the labels the ranking knew;
-        the last ``flagged`` tasks are the ones the screening flagged (scores in the flagged band).
+        ``clusters`` holds the ranking's group of each task; ``ranked_labels`` the labels the ranking knew.
+        The tasks the screening flagged close the queue and get scores in the flagged band.
         """
         if not task_ids:
             return
         client = self.backend.client(self.pid)
         t0 = time.perf_counter()
+        with self.state.lock:
+            tasks = self.state.tasks
+            flagged = next(
+                (k for k, t in enumerate(reversed(task_ids)) if not (t in tasks and tasks[t].flag)), len(task_ids)
+            )
         self.clean = len(task_ids) - flagged
         try:
             if full:

@@ -9,15 +9,17 @@ image is usable, so a labeled task is never flagged.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
+from functools import partial
+from typing import cast
 
 import numpy as np
 
 from backend.context import BackendContext
 from backend.fetch import ImageFetcher
 from backend.state import TaskInfo
-from examine.image_checks import CHECKS, COLOUR_BINS, N_VALUES, image_checks
 from examine.images import load_image
 from examine.screening import screen
 
@@ -49,51 +51,55 @@ class Screener:
         self.backend = backend
         self.pid = pid
         self.state = backend.states.get(pid)
-        self.store = backend.workspace.checks_store()
 
     def measure(self) -> int:
         """Measure every embedded task's image that has no stored checks; returns how many were measured."""
         with self.state.lock:
             todo = {i.key: (t, i.uri) for t, i in sorted(self.state.tasks.items()) if i.key and i.uri}
-        missing = self.store.missing(todo)
+        missing = self.backend.workspace.checks_store().missing(todo)
         if not missing:
             return 0
         fetcher = ImageFetcher(self.backend.settings, self.backend.image_client(self.pid))
-        keys, rows = [], []
-        for key in missing:
-            tid, uri = todo[key]
-            try:
-                rows.append(image_checks(load_image(fetcher.fetch(tid, uri), item=f"task {tid}")))
-                keys.append(key)
-            except Exception as exc:  # one bad image never stops the batch; it is simply not screened
-                log.warning("project %s: task %s not screened: %s", self.pid, tid, exc)
-            if len(keys) >= 256:
-                self.store.add(keys, np.stack(rows))
-                keys, rows = [], []
-        if keys:
-            self.store.add(keys, np.stack(rows))
-        return len(missing)
 
-    def screen(self, task_ids: list[int], keys: list[str], X: np.ndarray, labeled: np.ndarray) -> list[int]:
-        """Screen the ranked rows (task ids, image keys, embeddings, labeled mask); record each task's flag.
+        def load(tid: int, uri: str) -> np.ndarray:
+            return load_image(fetcher.fetch(tid, uri), item=f"task {tid}")
 
-        Returns the rows to serve last, most usable first. Rows without checks are not screened.
+        def skipped(key: str, exc: Exception) -> None:  # the image is simply not screened
+            log.warning("project %s: task %s not screened: %s", self.pid, todo[key][0], exc)
+
+        return self.backend.workspace.measure(((k, partial(load, *todo[k])) for k in missing), on_error=skipped)
+
+    def deferred(self, rows: list[tuple[int, TaskInfo]], X: np.ndarray, labeled: np.ndarray) -> list[int]:
+        """The rows (task id, info) of ``X`` to serve last: the unlabeled flagged ones, in task order.
+
+        The pool is screened again only when its images changed or new checks were stored
+        (``state.screened``); an annotation unflags a task at once.
         """
-        self.store.refresh()
-        have = np.array([k in self.store for k in keys], bool)
-        checks = np.zeros((len(keys), N_VALUES), np.float32)
-        if have.any():
-            checks[have] = self.store.get([k for k, h in zip(keys, have) if h])
-            # neutral stand-ins for the unmeasured: the pool's median checks and no thumbnail
-            checks[~have, : len(CHECKS) + COLOUR_BINS] = np.median(checks[have, : len(CHECKS) + COLOUR_BINS], axis=0)
-        result = screen(checks, X, labeled=labeled | ~have)
+        keys = [cast(str, i.key) for _, i in rows]
+        fingerprint = hashlib.sha1("\n".join(keys).encode()).hexdigest()
+        if self.state.screened != fingerprint:
+            self.screen([t for t, _ in rows], keys, X, labeled)
+            self.state.screened = fingerprint
+        with self.state.lock:
+            return [j for j, (_, i) in enumerate(rows) if i.flag and not i.labeled]
+
+    def screen(self, task_ids: list[int], keys: list[str], X: np.ndarray, labeled: np.ndarray) -> None:
+        """Screen the ranked rows (task ids, image keys, embeddings, labeled mask) and record each task's flag.
+
+        Rows without checks are not screened.
+        """
+        checks, measured = self.backend.workspace.checks(keys)
+        result = screen(checks, X, labeled=labeled | ~measured)
         with self.state.lock:
             for tid, flagged, reason in zip(task_ids, result.flagged, result.reasons):
                 info = self.state.tasks.get(tid)
                 if info is not None:
                     info.flag = reason if flagged else None
-        rows = np.flatnonzero(result.flagged)
-        n = int(len(rows))
-        if n:
-            log.info("project %s: %d of %d images flagged as unusable: %s", self.pid, n, len(keys), result.counts())
-        return [int(r) for r in rows[np.argsort(-result.quality[rows], kind="stable")]]
+        if result.flagged.any():
+            log.info(
+                "project %s: %d of %d images flagged as unusable: %s",
+                self.pid,
+                int(result.flagged.sum()),
+                len(keys),
+                result.counts(),
+            )

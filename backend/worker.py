@@ -22,7 +22,6 @@ version is marked stale (the janitor deletes it).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
@@ -413,19 +412,8 @@ class ProjectWorker:
             if ranked is None:
                 return
             task_ids, clusters, n_labeled = ranked
-            with self.state.lock:  # the flagged tasks close the queue
-                flagged = next(
-                    (
-                        k
-                        for k, t in enumerate(reversed(task_ids))
-                        if not (t in self.state.tasks and self.state.tasks[t].flag)
-                    ),
-                    len(task_ids),
-                )
             try:
-                Publisher(self.backend, self.pid).publish(
-                    task_ids, clusters, full=full, ranked_labels=n_labeled, flagged=flagged
-                )
+                Publisher(self.backend, self.pid).publish(task_ids, clusters, full=full, ranked_labels=n_labeled)
                 return
             except LabelStudioError as exc:
                 if exc.status not in (400, 404) or attempt:
@@ -469,7 +457,7 @@ class ProjectWorker:
                     raise
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
-        deferred = self._screen(rows, X, labeled)
+        deferred = Screener(self.backend, self.pid).deferred(rows, X, labeled) if self.settings.screening else []
         probe = learn(self.state, X, rows, enabled=self.settings.prelabel)
         n_labeled = int(labeled.sum())
         if (~labeled).sum() <= 1 or len(rows) < 2:
@@ -486,20 +474,6 @@ class ProjectWorker:
         order = [rows[j][0] for j in ranking.order]
         groups = [int(ranking.cluster[j]) for j in ranking.order]
         return *self._keep_batch(order, groups), n_labeled
-
-    def _screen(self, rows: list[tuple[int, TaskInfo]], X: np.ndarray, labeled: np.ndarray) -> list[int]:
-        """Rows flagged as unusable (served last, most usable first); the pool is screened again only when
-        its images changed, and an annotation unflags a task."""
-        if not self.settings.screening:
-            return []
-        keys = [cast(str, i.key) for _, i in rows]
-        fingerprint = hashlib.sha1("\n".join(keys).encode()).hexdigest()
-        if self.state.screened != fingerprint:
-            Screener(self.backend, self.pid).screen([t for t, _ in rows], keys, X, labeled)
-            self.state.screened = fingerprint
-        with self.state.lock:
-            flagged = [(j, i) for j, (_, i) in enumerate(rows) if i.flag and not i.labeled]
-        return [j for j, _ in flagged]
 
     def _within_batch(self, unlabeled: set[int]) -> tuple[list[int], list[int]] | None:
         """The queue in force minus the tasks labeled since, while its batch has two or more tasks left.

@@ -15,13 +15,13 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from examine.embed import EmbedReport, embed_sources, path_sources
 from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name
-from examine.image_checks import CHECKS, COLOUR_BINS, N_VALUES, image_checks
 from examine.images import ImageLoadError, list_images, load_image
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
 from examine.probe import Probe
@@ -213,10 +213,10 @@ def rank_folder(
     if len({v for v in y if v is not None}) >= 2:  # one fit serves the queue and the predicted column
         have = np.flatnonzero(labeled)
         probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
-    checks = measure_images([paths[i] for i in ok], keys, ws)
-    screening = screen(checks, X, labeled=labeled)
-    flagged = np.flatnonzero(screening.flagged)
-    deferred = flagged[np.argsort(-screening.quality[flagged], kind="stable")]
+    ws.measure((k, partial(load_image, paths[i])) for k, i in zip(keys, ok))  # an unreadable one: not screened
+    checks, measured = ws.checks(keys)
+    screening = screen(checks, X, labeled=labeled | ~measured)
+    deferred = screening.deferred()
     if len(deferred):
         log(f"{len(deferred)} images flagged as unusable (served last): {screening.counts()}")
     ranking = rank(X, labeled=labeled, labels=y, policy=policy, probe=probe, deferred=deferred)
@@ -247,32 +247,6 @@ def rank_folder(
         quality=screening.quality[order],
         reasons=[screening.reasons[j] if screening.flagged[j] else "" for j in order],
     )
-
-
-def measure_images(paths: list[Path], keys: list[str], ws: Workspace) -> np.ndarray:
-    """The image checks of each image (:mod:`examine.image_checks`), measured once and stored by content hash.
-
-    An image that cannot be read again gets the pool's median checks (it is not screened).
-    """
-    store = ws.checks_store()
-    todo = {k: p for p, k in zip(paths, keys) if k not in store}
-    new_keys, rows = [], []
-    for key, path in todo.items():
-        try:
-            rows.append(image_checks(load_image(path)))
-            new_keys.append(key)
-        except (ImageLoadError, ValueError, OSError):
-            continue
-    if new_keys:
-        store.add(new_keys, np.stack(rows))
-    have = [k in store for k in keys]
-    out = np.zeros((len(keys), N_VALUES), np.float32)
-    if any(have):
-        out[have] = store.get([k for k, h in zip(keys, have) if h])
-        out[[not h for h in have], : len(CHECKS) + COLOUR_BINS] = np.median(
-            out[have, : len(CHECKS) + COLOUR_BINS], axis=0
-        )
-    return out
 
 
 def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, str]:

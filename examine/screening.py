@@ -91,6 +91,11 @@ class Screening:
     reasons: tuple[str, ...]  #: the findings in words ('' when none)
     duplicate_of: np.ndarray  #: (n,) index of the near-duplicate kept in its place, −1 if none
 
+    def deferred(self) -> np.ndarray:
+        """The flagged images, most usable first: what :func:`examine.ranking.rank` serves last (``deferred=``)."""
+        rows = np.flatnonzero(self.flagged)
+        return rows[np.argsort(-self.quality[rows], kind="stable")]
+
     def counts(self) -> dict[str, int]:
         """Flagged images by their strongest finding."""
         return dict(Counter(k[0] for k, f in zip(self.kinds, self.flagged) if f and k))

@@ -2,6 +2,7 @@
 
     MODEL_DIR/encoder/   encoder.json + encoder.safetensors (+ MAE checkpoint)
     MODEL_DIR/store/     <encoder version>/vectors.f32, keys.tsv, meta.json
+                         image-checks-v1/… the screening's image checks, same layout
 
 The CLI and the Label Studio backend both work through this object, so a model
 directory made by ``examine pretrain`` serves the backend unchanged.
@@ -9,7 +10,7 @@ directory made by ``examine pretrain`` serves the backend unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from examine.images import ImageLoadError
 from examine.store import EmbeddingStore
 
 __all__ = ["Workspace", "load_training_images"]
+
+_CHECKS_BATCH = 256  # image checks appended to the store this many at a time
 
 
 class Workspace:
@@ -51,6 +54,51 @@ class Workspace:
         from examine.image_checks import N_VALUES, VERSION
 
         return EmbeddingStore(self.store_root, VERSION, N_VALUES)
+
+    def measure(
+        self,
+        items: Iterable[tuple[str, Callable[[], np.ndarray]]],
+        on_error: Callable[[str, Exception], None] = lambda key, exc: None,
+    ) -> int:
+        """Store the image checks of every image whose sha256 has none yet; returns how many were measured.
+
+        ``items`` yields ``(sha256, load)`` with ``load()`` giving the decoded image. A failing image is
+        passed to ``on_error(sha256, exception)`` and skipped: one bad image never stops the batch.
+        """
+        from examine.image_checks import image_checks
+
+        store = self.checks_store()
+        keys: list[str] = []
+        rows: list[np.ndarray] = []
+        done = 0
+        for key, load in items:
+            if key in store or key in keys:
+                continue
+            try:
+                rows.append(image_checks(load()))
+                keys.append(key)
+            except Exception as exc:
+                on_error(key, exc)
+            if len(keys) >= _CHECKS_BATCH:
+                done += store.add(keys, np.stack(rows))
+                keys, rows = [], []
+        if keys:
+            done += store.add(keys, np.stack(rows))
+        return done
+
+    def checks(self, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The stored image checks of each key and which keys have them; an unmeasured row gets the
+        pool's median checks and no thumbnail, so the screening finds nothing in it."""
+        from examine.image_checks import CHECKS, COLOUR_BINS, N_VALUES
+
+        store = self.checks_store()
+        have = np.array([k in store for k in keys], bool)
+        out = np.zeros((len(keys), N_VALUES), np.float32)
+        if have.any():
+            out[have] = store.get([k for k, h in zip(keys, have) if h])
+            cut = len(CHECKS) + COLOUR_BINS
+            out[~have, :cut] = np.median(out[have, :cut], axis=0)
+        return out, have
 
 
 def load_training_images(

@@ -1,8 +1,28 @@
 """The backend as a real gunicorn process for the end-to-end tests (the launcher is the demo's: scripts/services.py)."""
 
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from examine.encoder import EncoderConfig, create_encoder
 from scripts.services import BackendServer
 
-__all__ = ["BackendServer", "LABEL_CONFIG"]
+__all__ = ["BackendServer", "LABEL_CONFIG", "png", "save_tiny_encoder"]
+
+
+def png(img: np.ndarray) -> bytes:
+    """An image as PNG bytes (what a user uploads)."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_tiny_encoder(folder: Path) -> None:
+    """A small real encoder (random init) in ``folder``: it keeps the end-to-end tests fast (MAE has its own tests)."""
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(folder)
+
 
 #: The labeling config of the end-to-end and fault-test projects: one image, one choice.
 LABEL_CONFIG = """<View>

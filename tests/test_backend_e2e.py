@@ -8,19 +8,17 @@ the rest; a restarted backend keeps its store and does not re-embed; START_TRAIN
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from backend.labelstudio import LabelStudio
 from examine.datasets import medical_tiles
-from examine.encoder import Encoder, EncoderConfig, create_encoder
+from examine.encoder import Encoder
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.store import EmbeddingStore
-from tests.backend_server import LABEL_CONFIG, BackendServer
+from tests.backend_server import LABEL_CONFIG, BackendServer, png, save_tiny_encoder
 
 pytestmark = pytest.mark.e2e
 
@@ -29,17 +27,10 @@ N_GOOD = 30
 LATENCY_BOUND_S = 5.0
 
 
-def png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def env(label_studio, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("model")
-    # A small real encoder (random init) keeps the test fast; MAE pretraining has its own tests.
-    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(model_dir / "encoder")
+    save_tiny_encoder(model_dir / "encoder")
     backend = BackendServer(
         {
             "LABEL_STUDIO_URL": label_studio.url,

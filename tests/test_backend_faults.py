@@ -10,7 +10,6 @@ file. Plus: malformed requests get 400, a slow image host cannot delay a webhook
 from __future__ import annotations
 
 import http.server
-import io
 import os
 import signal
 import socketserver
@@ -21,13 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from backend.labelstudio import LabelStudio
 from examine.datasets import medical_tiles
-from examine.encoder import EncoderConfig, create_encoder
 from scripts.procs import stop_process_group
-from tests.backend_server import LABEL_CONFIG, BackendServer
+from tests.backend_server import LABEL_CONFIG, BackendServer, png, save_tiny_encoder
 from tests.lsserver import free_port
 
 pytestmark = pytest.mark.e2e
@@ -49,12 +46,6 @@ FAST = {
 _tile_seed = iter(range(1000, 100000))
 
 
-def png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def tiles(n: int) -> dict[str, bytes]:
     seed = next(_tile_seed)
     return {f"t{seed}-{i}.png": png(t) for i, t in enumerate(medical_tiles(n, size=64, seed=seed))}
@@ -63,7 +54,7 @@ def tiles(n: int) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def encoder_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("encoder") / "encoder"
-    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(folder)
+    save_tiny_encoder(folder)
     return folder
 
 

@@ -8,17 +8,14 @@ flagged tab lists exactly the tasks it flagged (all six planted ones), each with
 
 from __future__ import annotations
 
-import io
 import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from backend.labelstudio import LabelStudio
 from examine.datasets import corrupt, medical_tiles_with_sources
-from examine.encoder import EncoderConfig, create_encoder
-from tests.backend_server import LABEL_CONFIG, BackendServer
+from tests.backend_server import LABEL_CONFIG, BackendServer, png, save_tiny_encoder
 
 pytestmark = pytest.mark.e2e
 
@@ -28,16 +25,10 @@ TAB = "examine flagged: unusable? (served last)"
 RESULT = [{"from_name": "tissue", "to_name": "image", "type": "choices", "value": {"choices": ["stained"]}}]
 
 
-def png(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def env(label_studio, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("model")
-    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(model_dir / "encoder")
+    save_tiny_encoder(model_dir / "encoder")
     backend = BackendServer(
         {
             "LABEL_STUDIO_URL": label_studio.url,
