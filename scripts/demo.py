@@ -449,6 +449,8 @@ def summary(cfg: DemoConfig, creds: Credentials, info: DemoInfo) -> str:
         f"  backend        {cfg.backend_url}   (status: {cfg.backend_url}/projects/{pid}/status)",
         f"  ranking        {info.status.get('published_version')}: {counts.get('embedded', 0)} tiles embedded, "
         f"{counts.get('labeled', 0)} labeled, {counts.get('failed', 0)} failed",
+        f"  screening      {counts.get('flagged', 0)} flagged as unusable, served last "
+        "(Data Manager tab 'examine flagged: unusable? (served last)'; reasons in the status above)",
         f"  logs           {cfg.logs_dir}",
         "",
         "First tasks of the label stream ('Label All Tasks'; score = queue order, lowest = next):",
