@@ -51,6 +51,7 @@ RANK_POLICY = (
     "EXAMINE value and marginal: the paper's static values of all images (higher = more valuable), not the queue order"
 )
 MAX_CURVE_POINTS = 5_000
+MAX_FLAGGED_SHOWN = 60  # flagged images shown in the gallery (all are in ranking.csv)
 THUMBS = "thumbs"
 
 
@@ -63,6 +64,11 @@ class Ranked:
     marginal: np.ndarray
     score: np.ndarray
     rank: np.ndarray
+    reasons: list[str] | None = None  # why the screening flagged each image ('' = not flagged); None: no column
+
+    def flagged(self) -> list[int]:
+        """Positions of the images the screening flagged (they close the queue), in queue order."""
+        return [i for i, r in enumerate(self.reasons or []) if r]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -105,12 +111,20 @@ def read_ranking(path: str | Path) -> Ranked:
                 f"{path}: missing column(s) {', '.join(missing)}; expected the CSV of `examine rank` "
                 f"({','.join(REQUIRED_COLUMNS)})"
             )
-        rows = [_parse_row(path, line, row) for line, row in enumerate(reader, start=2)]
+        has_reasons = "reasons" in (reader.fieldnames or [])
+        rows = [(*_parse_row(path, line, row), row.get("reasons") or "") for line, row in enumerate(reader, start=2)]
     if not rows:
         raise CLIError(f"{path}: holds no ranked images")
     rows.sort(key=lambda r: r[4])
-    paths, keys, m, s, rank = zip(*rows)
-    return Ranked(list(paths), list(keys), np.array(m), np.array(s), np.array(rank, dtype=np.int64))
+    paths, keys, m, s, rank, reasons = zip(*rows)
+    return Ranked(
+        list(paths),
+        list(keys),
+        np.array(m),
+        np.array(s),
+        np.array(rank, dtype=np.int64),
+        list(reasons) if has_reasons else None,
+    )
 
 
 def _parse_row(path: Path, line: int, row: dict) -> tuple[str, str, float, float, int]:
@@ -281,7 +295,7 @@ figcaption{font-size:12px;line-height:1.35}figcaption b{font-size:13px}
 justify-content:center;color:#c62828;font-size:12px;background:#fdf1f1;margin-bottom:6px}
 .plot{max-width:100%;border:1px solid #e1e6ec;background:#fff}
 code{background:#eef1f4;padding:1px 4px;border-radius:3px}
-details{margin-top:8px}li{font-size:13px}
+details{margin-top:8px}li{font-size:13px}.reason{color:#b45309}
 """
 
 
@@ -289,8 +303,8 @@ def _esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _figure(data: ReportInput, i: int, failed: dict[int, str]) -> str:
-    """One thumbnail card: image (or why not), queue position, EXAMINE value, file name."""
+def _figure(data: ReportInput, i: int, failed: dict[int, str], note: str = "") -> str:
+    """One thumbnail card: image (or why not), queue position, EXAMINE value, file name (and a note)."""
     r = data.ranked
     rank = int(r.rank[i])
     if i in failed:
@@ -300,7 +314,9 @@ def _figure(data: ReportInput, i: int, failed: dict[int, str]) -> str:
     return (
         f'<figure data-rank="{rank}" data-sha256="{_esc(r.keys[i])}">{pic}<figcaption><b>#{rank}</b> · '
         f'EXAMINE value <span class="value">{r.score[i]:.4f}</span><br><span class="name" title="{_esc(r.paths[i])}">'
-        f"{_esc(Path(r.paths[i]).name)}</span></figcaption></figure>"
+        f"{_esc(Path(r.paths[i]).name)}</span>"
+        + (f'<br><span class="reason">{_esc(note)}</span>' if note else "")
+        + "</figcaption></figure>"
     )
 
 
@@ -352,6 +368,23 @@ def _failed_list(failed: list[tuple[str, str]], limit: int = 200) -> str:
     return f"<details><summary>{len(failed):,} image(s) could not be read</summary><ul>{items}{more}</ul></details>"
 
 
+def _flagged_section(data: ReportInput, failed: dict[int, str]) -> str:
+    """The gallery of the images the screening flagged, each with its reasons ('' when none)."""
+    every = data.ranked.flagged()
+    if not every:
+        return ""
+    reasons = data.ranked.reasons or []
+    shown = every[:MAX_FLAGGED_SHOWN]
+    more = f" The first {len(shown)} are shown; ranking.csv lists all." if len(shown) < len(every) else ""
+    cards = "".join(_figure(data, i, failed, reasons[i]) for i in shown)
+    return (
+        f'<h2>Flagged as unusable ({len(every)})</h2><p class="sub">The screening judged these images blank, '
+        "blurred, noisy, badly exposed, compressed, marked, foreign or near-duplicates, each against the rest of "
+        f"the pool; they close the queue (never dropped), and a label on one unflags it.{more}</p>"
+        f'<div class="grid" id="flagged">{cards}</div>'
+    )
+
+
 def render_html(
     data: ReportInput, *, top: int, batch: int, map_method: str, failed: dict[int, str], has_errors_csv: bool
 ) -> str:
@@ -395,6 +428,7 @@ Downloads: {downloads}</p>
 <h2>First in the queue ({top_n})</h2>
 <div class="grid" id="most">{most}</div>
 {least_section}
+{_flagged_section(data, failed)}
 </body></html>
 """
 
@@ -418,7 +452,8 @@ def build_report(
     n = len(data.ranked)
     top_n, bottom_n = _sections(n, top)
     lowest = np.argsort(data.ranked.score, kind="stable")[:bottom_n]
-    positions = sorted(set(range(top_n)) | {int(i) for i in lowest} | set(range(min(batch, n))))
+    flagged = data.ranked.flagged()[:MAX_FLAGGED_SHOWN]
+    positions = sorted(set(range(top_n)) | {int(i) for i in lowest} | set(range(min(batch, n))) | set(flagged))
     failed = write_thumbnails(data, positions, out, thumb_size)
     plot_scores(data.ranked, top, batch, out / "scores.png")
     method = _write_map(data, batch, map_method, seed, out / "map.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import re
 from pathlib import Path
 
@@ -38,14 +39,15 @@ def _csv_rows(path: Path) -> list[dict]:
 
 
 def _thumbs(top: int, batch: int):
-    """How many thumbnails a report holds: the first ``top`` in the queue, the ``top`` lowest EXAMINE values and the
-    next batch, an image counted once."""
+    """How many thumbnails a report holds: the first ``top`` in the queue, the ``top`` lowest EXAMINE values, the
+    next batch and the images the screening flagged, an image counted once."""
 
     def count(rows: list[dict]) -> int:
         rows = sorted(rows, key=lambda r: int(r["queue_position"]))
         bottom = min(top, len(rows) - top)
         lowest = sorted(range(len(rows)), key=lambda i: float(rows[i]["examine_value"]))[:bottom]
-        return len(set(range(top)) | set(lowest) | set(range(batch)))
+        flagged = {i for i, r in enumerate(rows) if r.get("reasons")}
+        return len(set(range(top)) | set(lowest) | set(range(batch)) | flagged)
 
     return count
 
@@ -97,19 +99,26 @@ def test_report_from_ranking_csv(pool, tmp_path, capsys):
     assert f"{N_TILES}</td>" in page  # images ranked
     assert "broken.png" in page and (out / "ranking.errors.csv").is_file()  # the failed image, listed
     assert "PCA of" in page and "vit_tiny_patch16_224" in page
-    assert page.count('<figure data-rank="') == 16
+    rows = _csv_rows(pool["ranking"])
+    flagged = [r for r in rows if r["reasons"]]
+    assert page.count('<figure data-rank="') == 16 + len(flagged)
     assert page.index('id="most"') < page.index('data-rank="8"') < page.index('id="least"')
     assert (out / "ranking.csv").read_text() == pool["ranking"].read_text()
     with Image.open(out / "map.png") as im:
         assert im.size[0] > 400
     # the page's figures are ranking.csv's: value range, the lowest-value gallery, each card's value
-    rows = _csv_rows(pool["ranking"])
     values = {r["sha256"]: float(r["examine_value"]) for r in rows}
     lo, hi = min(values.values()), max(values.values())
     assert f"highest {hi:.4f}" in page and f"lowest {lo:.4f}" in page
-    least = page[page.index('id="least"') :]
+    end = page.index('id="flagged"') if flagged else len(page)
+    least = page[page.index('id="least"') : end]
     shown = re.findall(r'data-sha256="([0-9a-f]{64})"', least)
     assert [values[k] for k in shown] == sorted(values.values())[:8]
+    # the flagged gallery: exactly the rows ranking.csv flags, in queue order, each with its reasons
+    gallery = page[end:]
+    assert re.findall(r'data-sha256="([0-9a-f]{64})"', gallery) == [r["sha256"] for r in flagged]
+    for r in flagged:
+        assert html.escape(r["reasons"], quote=True) in gallery
     for key, value in re.findall(r'data-sha256="([0-9a-f]{64})".*?class="value">([0-9.]+)<', page):
         assert float(value) == pytest.approx(values[key], abs=5e-5)
 
@@ -192,3 +201,34 @@ def test_map_helpers():
     subset = _map_subset(100, keep, 20, seed=0)
     assert len(subset) == 20 and set(keep) <= set(subset) and np.all(np.diff(subset) > 0)
     assert _sections(10, 24) == (10, 0) and _sections(30, 24) == (24, 6) and _sections(100, 24) == (24, 24)
+
+
+def test_the_flagged_gallery_shows_the_reasons_of_the_csv(pool, tmp_path):
+    rows = _csv_rows(pool["ranking"])
+    for r in rows:
+        r["reasons"] = ""
+    rows[-1]["reasons"] = "out of focus: focus 9σ below the pool"
+    rows[-2]["reasons"] = "near-duplicate of #3 <b>"
+    edited = tmp_path / "ranking.csv"
+    with open(edited, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ranked = read_ranking(edited)
+    assert ranked.flagged() == [len(rows) - 2, len(rows) - 1]
+    out = tmp_path / "report"
+    argv = ["report", "--ranking", str(edited), "--model-dir", str(pool["model_dir"]), "--out", str(out)]
+    argv += ["--top", "4", "--batch", "3", "--map", "pca"]
+    assert main(argv) == 0
+    page = (out / "index.html").read_text()
+    gallery = page[page.index('id="flagged"') :]
+    assert "Flagged as unusable (2)" in page
+    assert "out of focus: focus 9σ below the pool" in gallery and "near-duplicate of #3 &lt;b&gt;" in gallery
+    assert gallery.count('<figure data-rank="') == 2
+    without = tmp_path / "plain.csv"
+    with open(without, "w", newline="") as fh:
+        fields = [f for f in rows[0] if f not in ("quality", "reasons")]
+        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    assert read_ranking(without).reasons is None and read_ranking(without).flagged() == []
