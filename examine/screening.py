@@ -43,7 +43,7 @@ REASONS: dict[str, str] = {
 }
 # finding → ((check, direction, smallest scale), ...): z = direction × (value − median) / scale.
 _SIGNALS: dict[str, tuple[tuple[str, int, float], ...]] = {
-    "blank": (("contrast", -1, 0.05), ("entropy", -1, 0.05)),
+    "blank": (("contrast", -1, 0.05), ("entropy", -1, 0.05), ("structure", -1, 0.05)),
     "blur": (("focus", -1, 0.05),),
     "noise": (("noise", +1, 0.05),),
     # exposure is a factor on the light: compared in log space (log light for under-, log headroom for over-exposure)
@@ -57,6 +57,7 @@ _ALL_OF = frozenset({"over"})
 _WORDS = {
     "contrast": "contrast",
     "entropy": "detail",
+    "structure": "structure above the noise",
     "focus": "focus",
     "noise": "noise",
     "brightness": "brightness",
@@ -161,6 +162,8 @@ def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[s
     col = {name: checks[:, i].astype(np.float64) for i, name in enumerate(CHECKS)}
     col["log_light"] = np.log1p(col["brightness"])
     col["log_headroom"] = np.log(256.0 - col["brightness"])
+    # grey-level spread over the noise's: an image whose spread is its noise holds nothing else (blank, or drowned)
+    col["structure"] = np.log(np.expm1(col["contrast"]) + 1e-3) - col["noise"]
     hist = checks[:, len(CHECKS) : len(CHECKS) + COLOUR_BINS].astype(np.float64)
     idx = dist = None
     if embeddings is not None and n > _K_LOCAL + 1:
@@ -241,7 +244,7 @@ def _groups(n: int, pairs: list[tuple[int, int]]) -> list[list[int]]:
 def _describe(finding: str, check: str, z: float) -> str:
     side = (
         "below"
-        if check in ("focus", "contrast", "entropy", "log_light", "log_headroom")
+        if check in ("focus", "contrast", "entropy", "structure", "log_light", "log_headroom")
         or (finding == "under" and check == "brightness")
         else "above"
     )

@@ -11,7 +11,7 @@ from PIL import Image
 from examine.datasets import corrupt, medical_tiles_with_sources
 from examine.image_checks import CHECKS, N_VALUES, image_checks, pool_checks, thumbnail
 from examine.ranking import rank
-from examine.screening import MAX_REFERENCE, _neighbours, _unit_rows, screen
+from examine.screening import MAX_REFERENCE, _findings, _neighbours, _unit_rows, screen
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,24 @@ def test_blank_blurred_and_noisy_images_are_flagged_with_reasons(ihc_tiles):
     assert "σ" in s.reasons[61] and "out of focus" in s.reasons[61]
     assert ((s.quality > 0) & (s.quality <= 1)).all() and (s.quality[60:] < 0.5).all()
     assert s.counts() == {"blank": 1, "blur": 1, "noise": 1, "over": 1}
+
+
+def test_an_image_holding_nothing_but_its_noise_is_blank(ihc_tiles):
+    rng = np.random.default_rng(5)
+    faint = np.clip(120 + rng.normal(0, 6, (64, 64, 3)), 0, 255).astype(np.uint8)  # spread = noise: no structure
+    pool = list(ihc_tiles[:60]) + [faint]
+    checks = pool_checks(pool)
+    s = screen(checks)
+    assert s.flagged[60] and s.kinds[60][0] == "blank" and not s.flagged[:60].any()
+    z, driver = _findings(checks, None)
+    assert driver["blank"][60] == "structure" and "structure above the noise" in s.reasons[60]
+    g = np.asarray(Image.fromarray(faint).convert("L"), np.float64)  # brute force: log spread − log noise
+    k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]])
+    conv = sum(k[a, b] * g[a : a + 62, b : b + 62] for a in range(3) for b in range(3))
+    sigma = np.sqrt(np.pi / 2) / 6 * np.abs(conv).mean()
+    structure = np.log(np.expm1(np.log1p(g.std())) + 1e-3) - np.log(sigma + 0.1)
+    assert structure == pytest.approx(np.log(g.std()) - np.log(sigma + 0.1), abs=1e-3)
+    assert abs(structure) < 0.3  # the spread of pure noise is its noise
 
 
 def test_labeled_images_are_never_flagged(ihc_tiles):
