@@ -19,8 +19,9 @@ from werkzeug.exceptions import HTTPException
 
 from backend import metrics
 from backend.labelstudio import LabelStudioError
-from backend.payload import BadRequest, parse_id, parse_json_object, project_id, task_ref
+from backend.payload import BadRequest, config_problem, parse_id, parse_json_object, project_id, task_ref
 from backend.protocol import ProjectProtocol
+from backend.public import public_text
 from backend.publish import SCORE_MEANING
 from backend.runtime import Backend, Refused, Unavailable
 from backend.screener import flag_report
@@ -98,6 +99,10 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
         for name in ("hostname", "access_token", "schema", "label_config"):
             if body.get(name) is not None and not isinstance(body.get(name), str):
                 raise BadRequest(f"'{name}' must be a string, got {type(body[name]).__name__}")
+        problem = config_problem(body.get("schema", body.get("label_config")))
+        if problem:  # refused before the project is remembered: nothing changes, here or in Label Studio
+            log.warning("/setup refused for project %s: %s", pid, problem)
+            raise BadRequest(f"project {pid}: {problem}")
         if backend.needs_verification(pid, body.get("hostname"), body.get("access_token")):
             _verify(backend, pid, body.get("hostname"), body.get("access_token"))
         return jsonify(model_version=ProjectProtocol(backend, pid).setup(body))
@@ -114,7 +119,10 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
         for t in tasks:
             task_ref(t, "task id")
         if not backend.states.exists(pid):
-            _verify(backend, pid, None, None)
+            # Only /setup (Label Studio connecting the backend) adopts a project: answering here would let anyone
+            # who reaches the port put a project of the configured Label Studio under this backend.
+            log.warning("/predict for project %s, which was never set up here (no /setup): no predictions", pid)
+            return jsonify(results=[])
         t0 = time.perf_counter()
         results = ProjectProtocol(backend, pid).predict(tasks)
         log.info("project %s: predicted %d tasks in %.3f s", pid, len(tasks), time.perf_counter() - t0)
@@ -160,6 +168,12 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
         if not backend.states.exists(pid_):
             return jsonify(error=f"project {pid_} is not set up on this backend"), 404
         state = backend.states.get(pid_)
+        folders = {"MODEL_DIR": settings.model_dir}
+        folders.update({f"EXAMINE_DATA_ROOTS[{i}]": root for i, root in enumerate(settings.data_roots)})
+
+        def shown(text: str | None) -> str | None:
+            return None if text is None else public_text(text, folders)
+
         with state.lock:
             out: dict[str, Any] = dict(
                 project=pid_,
@@ -169,7 +183,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 synced=state.synced,
                 counts=state.counts(),
                 pending=sorted(backend.jobs.pending(pid_) | ({"full"} if state.full_due else set())),
-                retrying=backend.jobs.last_error.get(pid_),
+                retrying=shown(backend.jobs.last_error.get(pid_)),
                 publishes=state.publishes,
                 queue_labels=state.queue_labels,
                 queue_head=state.queue[: backend.settings.head_size],
@@ -177,8 +191,8 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 last_publish=state.last_publish,
                 last_publish_s=state.last_publish_s,
                 stale_versions=len(state.stale_versions),
-                problems=list(state.problems) + list(backend.problems),
-                errors={str(k): v for k, v in state.errors().items()},
+                problems=[shown(p) for p in [*state.problems, *backend.problems]],
+                errors={str(k): shown(v) for k, v in state.errors().items()},
                 probe=dict(state.probe),
                 flagged=flag_report(state.tasks),
                 score=SCORE_MEANING,

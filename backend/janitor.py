@@ -65,8 +65,16 @@ class Janitor(threading.Thread):
         if not stale or quiet < s.cleanup_idle_s or not backend.jobs.idle():
             return
         version = stale[0]
+        client = backend.client(pid)
         try:
-            n = backend.client(pid).delete_model_version(pid, version)
+            # Whatever the state says (it may come from an old backup), the version the project serves in Label
+            # Studio holds the last complete ranking of its unlabeled tasks: it is never deleted.
+            if client.get_project(pid).get("model_version") == version:
+                log.warning("project %s: version %s is the one Label Studio serves; not deleted", pid, version)
+                with state.lock:
+                    state.stale_versions = [v for v in state.stale_versions if v != version]
+                return
+            n = client.delete_model_version(pid, version)
             log.info("project %s: deleted %d predictions of superseded version %s", pid, n, version)
         except LabelStudioError as exc:
             if exc.status != 404:

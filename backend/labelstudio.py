@@ -39,6 +39,8 @@ from backend.lshttp import (
     _display,
     _origin,
     _Retry,
+    error_from_response,
+    is_data_path,
     is_personal_access_token,
 )
 
@@ -132,6 +134,10 @@ class LabelStudio:
     def _is_ls(self, url: str) -> bool:
         return _origin(url) == self._origin
 
+    def _is_ls_data(self, url: str) -> bool:
+        base, path = urlsplit(self.url).path.rstrip("/"), urlsplit(url).path
+        return self._is_ls(url) and path.startswith(base + "/") and is_data_path(path[len(base) :])
+
     def _host_allowed(self, url: str) -> bool:
         scheme, host, port = _origin(url)
         netloc = f"{host}:{port}"
@@ -182,10 +188,11 @@ class LabelStudio:
         where = self.url if url is None or self._is_ls(url) else urlsplit(url).netloc
         return LabelStudioError(f"{method} {what}: {reason} ({where})")
 
-    def _send(self, method: str, url: str, what: str, **kwargs: Any) -> requests.Response:
-        """Send one request; the key goes only to the Label Studio origin. 401 → one token refresh."""
+    def _send(self, method: str, url: str, what: str, *, auth: bool = True, **kwargs: Any) -> requests.Response:
+        """Send one request; the key goes only to the Label Studio origin (and only when ``auth``). 401 → one
+        token refresh."""
         headers = dict(kwargs.pop("headers", None) or {})
-        with_auth = self._is_ls(url)
+        with_auth = auth and self._is_ls(url)
         kwargs.setdefault("timeout", self._timeout)
         for attempt in (0, 1):
             if with_auth:
@@ -207,25 +214,9 @@ class LabelStudio:
         return resp
 
     def _error(self, method: str, what: str, resp: requests.Response, hint: str = "") -> LabelStudioError:
-        detail = ""
-        try:
-            body = resp.json()
-            if isinstance(body, dict):
-                detail = str(body.get("detail") or "")
-                if body.get("validation_errors"):
-                    detail = f"{detail} {json.dumps(body['validation_errors'])[:500]}".strip()
-            if not detail:
-                detail = json.dumps(body)[:300]
-        except ValueError:
-            if "html" not in resp.headers.get("Content-Type", ""):
-                detail = resp.text[:300]
         if resp.status_code == 401 and not hint:
             hint = f"check the Label Studio API key ({self.auth_kind})"
-        msg = f"{method} {what} -> {resp.status_code}"
-        msg += f": {self._redact(detail)}" if detail else f" {resp.reason or ''}".rstrip()
-        if hint:
-            msg += f" ({hint})"
-        return LabelStudioError(msg, status=resp.status_code)
+        return error_from_response(method, what, resp, hint, self._redact)
 
     def request(self, method: str, path: str, *, ok_404: bool = False, **kwargs: Any) -> requests.Response | None:
         """Call the Label Studio API at ``path`` (starting with ``/``); raise `LabelStudioError` unless 2xx.
@@ -489,9 +480,9 @@ class LabelStudio:
     def download(self, uri: str, *, task_id: int | None = None) -> bytes:
         """Fetch the bytes of an image referenced by a task.
 
-        Accepted: ``/data/upload/...``, ``/data/local-files/?d=...`` and other paths on Label Studio
-        (with the API key); http(s) URLs on the Label Studio origin (with the key) or on
-        ``allowed_hosts`` (without it); cloud URIs (``s3://``, ``gs://``, ``azure-blob://``) through
+        Accepted: Label Studio's data paths ``/data/upload/...``, ``/data/local-files/?d=...`` (with
+        the API key; other Label Studio paths, such as its API, are refused); http(s) URLs on the Label
+        Studio origin (the key only for its data paths) or on ``allowed_hosts`` (without it); cloud URIs (``s3://``, ``gs://``, ``azure-blob://``) through
         Label Studio's ``/tasks/{task_id}/presign/`` resolver. Anything else raises `LabelStudioError`
         before any network call. At most ``max_image_bytes`` are read.
         """
@@ -525,6 +516,11 @@ class LabelStudio:
                 f"{where}: cannot download {_display(uri)!r}: only Label Studio paths (/data/...), "
                 f"http(s) URLs and {', '.join(s + '://' for s in _CLOUD_SCHEMES)} URIs are supported"
             )
+        if self._is_ls(url) and not self._is_ls_data(url):
+            raise LabelStudioError(
+                f"{where}: refusing {_display(uri)!r}: not a Label Studio data path (/data/upload/…, "
+                "/data/local-files/?d=…); the task's image reference must name the image itself"
+            )
         return self._fetch(url, where, uri)
 
     def _fetch(self, url: str, where: str, uri: str) -> bytes:
@@ -538,9 +534,11 @@ class LabelStudio:
 
     def _fetch_hops(self, url: str, uri: str, started: float) -> bytes:
         what = _display(uri)
+        trusted = True  # no hop came from another host: after one, Label Studio's key is never sent again
         for _ in range(_MAX_REDIRECTS + 1):
             self._check_deadline(started, what, url)
-            resp = self._send("GET", url, what, stream=True, allow_redirects=False)
+            auth = trusted and self._is_ls_data(url)
+            resp = self._send("GET", url, what, auth=auth, stream=True, allow_redirects=False)
             try:
                 if resp.is_redirect:
                     target = urljoin(url, resp.headers["Location"])
@@ -550,6 +548,7 @@ class LabelStudio:
                         raise LabelStudioError(
                             f"GET {what}: redirect to {_display(target)} refused (host not in ALLOWED_HOSTS)"
                         )
+                    trusted = trusted and self._is_ls(url)
                     url = target
                     what = f"{_display(uri)} (redirected to {_display(url)})"
                     continue

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import requests
 from urllib3.util.retry import Retry
 
 __all__ = ["LabelStudioError", "is_personal_access_token"]
@@ -14,6 +17,9 @@ _CLOUD_SCHEMES = ("s3", "gs", "azure-blob", "azure-spi")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
+# Label Studio's data paths: the only ones an image reference may name, and the only ones that get the key on a
+# download (uploads, local files, and the presign resolver of cloud URIs), never the API.
+_DATA_PATH = re.compile(r"^/(data/[^?#]*|tasks/\d+/presign/?)$")
 
 
 class LabelStudioError(RuntimeError):
@@ -55,3 +61,32 @@ def _display(url: str) -> str:
 def is_personal_access_token(key: str) -> bool:
     """True when ``key`` looks like a JWT (a Label Studio personal access token)."""
     return bool(_JWT_RE.match(key))
+
+
+def is_data_path(path: str) -> bool:
+    """True for a Label Studio data path (``/data/…`` or ``/tasks/<id>/presign/``) with no ``.``/``..`` segment."""
+    plain = unquote(path)
+    return bool(_DATA_PATH.match(plain)) and not any(seg in (".", "..") for seg in plain.split("/"))
+
+
+def error_from_response(
+    method: str, what: str, resp: requests.Response, hint: str, redact: Callable[[str], str]
+) -> LabelStudioError:
+    """The error of a failed answer: status, Label Studio's detail (secrets redacted, never an HTML page), a hint."""
+    detail = ""
+    try:
+        body = resp.json()
+        if isinstance(body, dict):
+            detail = str(body.get("detail") or "")
+            if body.get("validation_errors"):
+                detail = f"{detail} {json.dumps(body['validation_errors'])[:500]}".strip()
+        if not detail:
+            detail = json.dumps(body)[:300]
+    except ValueError:
+        if "html" not in resp.headers.get("Content-Type", ""):
+            detail = resp.text[:300]
+    msg = f"{method} {what} -> {resp.status_code}"
+    msg += f": {redact(detail)}" if detail else f" {resp.reason or ''}".rstrip()
+    if hint:
+        msg += f" ({hint})"
+    return LabelStudioError(msg, status=resp.status_code)

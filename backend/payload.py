@@ -25,6 +25,7 @@ __all__ = [
     "display_uri",
     "guess_image_key",
     "image_key_from_config",
+    "config_problem",
     "new_version",
     "parse_id",
     "parse_json_object",
@@ -84,6 +85,23 @@ def image_key_from_config(label_config: Any) -> str | None:
         if el.tag == "Image" and value.startswith("$"):
             return value[1:]
     return None
+
+
+def config_problem(label_config: Any) -> str | None:
+    """Why a project with this labeling config cannot be ranked (no ``<Image value="$…">`` tag), else None.
+
+    An unknown config (None or empty) is no problem: the image key is then guessed from the task data.
+    """
+    if not isinstance(label_config, str) or not label_config.strip() or image_key_from_config(label_config):
+        return None
+    try:
+        ET.fromstring(label_config)
+    except ET.ParseError as exc:
+        return f"the labeling config is not valid XML ({exc}); examine leaves the project alone until it is"
+    return (
+        'the labeling config has no <Image value="$…"> tag, and examine ranks images only: nothing is changed in '
+        'the project until the config shows an image (e.g. <Image name="image" value="$image"/>)'
+    )
 
 
 @dataclass(frozen=True)

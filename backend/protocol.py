@@ -124,6 +124,7 @@ class ProjectProtocol:
             if info is None:
                 return ["sync"]  # a task we do not know: Label Studio is asked, the event changes nothing
             info.labeled = True
+            self.state.labeled_at[tid] = time.monotonic()
             name = self.state.choices["name"] if self.state.choices else None
             info.take_labels(annotation_labels(ann, name))
             if aid is not None:
@@ -131,15 +132,12 @@ class ProjectProtocol:
         return None
 
     def _on_annotations_deleted(self, data: dict) -> list[str] | None:
-        # The payload names annotations only; whether their tasks are still labeled is learnt by
-        # reconciling in the background (never inside Label Studio's 1-second webhook call).
-        anns = _list(data, "annotations")
-        ids = [task_ref(a, "annotations[].id") for a in anns]
+        # The payload names annotations only, and anyone who reaches the port could send it: nothing changes
+        # until the reconciliation has re-read their tasks from Label Studio (in the background, never inside
+        # Label Studio's 1-second webhook call).
+        ids = [task_ref(a, "annotations[].id") for a in _list(data, "annotations")]
         with self.state.lock:
-            for a in ids:
-                tid = self.state.annotation_task.pop(a, None)
-                if tid in self.state.tasks:
-                    self.state.tasks[tid].label = None
+            self.state.recheck |= {self.state.annotation_task[a] for a in ids if a in self.state.annotation_task}
         return None
 
     def _on_tasks_created(self, data: dict) -> list[str] | None:
@@ -148,14 +146,12 @@ class ProjectProtocol:
         return None  # new tasks are listed from Label Studio (not trusted from the event), embedded, ranked
 
     def _on_tasks_deleted(self, data: dict) -> list[str] | None:
+        # Confirmed against Label Studio before anything changes: the reconciliation drops the tasks it no
+        # longer lists (a forged event deletes nothing).
         ids = [task_ref(t, "tasks[].id") for t in _list(data, "tasks")]
         with self.state.lock:
             known = [t for t in ids if t in self.state.tasks]
-            for tid in known:
-                del self.state.tasks[tid]
-        if not ids:
-            return ["sync", "embed", "rank"]
-        return ["rank"] if known else []
+        return ["sync", "rank"] if known or not ids else []
 
     def _on_project_updated(self, data: dict) -> list[str] | None:
         project = _obj(data, "project")
@@ -185,7 +181,7 @@ EVENT_JOBS: dict[str, tuple[Callable[[ProjectProtocol, dict], list[str] | None],
     "ANNOTATIONS_CREATED": (ProjectProtocol._on_other, ["sync", "rank"]),
     "ANNOTATIONS_DELETED": (ProjectProtocol._on_annotations_deleted, ["sync", "rank"]),
     "TASKS_CREATED": (ProjectProtocol._on_tasks_created, ["sync", "pretrain", "embed", "rank"]),
-    "TASKS_DELETED": (ProjectProtocol._on_tasks_deleted, ["rank"]),
+    "TASKS_DELETED": (ProjectProtocol._on_tasks_deleted, ["sync", "rank"]),
     "PROJECT_UPDATED": (ProjectProtocol._on_project_updated, ["sync", "embed", "rank"]),
     "START_TRAINING": (ProjectProtocol._on_start_training, []),
 }

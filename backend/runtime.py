@@ -9,6 +9,7 @@ dispatches each kind through the explicit :data:`JOBS` table to
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -84,6 +85,15 @@ class Backend:
             log.warning(
                 "neither LABEL_STUDIO_URL/LABEL_STUDIO_API_KEY nor BASIC_AUTH_USER is set: the first "
                 "Label Studio to call /setup is the only one served (see README, Security)"
+            )
+        s = self.settings
+        if s.label_studio_configured and not s.auth_required and not _loopback(s.host):
+            log.warning(
+                "basic auth is off while the backend listens on %s with a Label Studio key: anyone who reaches "
+                "port %s can send it events. Set BASIC_AUTH_USER and BASIC_AUTH_PASS, and the same user and "
+                "password in each project's Settings > Model (Basic auth)",
+                s.host,
+                s.port,
             )
         self.jobs.start()
         self.janitor.start()
@@ -343,3 +353,11 @@ class Backend:
     def project_encoder_dir(self, pid: int) -> Path:
         """Where the project's continued-training encoder lives."""
         return self.states.folder(pid) / "encoder"
+
+
+def _loopback(host: str) -> bool:
+    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"

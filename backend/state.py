@@ -73,6 +73,12 @@ class ProjectState:
     problems: list[str] = field(default_factory=list)  # damaged files etc. (not saved; shown at /status)
     flagged_view: bool = False  # the flagged tab was made since start (not saved: checked again after a restart)
     screened: str | None = None  # fingerprint of the images last screened (not saved: a restart screens again)
+    # Not saved either: tasks a deletion event named, re-read from Label Studio at the next reconciliation (an
+    # event never deletes by itself), and when a webhook last reported a task labeled (a reconciliation that
+    # listed the task before that keeps the label).
+    recheck: set[int] = field(default_factory=set)
+    config_problem: str | None = None  # why the project's labeling config cannot be ranked (not saved either)
+    labeled_at: dict[int, float] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def counts(self) -> dict[str, int]:

@@ -37,6 +37,7 @@ from backend.payload import (
     VERSION_PREFIX,
     annotation_labels,
     choices_from_config,
+    config_problem,
     guess_image_key,
     image_key_from_config,
 )
@@ -93,6 +94,8 @@ class ProjectWorker:
             raise
         follow: set[str] = set()
         config = project.get("label_config") if isinstance(project.get("label_config"), str) else None
+        if self._config_refused(config_problem(config)):
+            return []
         key = image_key_from_config(config)
         tag = choices_from_config(config)
         with self.state.lock:
@@ -103,6 +106,8 @@ class ProjectWorker:
                 self.state.choices = tag.as_dict() if tag else None
                 follow.add("rank")
             before = {t: (i.uri, i.labeled) for t, i in self.state.tasks.items()}
+            recheck, self.state.recheck = self.state.recheck, set()
+        listed_at = time.monotonic()
         tasks = [t for t in client.iter_tasks(self.pid, page_size=5000) if isinstance(t, dict) and "id" in t]
         self._learn_tasks(tasks)
         store = self._store()
@@ -114,24 +119,29 @@ class ProjectWorker:
                 seen.add(tid)
                 info = self.state.tasks[tid]
                 labeled = bool(t.get("is_labeled")) or int(t.get("total_annotations") or 0) > 0
-                if labeled and (not info.labeled or info.label is None):
+                if not labeled and self.state.labeled_at.get(tid, -1.0) >= listed_at:
+                    labeled = True  # a webhook reported a label after the listing began: it is newer
+                if labeled and (not info.labeled or info.label is None or tid in recheck):
                     need_labels.append(tid)
                 info.labeled = labeled
+                if not labeled:
+                    info.label, info.labels = None, None
                 if before.get(tid) != (info.uri, info.labeled):
                     follow.add("rank")
                 if is_transient(info.error):
                     info.error = None  # retry downloads that failed for passing reasons
                 if info.key and store is not None and info.key not in store:
                     info.key = None
-                if info.uri and not info.key and not info.error:
-                    follow |= {"pretrain", "embed"}  # embed asks for a re-rank if it embedded any
+                if info.uri and not info.error and (not info.key or store is None):
+                    follow |= {"pretrain", "embed"}  # no vector, or no encoder (never made, lost or damaged)
             for tid in set(self.state.tasks) - seen:
                 del self.state.tasks[tid]
                 self.state.predictions.pop(tid, None)  # deleted with its task
                 follow.add("rank")
             self.state.synced = True
+            self.state.labeled_at = {t: at for t, at in self.state.labeled_at.items() if at >= listed_at}
         self._ensure_webhook(client)
-        if need_labels and self._policy_uses_labels():
+        if need_labels and (self._policy_uses_labels() or recheck):
             self._recheck_tasks(client, need_labels)
         follow |= self._check_versions(client, project)
         with self.state.lock:
@@ -146,6 +156,16 @@ class ProjectWorker:
             f"; follow-up: {'+'.join(sorted(follow))}" if follow else "",
         )
         return sorted(follow)
+
+    def _config_refused(self, problem: str | None) -> bool:
+        """Record (or clear) why the project's config cannot be ranked; True: leave the project alone."""
+        with self.state.lock:
+            old, self.state.config_problem = self.state.config_problem, problem
+            if old and old != problem:
+                self.state.problems = [p for p in self.state.problems if not p.endswith(old)]
+        if problem and problem != old:
+            self._problem(problem)
+        return problem is not None
 
     def _check_versions(self, client: LabelStudio, project: dict) -> set[str]:
         """Our prediction versions in Label Studio vs the state.
@@ -259,7 +279,7 @@ class ProjectWorker:
 
     def pretrain(self) -> None:
         """Pretrain the shared MAE encoder on this project's images when no encoder exists yet."""
-        if self.backend.encoder(self.pid) is not None:
+        if self.state.config_problem or self.backend.encoder(self.pid) is not None:
             return
         from examine.mae import auto_epochs, default_pretrain_config, pretrain
 
@@ -293,7 +313,7 @@ class ProjectWorker:
 
     def embed(self) -> list[str]:
         """Embed every task whose image has no vector in the store; asks for a re-rank when any got one."""
-        encoder = self.backend.encoder(self.pid)
+        encoder = None if self.state.config_problem else self.backend.encoder(self.pid)
         if encoder is None:
             return []
         store = self._store(encoder)
@@ -407,6 +427,9 @@ class ProjectWorker:
     def _rank_and_publish(self, *, full: bool) -> None:
         if not self.state.synced:
             self.reconcile()  # never publish what Label Studio has not confirmed
+        if self.state.config_problem:
+            log.info("project %s: not ranked: %s", self.pid, self.state.config_problem)
+            return
         for attempt in (0, 1):
             ranked = self._rank()
             if ranked is None:
@@ -431,6 +454,10 @@ class ProjectWorker:
         """Task ids of the unlabeled pool in queue order, the group each was served from (−1: none) and the
         number of labeled tasks the ranking knew; None: nothing to rank yet."""
         encoder = self.backend.encoder(self.pid)
+        if encoder is None and self.state.encoder_version is not None:
+            self.pretrain()  # the encoder that made the ranking in force is gone: a problem, and a new one
+            self.embed()
+            encoder = self.backend.encoder(self.pid)
         if encoder is None:
             return None
         for attempt in (0, 1):

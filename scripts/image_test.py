@@ -23,6 +23,7 @@ IMAGE_TEST_CACHE (default /var/cache/examine-image-test), IMAGE_TEST_KEEP=1 (lea
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -64,8 +65,8 @@ from scripts.image_build import (  # noqa: E402
 
 
 class Http:
-    def __init__(self, base: str, token: str | None = None) -> None:
-        self.base, self.token = base, token
+    def __init__(self, base: str, token: str | None = None, basic: tuple[str, str] | None = None) -> None:
+        self.base, self.token, self.basic = base, token, basic
 
     def __call__(self, method: str, path: str, body: object | None = None, timeout: float = 60) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -73,6 +74,8 @@ class Http:
         req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header("Authorization", f"Token {self.token}")
+        elif self.basic:
+            req.add_header("Authorization", "Basic " + base64.b64encode(":".join(self.basic).encode()).decode())
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 raw = r.read()
@@ -128,12 +131,13 @@ def main() -> int:
     logdir.mkdir(parents=True)
     engine = Engine()
     compose_cmd: list[str] = []
-    token, password = secrets.token_hex(20), secrets.token_urlsafe(16)
+    token, password, backend_pass = secrets.token_hex(20), secrets.token_urlsafe(16), secrets.token_hex(16)
     ls_port, be_port = free_port(), free_port()
     env = {
         **os.environ,
         "LABEL_STUDIO_PASSWORD": password,
         "LABEL_STUDIO_USER_TOKEN": token,
+        "BASIC_AUTH_PASS": backend_pass,  # the compose file requires basic auth on the backend
         "LABEL_STUDIO_IMAGE": LS_IMAGE,
         "LOCAL_FILES_DIR": str(work / "images"),
         "EXAMINE_WEIGHTS_DIR": str(work / "weights"),
@@ -185,7 +189,10 @@ def main() -> int:
         t_up = time.monotonic()
         say(f"docker compose up -d {SERVICE} (Label Studio on 127.0.0.1:{ls_port}, backend on 127.0.0.1:{be_port})")
         run([*compose_cmd, "up", "-d", "--no-build", SERVICE], env=env, log=logdir / "compose.log", timeout=900)
-        ls, backend = Http(f"http://127.0.0.1:{ls_port}", token), Http(f"http://127.0.0.1:{be_port}")
+        ls, backend = (
+            Http(f"http://127.0.0.1:{ls_port}", token),
+            Http(f"http://127.0.0.1:{be_port}", basic=("examine", backend_pass)),
+        )
         wait("the backend's /health", backend.healthy, 300)
         t_healthy = time.monotonic() - t_up
         say(f"both services up and healthy ({t_healthy:.0f} s after `up`)")
@@ -206,7 +213,18 @@ def main() -> int:
         )
         ls("POST", f"/api/storages/localfiles/{storage['id']}/sync")
         wait(f"{TILES} tasks", lambda: (ls("GET", f"/api/projects/{pid}").get("task_number") or 0) >= TILES, 120)
-        ls("POST", "/api/ml", {"project": pid, "url": f"http://127.0.0.1:{be_port}", "title": "examine"})
+        ls(
+            "POST",
+            "/api/ml",
+            {
+                "project": pid,
+                "url": f"http://127.0.0.1:{be_port}",
+                "title": "examine",
+                "auth_method": "BASIC_AUTH",
+                "basic_auth_user": "examine",
+                "basic_auth_pass": backend_pass,
+            },
+        )
         say(f"project {pid}: {TILES} tasks from the Local Files storage, backend connected")
 
         def published():

@@ -116,7 +116,7 @@ def test_pending_work_survives_a_restart(tmp_path):
     known(backend, 4, 1)
     app.test_client().post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 4}, "tasks": [{"id": 1}]})
     _, again = make_app(tmp_path)
-    assert again.states.get(4).pending == ["rank"]
+    assert again.states.get(4).pending == ["rank", "sync"]  # a deletion is confirmed against Label Studio
 
 
 def test_forged_events_for_unknown_projects_and_tasks_change_nothing(tmp_path):
@@ -249,7 +249,8 @@ def test_annotation_deletion_is_resolved_in_the_background(tmp_path):
     r = c.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 2}, "annotations": [{"id": 31}]})
     assert r.status_code == 201 and time.perf_counter() - t0 < 0.1
     assert backend.jobs.pending(2) == {"sync", "rank"}
-    assert 31 not in backend.states.get(2).annotation_task and backend.states.get(2).tasks[8].label is None
+    state = backend.states.get(2)  # nothing changes before Label Studio confirms: its task is re-read
+    assert state.tasks[8].label == "a" and state.tasks[8].labeled and state.recheck == {8}
 
 
 def test_failed_jobs_are_retried_with_backoff_never_dropped():
@@ -497,3 +498,35 @@ def test_ids_are_ascii_digits_only_and_anything_else_is_a_400(tmp_path, raw):
     r = app.test_client().get(f"/projects/{raw}/status")
     assert r.status_code in (400, 404)
     assert parse_id(" 42 ", "task id") == 42
+
+
+def test_a_label_reported_while_a_reconciliation_lists_tasks_survives_it(tmp_path):
+    """The listing said 'unlabeled' for task 2, but its ANNOTATION_CREATED arrived after the listing began:
+    the reconciliation merges (the label stays) instead of overwriting it with the older listing."""
+    app, backend = make_app(tmp_path)
+    state = known(backend, 1, 1, 2, 3)
+    state.image_key = "picture"
+    fake = _FakeLabelStudio(tasks=[1, 2, 3])
+    listing = fake.iter_tasks(1)
+    calls = []
+
+    def slow_listing(pid, page_size=1000):
+        snapshot = [dict(t) for t in listing]  # Label Studio answered before the label existed ...
+        calls.append(pid)
+        if len(calls) > 1:
+            return snapshot
+        created = {
+            "action": "ANNOTATION_CREATED",
+            "project": {"id": 1},
+            "annotation": {"id": 77, "task": 2, "result": [{"value": {"choices": ["a"]}}]},
+            "task": {"id": 2},
+        }
+        assert app.test_client().post("/webhook", json=created).status_code == 201  # ... which arrives meanwhile
+        return snapshot
+
+    fake.iter_tasks = slow_listing
+    backend._clients[(1, "api")] = fake
+    ProjectWorker(backend, 1).reconcile()
+    assert state.tasks[2].labeled and not state.tasks[1].labeled
+    ProjectWorker(backend, 1).reconcile()  # a later listing without it is newer than the event: it wins
+    assert not state.tasks[2].labeled

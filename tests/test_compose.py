@@ -54,8 +54,6 @@ BACKEND_SETTINGS = {
     "EXAMINE_DATA_ROOTS",
 }
 OPTIONAL_SETTINGS = {
-    "BASIC_AUTH_USER",
-    "BASIC_AUTH_PASS",
     "EXAMINE_MODEL",
     "EXAMINE_WEIGHTS",
     "EXAMINE_POLICY",
@@ -64,7 +62,11 @@ OPTIONAL_SETTINGS = {
 REQUIRED_SETTINGS = BACKEND_SETTINGS - OPTIONAL_SETTINGS
 
 # The variables an admin must put in .env; everything else has a default.
-ADMIN_SECRETS = {"LABEL_STUDIO_PASSWORD": "not-a-real-password", "LABEL_STUDIO_USER_TOKEN": "0" * 40}
+ADMIN_SECRETS = {
+    "LABEL_STUDIO_PASSWORD": "not-a-real-password",
+    "LABEL_STUDIO_USER_TOKEN": "0" * 40,
+    "BASIC_AUTH_PASS": "not-a-real-backend-password",
+}
 
 # Environment keys whose values are credentials and so must never be literals in the file.
 SECRET_KEY = re.compile(r"PASSWORD|PASS$|TOKEN|API_KEY|SECRET|DSN")
@@ -333,7 +335,13 @@ def test_mandatory_variables_fail_with_a_message_when_missing(raw_compose):
             interpolate(raw_compose, env)
     # A personal access token for the backend alone is not enough: Label Studio still needs its own token.
     with pytest.raises(MissingVariable, match="LABEL_STUDIO_USER_TOKEN"):
-        interpolate(raw_compose, {"LABEL_STUDIO_PASSWORD": "pw", "LABEL_STUDIO_API_KEY": "pat"})
+        interpolate(raw_compose, {"LABEL_STUDIO_PASSWORD": "pw", "LABEL_STUDIO_API_KEY": "pat", "BASIC_AUTH_PASS": "x"})
+
+
+def test_the_backend_requires_basic_auth_by_default(services):
+    for name in BACKEND_SERVICES:
+        env = services[name]["environment"]
+        assert env["BASIC_AUTH_USER"] == "examine" and env["BASIC_AUTH_PASS"] == ADMIN_SECRETS["BASIC_AUTH_PASS"]
 
 
 def test_services_and_profiles(services):

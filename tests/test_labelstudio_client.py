@@ -357,12 +357,41 @@ def test_allowed_host_gets_no_token_and_redirects_are_checked(web: _Web, ihc_png
         with pytest.raises(LabelStudioError, match="redirect to .* refused"):
             client.download(f"{web.url}/to-other", task_id=1)
         assert not any(p == "/img.png" for _, p, _, _ in other.requests)
-        # A redirect to Label Studio itself carries the key there, and only there.
+        # A redirect from another host to Label Studio is followed without the key: task data never selects
+        # an authenticated call.
         assert client.download(f"{web.url}/to-ls", task_id=1) == ihc_png
-        assert other.requests[-1][2].get("Authorization") == f"Token {token}"
+        assert "Authorization" not in other.requests[-1][2]
         assert all("Authorization" not in h for _, _, h, _ in web.requests)
     finally:
         other.close()
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "/api/current-user/whoami",
+        "/api/projects/1/",
+        "/data/../api/current-user/whoami",
+        "/data/%2e%2e/api/projects",
+        "/user/account",
+        "/tasks/5/presign/../../api/tasks",
+    ],
+)
+def test_task_data_never_selects_an_api_call(web: _Web, ref: str) -> None:
+    client = LabelStudio(web.url, "e" * 40)
+    for uri in (ref, web.url + ref):
+        with pytest.raises(LabelStudioError, match="not a Label Studio data path"):
+            client.download(uri, task_id=3)
+    assert web.requests == []  # refused before any request
+
+
+def test_label_studio_redirect_to_its_api_gets_no_key(web: _Web, ihc_png: bytes) -> None:
+    web.routes["/data/upload/1/a.png"] = (302, {"Location": "/api/current-user/whoami"}, b"")
+    web.routes["/api/current-user/whoami"] = (200, {}, ihc_png)
+    client = LabelStudio(web.url, "f" * 40)
+    client.download("/data/upload/1/a.png", task_id=1)
+    assert web.requests[0][2]["Authorization"] == "Token " + "f" * 40
+    assert "Authorization" not in web.requests[1][2]
 
 
 def test_label_studio_redirects_are_followed_without_the_token(web: _Web, ihc_png: bytes) -> None:
