@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +28,7 @@ class BackendContext(Protocol):
     publishes: int
     publish_failures: int
     last_reconcile: dict[int, float]
+    pretrain_lock: threading.Lock  # projects run in parallel; the shared encoder is pretrained once
 
     def submit(self, pid: int, kinds: list[str], *, event: bool = True) -> None:
         """Queue jobs of ``kinds`` for project ``pid``."""

@@ -2,9 +2,11 @@
 
 Label Studio gives a webhook one second and retries nothing, and without Redis it
 sends webhooks inside the annotator's own request: the HTTP handler only records
-*what* must be done (``submit``) and answers. One worker thread then runs each
-project's pending kinds of work in a fixed order; a burst of events for a project
-collapses into one run. Events are debounced, but never for longer than
+*what* must be done (``submit``) and answers. A bounded pool of worker threads
+(``workers``) runs each project's pending kinds of work in a fixed order, never one
+project in two threads at once, so a slow or huge project delays only itself while
+fewer projects than workers are busy; a burst of events for a project collapses into
+one run. Events are debounced, but never for longer than
 ``max_wait_s`` after the first one (a continuous stream still gets re-ranked).
 A run that fails is retried with exponential backoff (``retry_base_s`` doubling up
 to ``retry_max_s``), never dropped; the durable copy of the pending work is the
@@ -34,12 +36,13 @@ class JobFailed(RuntimeError):
 
 
 class JobQueue:
-    """One worker thread; per-project sets of pending kinds, debounced, retried with backoff."""
+    """A pool of worker threads; per-project sets of pending kinds, debounced, retried with backoff."""
 
     def __init__(
         self,
         runner: Callable[[int, list[str]], None],
         *,
+        workers: int = 4,
         debounce_s: float = 0.2,
         max_wait_s: float = 2.0,
         retry_base_s: float = 1.0,
@@ -57,22 +60,29 @@ class JobQueue:
         self.last_error: dict[int, str] = {}
         self.retries = 0  # runs re-queued after a failure, since start
         self.failures = 0
-        self._running: int | None = None
+        self._running: set[int] = set()
         self._cond = threading.Condition()
         self._stop = False
-        self._thread = threading.Thread(target=self._loop, name="examine-jobs", daemon=True)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"examine-jobs-{i}", daemon=True) for i in range(workers)
+        ]
 
     def start(self) -> None:
-        """Start the worker thread."""
-        self._thread.start()
+        """Start the worker threads."""
+        for t in self._threads:
+            t.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current run (pending work stays in pending.json)."""
+        """Stop after the current runs (pending work stays in pending.json)."""
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            if t.is_alive():
+                t.join(max(0.0, end - time.monotonic()))
 
     def submit(self, pid: int, kinds: Iterable[str], *, delay: float | None = None) -> None:
         """Queue kinds of work for a project, ready after the debounce (or ``delay``), capped by the max wait."""
@@ -93,7 +103,7 @@ class JobQueue:
     def pending(self, pid: int) -> set[str]:
         """Kinds waiting for the project, plus ``running`` while a run is in progress."""
         with self._cond:
-            return set(self._pending.get(pid, ())) | ({"running"} if self._running == pid else set())
+            return set(self._pending.get(pid, ())) | ({"running"} if pid in self._running else set())
 
     def retrying(self, pid: int) -> bool:
         """True while the project's last run failed and a retry is scheduled."""
@@ -104,8 +114,8 @@ class JobQueue:
         """Nothing pending or running (for one project, or at all)."""
         with self._cond:
             if pid is None:
-                return not self._pending and self._running is None
-            return pid not in self._pending and self._running != pid
+                return not self._pending and not self._running
+            return pid not in self._pending and pid not in self._running
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until nothing is pending or running (tests, shutdown)."""
@@ -120,15 +130,16 @@ class JobQueue:
         with self._cond:
             while not self._stop:
                 now = time.monotonic()
-                ready = [p for p in self._pending if self._ready_at.get(p, 0.0) <= now]
+                free = [p for p in self._pending if p not in self._running]  # a project runs in one thread
+                ready = [p for p in free if self._ready_at.get(p, 0.0) <= now]
                 if ready:
                     pid = min(ready, key=lambda p: self._ready_at.get(p, 0.0))
                     taken = self._pending.pop(pid)
                     self._first_at.pop(pid, None)
-                    self._running = pid
+                    self._running.add(pid)
                     return pid, [k for k in KINDS if k in taken]
-                wait = min((self._ready_at[p] - now for p in self._pending), default=None)
-                self._cond.wait(timeout=wait)
+                wait = min((self._ready_at[p] - now for p in free), default=None)
+                self._cond.wait(timeout=None if wait is None else max(wait, 0.0))
             return None
 
     def _loop(self) -> None:
@@ -164,5 +175,5 @@ class JobQueue:
                 self.submit(pid, remaining, delay=delay)
             finally:
                 with self._cond:
-                    self._running = None
+                    self._running.discard(pid)
                     self._cond.notify_all()

@@ -269,3 +269,37 @@ class Publisher:
         except LabelStudioError:
             return True
         return any((v.get("data") or {}).get("title") == self.settings.view_title for v in views if isinstance(v, dict))
+
+    def ensure_webhook(self, client: LabelStudio) -> None:
+        """Our ``{backend}/webhook`` exists, is active, and carries our basic-auth header when auth is on.
+
+        Label Studio creates that webhook when the backend is connected but sends it without the
+        ML backend's credentials, so a backend that requires basic auth would answer 401 to every event.
+        """
+        header = None
+        if self.settings.auth_required:
+            import base64
+
+            token = base64.b64encode(f"{self.settings.basic_auth_user}:{self.settings.basic_auth_pass}".encode())
+            header = f"Basic {token.decode()}"
+        ours = {
+            ml["url"].rstrip("/") + "/webhook"
+            for ml in client.list_ml_backends(self.pid)
+            if isinstance(ml, dict) and ml.get("url")
+        }
+        hooks = [h for h in client.list_webhooks(self.pid) if isinstance(h, dict)]
+        for url in sorted(ours):
+            mine = [h for h in hooks if h.get("url") == url]
+            if not mine:
+                client.create_webhook(self.pid, url, headers={"Authorization": header} if header else None)
+                log.info("project %s: re-created the webhook to this backend", self.pid)
+            for hook in mine:
+                headers = dict(hook.get("headers") or {})
+                fields: dict[str, Any] = {}
+                if header and headers.get("Authorization") != header:
+                    fields["headers"] = {**headers, "Authorization": header}
+                if hook.get("is_active") is False:
+                    fields["is_active"] = True
+                if fields:
+                    client.update_webhook(hook["id"], **fields)
+                    log.info("project %s: updated webhook %s (%s)", self.pid, hook["id"], ", ".join(sorted(fields)))

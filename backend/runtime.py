@@ -60,6 +60,7 @@ class Backend:
         self.states = StateStore(settings.model_dir)
         self.jobs = JobQueue(
             self.run_jobs,
+            workers=settings.job_threads,
             debounce_s=settings.debounce_s,
             max_wait_s=settings.max_wait_s,
             retry_base_s=settings.retry_base_s,
@@ -73,6 +74,7 @@ class Backend:
         self._setup_creds: dict[int, tuple[str, str]] = {}
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
+        self.pretrain_lock = threading.Lock()  # one shared MAE pretraining at a time, whichever project asks
         self._train_threads: dict[int, threading.Thread] = {}
         self._last_event: dict[int, float] = {}
         self.last_reconcile: dict[int, float] = {}

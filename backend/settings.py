@@ -50,6 +50,13 @@ class Settings:
         default=1, metadata={"env": "WORKERS", "doc": "gunicorn workers; keep 1 (the job queue is in-process)"}
     )
     threads: int = field(default=8, metadata={"env": "THREADS", "doc": "gunicorn threads"})
+    job_threads: int = field(
+        default=4,
+        metadata={
+            "env": "EXAMINE_JOB_THREADS",
+            "doc": "projects whose jobs run at the same time (one thread each); a slow project delays only itself",
+        },
+    )
     basic_auth_user: str = field(
         default="",
         metadata={"env": "BASIC_AUTH_USER", "doc": "require HTTP basic auth with this user (and BASIC_AUTH_PASS)"},
@@ -217,6 +224,13 @@ class Settings:
             "doc": "an image download (all hops and bytes) must finish within this",
         },
     )
+    image_retry_s: float = field(
+        default=60.0,
+        metadata={
+            "env": "EXAMINE_IMAGE_RETRY_S",
+            "doc": "an image that failed for a passing reason is fetched again after this, doubling per failure (≤ 1 h)",
+        },
+    )
     max_image_mb: int = field(
         default=64, metadata={"env": "EXAMINE_MAX_IMAGE_MB", "doc": "largest image file downloaded"}
     )
@@ -244,6 +258,8 @@ class Settings:
             raise ValueError("WORKERS must be 1: the job queue and per-project state live in one process")
         if self.head_size < 1:
             raise ValueError("EXAMINE_HEAD_SIZE must be at least 1")
+        if self.job_threads < 1:
+            raise ValueError("EXAMINE_JOB_THREADS must be at least 1")
         for name in ("max_image_mb", "max_decode_mb", "max_request_mb"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.upper()} must be at least 1")

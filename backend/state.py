@@ -37,6 +37,8 @@ class TaskInfo:
     predicted: list[str] | None = None  # the probe's choice(s) (pre-annotation) while unlabeled
     predicted_p: float | None = None  # its probability (the lowest of several choices)
     flag: str | None = None  # why the screening judged its image unusable (served after the clean pool)
+    failures: int = 0  # downloads in a row that failed for passing reasons
+    retry_at: float | None = None  # unix time before which such a failure is not fetched again
 
     def take_labels(self, labels: list[str]) -> None:
         """Record an annotation's labels (an annotation without any keeps the earlier ones)."""

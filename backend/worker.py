@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from dataclasses import replace
-from typing import Any, cast, overload
+from typing import cast, overload
 
 import numpy as np
 
@@ -128,8 +128,8 @@ class ProjectWorker:
                     info.label, info.labels = None, None
                 if before.get(tid) != (info.uri, info.labeled):
                     follow.add("rank")
-                if is_transient(info.error):
-                    info.error = None  # retry downloads that failed for passing reasons
+                if is_transient(info.error) and (info.retry_at or 0.0) <= time.time():
+                    info.error = None  # retry downloads that failed for passing reasons, once their time came
                 if info.key and store is not None and info.key not in store:
                     info.key = None
                 if info.uri and not info.error and (not info.key or store is None):
@@ -140,7 +140,7 @@ class ProjectWorker:
                 follow.add("rank")
             self.state.synced = True
             self.state.labeled_at = {t: at for t, at in self.state.labeled_at.items() if at >= listed_at}
-        self._ensure_webhook(client)
+        Publisher(self.backend, self.pid).ensure_webhook(client)
         if need_labels and (self._policy_uses_labels() or recheck):
             self._recheck_tasks(client, need_labels)
         follow |= self._check_versions(client, project)
@@ -198,40 +198,6 @@ class ProjectWorker:
             log.info("project %s: switched back to %s (the project's model version had changed)", self.pid, current)
         return follow
 
-    def _ensure_webhook(self, client: LabelStudio) -> None:
-        """Our ``{backend}/webhook`` exists, is active, and carries our basic-auth header when auth is on.
-
-        Label Studio creates that webhook when the backend is connected but sends it without the
-        ML backend's credentials, so a backend that requires basic auth would answer 401 to every event.
-        """
-        header = None
-        if self.settings.auth_required:
-            import base64
-
-            token = base64.b64encode(f"{self.settings.basic_auth_user}:{self.settings.basic_auth_pass}".encode())
-            header = f"Basic {token.decode()}"
-        ours = {
-            ml["url"].rstrip("/") + "/webhook"
-            for ml in client.list_ml_backends(self.pid)
-            if isinstance(ml, dict) and ml.get("url")
-        }
-        hooks = [h for h in client.list_webhooks(self.pid) if isinstance(h, dict)]
-        for url in sorted(ours):
-            mine = [h for h in hooks if h.get("url") == url]
-            if not mine:
-                client.create_webhook(self.pid, url, headers={"Authorization": header} if header else None)
-                log.info("project %s: re-created the webhook to this backend", self.pid)
-            for hook in mine:
-                headers = dict(hook.get("headers") or {})
-                fields: dict[str, Any] = {}
-                if header and headers.get("Authorization") != header:
-                    fields["headers"] = {**headers, "Authorization": header}
-                if hook.get("is_active") is False:
-                    fields["is_active"] = True
-                if fields:
-                    client.update_webhook(hook["id"], **fields)
-                    log.info("project %s: updated webhook %s (%s)", self.pid, hook["id"], ", ".join(sorted(fields)))
-
     def _recheck_tasks(self, client: LabelStudio, task_ids: list[int]) -> None:
         """Fetch tasks again to learn whether they are still labeled, and their labels."""
         for tid in task_ids:
@@ -278,9 +244,15 @@ class ProjectWorker:
     # -------------------------------------------------------------- embed
 
     def pretrain(self) -> None:
-        """Pretrain the shared MAE encoder on this project's images when no encoder exists yet."""
+        """Pretrain the shared MAE encoder on this project's images when no encoder exists yet (one project at a
+        time: a second project waiting here then finds the first one's encoder)."""
         if self.state.config_problem or self.backend.encoder(self.pid) is not None:
             return
+        with self.backend.pretrain_lock:
+            if self.backend.encoder(self.pid) is None:
+                self._pretrain()
+
+    def _pretrain(self) -> None:
         from examine.mae import auto_epochs, default_pretrain_config, pretrain
 
         if self.state.encoder_version is not None:
@@ -334,6 +306,10 @@ class ProjectWorker:
             transient += self._embed(todo[start : start + _EMBED_CHUNK], encoder)
             self.save()
         if transient and transient == len(todo) and not self.backend.client(self.pid).health():
+            with self.state.lock:  # not the images' fault: they are fetched again as soon as Label Studio answers
+                for t in todo:
+                    if t in self.state.tasks:
+                        self.state.tasks[t].failures, self.state.tasks[t].retry_at = 0, None
             raise LabelStudioError(f"project {self.pid}: Label Studio is unreachable; {transient} images wait")
         if self.settings.screening and Screener(self.backend, self.pid).measure():
             self.state.screened = None  # new measurements: screen the pool again at the next full rank
@@ -357,12 +333,17 @@ class ProjectWorker:
             for (tid, _), key in zip(items, report.keys):
                 info = self.state.tasks.get(tid)
                 if info is not None and key is not None:
-                    info.key, info.error = key, None
+                    info.key, info.error, info.failures, info.retry_at = key, None, 0, None
             for i, err in report.errors.items():
                 tid = items[i][0]
                 if tid in self.state.tasks:
-                    self.state.tasks[tid].error = f"task {tid}: {err}"
-                    transient += is_transient(str(err))
+                    info = self.state.tasks[tid]
+                    info.error = f"task {tid}: {err}"
+                    if is_transient(str(err)):
+                        transient += 1
+                        info.failures += 1
+                        wait = min(3600.0, self.settings.image_retry_s * 2 ** (info.failures - 1))
+                        info.retry_at = time.time() + wait
                     log.warning("project %s: %s", self.pid, self.state.tasks[tid].error)
         log.info(
             "project %s: embedded %d new, %d cached, %d failed",

@@ -27,6 +27,7 @@ FAST = {
     "EXAMINE_DEVICE": "cpu",
     "EXAMINE_IMAGE_DEADLINE_S": "3",
     "EXAMINE_IMAGE_CONNECT_TIMEOUT_S": "1",
+    "EXAMINE_IMAGE_RETRY_S": "1",
 }
 _tile_seed = iter(range(1000, 100000))
 

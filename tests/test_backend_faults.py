@@ -191,6 +191,46 @@ MALFORMED = [
 ]
 
 
+_BAD_VALUES = ["null", '"x"', "-1", "1.5", "true", "[]", "{}", '"\u00b2"', '"1e3"', "1e400", "9" * 30, '"0x10"']
+_TEMPLATES = [
+    ("/setup", '{{"project": {v}}}'),
+    ("/setup", '{{"project": 999999, "schema": {v}}}'),
+    ("/predict", '{{"project": {v}, "tasks": [{{"id": 1}}]}}'),
+    ("/predict", '{{"project": PID, "tasks": [{{"id": {v}}}]}}'),
+    ("/predict", '{{"project": PID, "tasks": {v}}}'),
+    (
+        "/webhook",
+        '{{"action": "ANNOTATION_CREATED", "project": {{"id": PID}}, "annotation": {{"id": 1, "task": {v}}}}}',
+    ),
+    ("/webhook", '{{"action": "ANNOTATION_CREATED", "project": {{"id": PID}}, "annotation": {v}}}'),
+    ("/webhook", '{{"action": "TASKS_DELETED", "project": {{"id": PID}}, "tasks": [{{"id": {v}}}]}}'),
+    ("/webhook", '{{"action": "ANNOTATIONS_DELETED", "project": {{"id": PID}}, "annotations": [{{"id": {v}}}]}}'),
+    ("/webhook", '{{"action": {v}, "project": {{"id": PID}}}}'),
+    ("/webhook", '{{"action": "PROJECT_UPDATED", "project": {{"id": PID, "label_config": {v}}}}}'),
+    ("/webhook", '{{"action": "ANNOTATION_CREATED", "project": {v}}}'),
+]
+_STATUS_IDS = ["abc", "-1", "%C2%B2", "1e3", "0x10", "%00", "%201", "9" * 30, "1.0", "%D9%A3"]
+
+
+def test_no_malformed_request_of_any_kind_gets_a_5xx(setup_factory):
+    s = setup_factory()
+    s.import_tiles(2)
+    s.connect()
+    s.backend.wait(s.pid, lambda st: st["published_version"] and not st["pending"])
+    kinds = [(r, t.format(v=v).replace("PID", str(s.pid)).encode()) for r, t in _TEMPLATES for v in _BAD_VALUES]
+    kinds += MALFORMED
+    answers = []
+    for route, body in kinds:
+        r = requests.post(s.backend.url + route, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+        answers.append((route, body[:70], r.status_code))
+    for pid in _STATUS_IDS:
+        answers.append(("status", pid, requests.get(f"{s.backend.url}/projects/{pid}/status", timeout=5).status_code))
+    fives = [a for a in answers if a[2] >= 500]
+    print(f"{len(answers)} malformed kinds: {sum(a[2] < 500 for a in answers)} without a 5xx")
+    assert len(answers) >= 90 and not fives, fives
+    s.converged()  # and the project is still served
+
+
 def test_malformed_requests_get_400_never_500(setup_factory):
     s = setup_factory(extra={"EXAMINE_MAX_REQUEST_MB": "1"})
     s.import_tiles(2)

@@ -118,3 +118,40 @@ def test_a_key_with_auth_off_on_a_public_bind_warns_how_to_turn_auth_on(tmp_path
         quiet.start()
     quiet.stop()
     assert not any("basic auth is off" in r.getMessage() for r in caplog.records)
+
+
+def test_projects_run_side_by_side_but_one_project_never_twice_at_once():
+    import threading
+    import time
+
+    from backend.jobs import JobQueue
+
+    running: dict[int, int] = {}
+    most: dict[int, int] = {}
+    done: dict[int, float] = {}
+    lock = threading.Lock()
+
+    def runner(pid, kinds):
+        with lock:
+            running[pid] = running.get(pid, 0) + 1
+            most[pid] = max(most.get(pid, 0), running[pid])
+        time.sleep(1.0 if pid == 1 else 0.05)
+        with lock:
+            running[pid] -= 1
+            done[pid] = time.monotonic()
+
+    q = JobQueue(runner, workers=3, debounce_s=0.01, max_wait_s=0.01)
+    q.start()
+    t0 = time.monotonic()
+    q.submit(1, ["embed"])
+    time.sleep(0.1)
+    for _ in range(5):  # more work for the busy project, and a quick one for another
+        q.submit(1, ["rank"])
+        q.submit(2, ["rank"])
+        time.sleep(0.02)
+    assert q.wait_idle(10)
+    q.stop()
+    assert done[2] - t0 < 0.8  # not behind the slow project
+    assert most == {1: 1, 2: 1}
+    with pytest.raises(ValueError, match="workers"):
+        JobQueue(runner, workers=0)

@@ -154,3 +154,53 @@ def test_a_lost_encoder_is_a_problem_and_the_queue_recovers(setup_factory, damag
     after = s.annotations()
     assert {a: v for a, v in after.items() if a in before} == before
     print(f"{damage}: new encoder and every unlabeled task ranked {time.monotonic() - t0:.1f} s after ({took:.1f})")
+
+
+def test_a_project_waiting_on_a_slow_image_host_does_not_delay_another(setup_factory):
+    slow_host = _Slow(20.0)
+    try:
+        s = setup_factory(
+            extra={
+                "ALLOWED_HOSTS": f"127.0.0.1:{slow_host.port}",
+                "EXAMINE_IMAGE_DEADLINE_S": "25",
+                "EXAMINE_RECONCILE_S": "300",
+            }
+        )
+        ids = s.import_tiles(6)
+        s.connect()
+        s.converged()
+        other = s.client.create_project("slow images", LABEL_CONFIG)["id"]
+        s.client.import_files(other, tiles(2))
+        s.client.import_tasks(other, [{"image": f"{slow_host.url}/img{i}.png"} for i in range(4)])
+        s.client.add_ml_backend(other, s.backend.url, "examine")
+        s.backend.wait(other, lambda st: "running" in st["pending"] and slow_host.hits, timeout=60)
+        t0 = time.monotonic()
+        s.annotate(ids[2])
+        st = s.backend.wait(s.pid, lambda st: st["queue_labels"] >= 1 and not st["pending"], timeout=60)
+        took = time.monotonic() - t0
+        busy = "running" in s.backend.status(other)["pending"]
+        print(f"re-ranked {took:.1f} s after a label while the other project waits on a 20 s host (busy: {busy})")
+        assert busy and took < 10, (took, st)
+    finally:
+        slow_host.close()
+
+
+class _Slow(_Redirector):
+    """An allowed image host that answers after ``delay`` seconds."""
+
+    def __init__(self, delay: float):
+        super().__init__("")
+        delay_s = delay
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                hits.append(self.path)
+                time.sleep(delay_s)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        hits = self.hits
+        self.server.RequestHandlerClass = Handler

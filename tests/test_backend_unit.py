@@ -530,3 +530,17 @@ def test_a_label_reported_while_a_reconciliation_lists_tasks_survives_it(tmp_pat
     assert state.tasks[2].labeled and not state.tasks[1].labeled
     ProjectWorker(backend, 1).reconcile()  # a later listing without it is newer than the event: it wins
     assert not state.tasks[2].labeled
+
+
+def test_a_failed_download_is_not_fetched_again_before_its_retry_time(tmp_path):
+    _, backend = make_app(tmp_path)
+    state = known(backend, 1, 1, 2)
+    state.image_key = "picture"
+    for t in (1, 2):
+        state.tasks[t].uri = f"/data/upload/1/{t}.png"
+        state.tasks[t].error = f"task {t}: GET /data/upload/1/{t}.png: no complete answer within 20 s"
+    state.tasks[1].retry_at = time.time() + 600  # its time has not come
+    state.tasks[2].retry_at = time.time() - 1
+    backend._clients[(1, "api")] = _FakeLabelStudio(tasks=[1, 2])
+    ProjectWorker(backend, 1).reconcile()
+    assert state.tasks[1].error and state.tasks[2].error is None
