@@ -204,3 +204,76 @@ class _Slow(_Redirector):
 
         hits = self.hits
         self.server.RequestHandlerClass = Handler
+
+
+def test_a_label_that_arrives_during_a_reconciliation_is_never_published_as_unlabeled(setup_factory, label_studio):
+    """A proxy in front of Label Studio holds the backend's task listing back until an annotation was made (and
+    its webhook answered): the listing the reconciliation reads is older than the label."""
+    proxy = _HoldingProxy(label_studio.url)
+    try:
+        s = setup_factory(extra={"LABEL_STUDIO_URL": proxy.url, "EXAMINE_RECONCILE_S": "3600"})
+        ids = s.import_tiles(6)
+        s.connect()
+        s.converged()
+        proxy.hold.set()
+        hook = {"action": "TASKS_DELETED", "project": {"id": s.pid}, "tasks": []}  # asks for a reconciliation
+        assert _post(s, "/webhook", hook).ok
+        assert proxy.listing.wait(30), "the reconciliation never listed the tasks"
+        s.annotate(ids[3])  # Label Studio sends ANNOTATION_CREATED now, while the listing is held
+        time.sleep(1.0)
+        proxy.hold.clear()
+        proxy.release.set()
+        st = s.backend.wait(s.pid, lambda st: not st["pending"] and st["queue_labels"] >= 1, timeout=60)
+        assert st["counts"]["labeled"] == 1 and ids[3] not in st["queue_head"], st
+        assert proxy.held >= 1
+    finally:
+        proxy.close()
+
+
+class _HoldingProxy:
+    """Forwards every request to Label Studio; while ``hold`` is set, a task listing waits for ``release``."""
+
+    def __init__(self, upstream: str):
+        self.hold, self.listing, self.release = threading.Event(), threading.Event(), threading.Event()
+        self.held = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/api/tasks") and self.command == "GET" and outer.hold.is_set():
+                    answer = requests.get(upstream + self.path, headers=dict(self.headers), timeout=60)
+                    outer.held += 1
+                    outer.listing.set()
+                    outer.release.wait(30)  # Label Studio answered before the label existed
+                else:
+                    answer = requests.request(
+                        self.command,
+                        upstream + self.path,
+                        headers=dict(self.headers),
+                        data=body,
+                        timeout=60,
+                        allow_redirects=False,
+                    )
+                self.send_response(answer.status_code)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "transfer-encoding", "content-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
