@@ -22,6 +22,7 @@ import numpy as np
 
 from examine.embed import EmbedReport, embed_sources, path_sources
 from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name
+from examine.file_index import file_stamp
 from examine.images import ImageLoadError, list_images, load_image
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
 from examine.probe import Probe
@@ -160,8 +161,33 @@ def embed_folder(
     device: str = "auto",
     batch_size: int | None = None,
 ) -> EmbedReport:
-    """Embed every image of ``paths`` not yet in the workspace's store for ``encoder``."""
-    return embed_sources(path_sources(paths), encoder, workspace.store(encoder), device=device, batch_size=batch_size)
+    """Embed every image of ``paths`` not yet in the workspace's store for ``encoder``.
+
+    A file unchanged since it was last hashed (same path, size, mtime and inode in the workspace's
+    :class:`~examine.file_index.FileIndex`) whose embedding is stored is not read again.
+    """
+    store = workspace.store(encoder)
+    index = workspace.file_index()
+    report = EmbedReport(keys=[None] * len(paths))
+    todo = []
+    for i, key in enumerate(index.known(paths)):
+        if key is not None and key in store:
+            report.keys[i] = key
+            report.cached += 1
+        else:
+            todo.append(i)
+    if not todo:
+        return report
+    stamps = [file_stamp(paths[i]) for i in todo]  # before the files are read: a later change is seen next time
+    sub = embed_sources(path_sources([paths[i] for i in todo]), encoder, store, device=device, batch_size=batch_size)
+    for j, i in enumerate(todo):
+        report.keys[i] = sub.keys[j]
+    report.errors.update({todo[j]: err for j, err in sub.errors.items()})
+    report.added += sub.added
+    report.cached += sub.cached
+    index.record((paths[i], stamps[j], key) for j, (i, key) in enumerate(zip(todo, sub.keys)) if key)
+    index.save()
+    return report
 
 
 def rank_folder(

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from examine.encoder import Encoder, EncoderConfig, EncoderError, create_encoder
+from examine.file_index import FileIndex
 from examine.images import ImageLoadError
 from examine.store import EmbeddingStore
 
@@ -48,6 +49,10 @@ class Workspace:
 
     def store(self, encoder: Encoder) -> EmbeddingStore:
         return EmbeddingStore(self.store_root, encoder.version, encoder.dim)
+
+    def file_index(self) -> FileIndex:
+        """The sha256 of local files known unchanged since they were hashed (``store/files.tsv``)."""
+        return FileIndex(self.store_root / "files.tsv")
 
     def checks_store(self) -> EmbeddingStore:
         """The image checks of :mod:`examine.image_checks`, keyed by image hash like the embeddings."""
