@@ -3,7 +3,7 @@
 # (torch, torchvision, timm, numpy, pillow, scikit-image, safetensors, tqdm, pytest), no network,
 # nothing installed: the embedding and pretraining benchmarks (bare rate beside end to end) and
 # the CUDA tests of the library. Figures go to one JSON file: $OUT/gpu_check.json when OUT is
-# set, else benchmarks/out/gpu_check.json; the log beside it. Under 5 minutes on an H100/H200.
+# set, else benchmarks/out/gpu_check.json; the log beside it. About 6 minutes on an H100/H200.
 #
 #   bash benchmarks/gpu_check.sh            # QUICK=1: tiny sizes (to try the script on a CPU)
 set -u
@@ -38,6 +38,10 @@ T0=$SECONDS
 step environment 60 "$PY" -c "import torch, torchvision, timm, PIL, skimage; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), '| torchvision', torchvision.__version__, '| timm', timm.__version__, '| pillow', PIL.__version__, '| skimage', skimage.__version__)"
 step bench_embed 120 "$PY" benchmarks/bench_embed.py --device "$DEVICE" --images "$N_EMBED" --models "$EMBED_MODELS" --tiles-dir "$TILES" --json "$JSON"
 step bench_pretrain 120 "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --images "$N_PRE" --epochs "$EPOCHS" --steps "$STEPS" --tiles-dir "$TILES" --json "$JSON"
+# The whole CLI as a user runs it: `examine embed` on the same JPEG files, first run, re-run (the file index answers),
+# re-run without the index (issue 19).
+step cli_rerun 150 "$PY" benchmarks/bench_rerun.py --device "$DEVICE" --images "$N_EMBED" --tiles-dir "$TILES" \
+  --model "${EMBED_MODELS%@*}" --img-size "${EMBED_MODELS#*@}" --json "$JSON"
 step cuda_tests 120 "$PY" -m pytest -q --noconftest -p no:cacheprovider -rs tests/test_embed_cuda.py tests/test_mae_cuda.py
 if [ "${COMPILE:-1}" = 1 ] && [ $((SECONDS - T0)) -lt 150 ]; then  # torch.compile last: it may take minutes
   step bench_pretrain_compiled $((270 - (SECONDS - T0))) "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --images "$N_PRE" --epochs "$EPOCHS" --steps "$STEPS" --tiles-dir "$TILES" --json "$JSON" --only-compiled
