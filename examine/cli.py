@@ -93,23 +93,26 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from examine.pipeline import PipelineError, embed_folder, list_folder, prepare_encoder
+    from examine.pipeline import PipelineError, embed_folder, list_folder, prepare_encoder, stored_folder
     from examine.workspace import Workspace
 
     try:
         paths = list_folder(args.images)
         ws = Workspace(args.model_dir)
-        encoder = prepare_encoder(
-            paths, ws, encoder_config=encoder_config_from_args(args), weights=args.weights, pretrain_if_missing=False
-        )
-        report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
+        config = encoder_config_from_args(args)
+        stored = stored_folder(paths, ws, encoder_config=config, weights=args.weights)
+        if stored is not None:  # nothing new: no model is built, no file read
+            report, version = stored[0], stored[1].version
+        else:
+            encoder = prepare_encoder(paths, ws, encoder_config=config, weights=args.weights, pretrain_if_missing=False)
+            report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
+            version = encoder.version
     except (PipelineError, EncoderError) as exc:
         raise CLIError(str(exc)) from exc
     for err in report.errors.values():
         print(f"skipped {err}", file=sys.stderr)
     print(
-        f"embedded {report.added} new, {report.cached} already stored, {len(report.errors)} failed "
-        f"(encoder {encoder.version})"
+        f"embedded {report.added} new, {report.cached} already stored, {len(report.errors)} failed (encoder {version})"
     )
 
 

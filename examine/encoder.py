@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from examine.file_index import file_stamp
+
 __all__ = [
     "EncoderConfig",
     "Encoder",
@@ -297,7 +299,10 @@ class Encoder(nn.Module):
         tmp = folder / (WEIGHTS_NAME + ".tmp")
         save_file(sd, str(tmp), metadata={"config": json.dumps(asdict(self.config))})
         tmp.replace(folder / WEIGHTS_NAME)
-        (folder / CONFIG_NAME).write_text(json.dumps({**asdict(self.config), "version": self.version}, indent=2))
+        # The weights' stamp lets a re-run learn the version without building the model (saved_version).
+        stamp = file_stamp(folder / WEIGHTS_NAME)
+        record = {**asdict(self.config), "version": self.version, "dim": self.dim, "weights_stamp": stamp}
+        (folder / CONFIG_NAME).write_text(json.dumps(record, indent=2))
         return folder / WEIGHTS_NAME
 
     @classmethod
@@ -311,6 +316,18 @@ class Encoder(nn.Module):
         fields = {k: raw[k] for k in ("model", "img_size", "patch_size", "pool") if k in raw}
         config = EncoderConfig(**fields, model_kwargs=tuple((k, v) for k, v in raw.get("model_kwargs", [])))
         return create_encoder(config, weights=folder / WEIGHTS_NAME)
+
+
+def saved_version(folder: str | Path) -> tuple[str, int] | None:
+    """(version, dim) of the encoder saved in ``folder`` without building it, when its weights file still has the
+    stamp (size, mtime, inode) recorded when it was saved; None otherwise (then :meth:`Encoder.load` decides)."""
+    folder = Path(folder)
+    try:
+        raw = json.loads((folder / CONFIG_NAME).read_text())
+        version, dim, stamp = str(raw["version"]), int(raw["dim"]), tuple(int(v) for v in raw["weights_stamp"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return (version, dim) if file_stamp(folder / WEIGHTS_NAME) == stamp else None
 
 
 def create_encoder(

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from examine.embed import EmbedReport, embed_sources, path_sources
-from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name
+from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name, saved_version
 from examine.file_index import file_stamp
 from examine.images import ImageLoadError, list_images, load_image
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
@@ -29,6 +29,7 @@ from examine.probe import Probe
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.scoring import marginal_singular_values, scores_from_marginals
 from examine.screening import screen
+from examine.store import EmbeddingStore
 from examine.workspace import Workspace, load_training_images
 
 __all__ = [
@@ -190,6 +191,27 @@ def embed_folder(
     return report
 
 
+def stored_folder(
+    paths: Sequence[Path],
+    workspace: Workspace,
+    *,
+    encoder_config: EncoderConfig | None = None,
+    weights: str | Path | None = None,
+) -> tuple[EmbedReport, EmbeddingStore] | None:
+    """Every image of ``paths`` unchanged (file index) and embedded by the workspace's encoder already: the report
+    and the store, with no model built and no file read; None when anything is new or another encoder was asked."""
+    if weights is not None or encoder_config is not None:
+        return None
+    saved = saved_version(workspace.encoder_dir)
+    if saved is None:
+        return None
+    store = EmbeddingStore(workspace.store_root, *saved)
+    keys = workspace.file_index().known(paths)
+    if not keys or any(k is None or k not in store for k in keys):
+        return None
+    return EmbedReport(keys=list(keys), cached=len(keys)), store
+
+
 def rank_folder(
     folder: str | Path,
     model_dir: str | Path,
@@ -211,16 +233,22 @@ def rank_folder(
     """
     paths = list_folder(folder)
     ws = Workspace(model_dir)
-    encoder = prepare_encoder(
-        paths,
-        ws,
-        encoder_config=encoder_config,
-        weights=weights,
-        pretrain_config=pretrain_config,
-        device=device,
-        log=log,
-    )
-    report = embed_folder(paths, encoder, ws, device=device, batch_size=batch_size)
+    stored = stored_folder(paths, ws, encoder_config=encoder_config, weights=weights)
+    if stored is not None:
+        report, store = stored
+        log(f"encoder: {store.version} from {ws.encoder_dir}; {provenance(ws.encoder_dir)}")
+    else:
+        encoder = prepare_encoder(
+            paths,
+            ws,
+            encoder_config=encoder_config,
+            weights=weights,
+            pretrain_config=pretrain_config,
+            device=device,
+            log=log,
+        )
+        report = embed_folder(paths, encoder, ws, device=device, batch_size=batch_size)
+        store = ws.store(encoder)
     ok = np.flatnonzero(report.ok())
     errors = [
         (paths[i], err.reason if isinstance(err, ImageLoadError) else str(err))
@@ -229,7 +257,7 @@ def rank_folder(
     if len(ok) < 2:
         raise PipelineError(f"{folder}: fewer than 2 readable images; nothing to rank")
     keys = [k for k in report.keys if k is not None]  # the same as report.keys[i] for i in ok
-    X = ws.store(encoder).get(keys)
+    X = store.get(keys)
     given = {Path(p).resolve(): str(v) for p, v in (labels or {}).items()}
     y = [given.get(paths[i].resolve()) for i in ok]
     labeled = np.array([v is not None for v in y], dtype=bool)
@@ -262,7 +290,7 @@ def rank_folder(
         marginal=m[order],
         score=s[order],
         policy=policy,
-        encoder_version=encoder.version,
+        encoder_version=store.version,
         errors=errors,
         added=report.added,
         cached=report.cached,

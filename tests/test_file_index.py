@@ -82,3 +82,34 @@ def test_a_rerun_reads_no_unchanged_file_and_a_changed_one_is_embedded_again(tmp
     assert read == [str(paths[2])] and third.added == 1
     assert third.keys[2] != first.keys[2] and third.keys[:2] == first.keys[:2]
     np.testing.assert_array_equal(ws.store(enc).get([third.keys[2]]).shape, (1, enc.dim))
+
+
+def test_a_folder_stored_already_needs_no_model_and_no_read(tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = [folder / f"{i}.png" for i in range(4)]
+    for i, p in enumerate(paths):
+        _write(p, i)
+    ws = Workspace(tmp_path / "model")
+    enc = create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0)
+    enc.save(ws.encoder_dir)
+    first = pipeline.embed_folder(paths, enc, ws, device="cpu")
+    stored = pipeline.stored_folder(paths, ws)
+    assert stored is not None and stored[0].keys == first.keys and stored[1].version == enc.version
+    assert stored[1].dim == enc.dim
+    assert pipeline.stored_folder(paths, ws, weights=ws.encoder_dir / "encoder.safetensors") is None
+    _write(folder / "new.png", 9)
+    assert pipeline.stored_folder([*paths, folder / "new.png"], ws) is None  # something new: the slow path
+    weights = ws.encoder_dir / "encoder.safetensors"
+    weights.write_bytes(weights.read_bytes())  # rewritten in place: its stamp changed, the version is not trusted
+    assert pipeline.stored_folder(paths, ws) is None
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built")
+
+    enc.save(ws.encoder_dir)  # saved again: a new stamp recorded with the same version
+    (folder / "new.png").unlink()
+    monkeypatch.setattr(pipeline, "prepare_encoder", no_model)
+    monkeypatch.setattr(pipeline, "path_sources", no_model)
+    ranked = pipeline.rank_folder(folder, ws.root)
+    assert ranked.encoder_version == enc.version and sorted(map(str, ranked.paths)) == sorted(map(str, paths))
