@@ -18,6 +18,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# scikit-learn is imported with the service, not at the first re-rank: importing it holds the GIL for a while, which
+# the backend pays at start, not while it answers webhooks (the library imports it on first use).
+import sklearn.cluster  # noqa: F401
+import sklearn.linear_model  # noqa: F401
+import sklearn.model_selection  # noqa: F401
+
 from backend.janitor import Janitor
 from backend.jobs import KINDS, JobFailed, JobQueue
 from backend.labelstudio import LabelStudio, LabelStudioError

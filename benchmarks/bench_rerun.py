@@ -31,9 +31,12 @@ from examine.evaluate.results import machine  # noqa: E402
 
 
 def _run(cmd: list[str]) -> tuple[float, str]:
+    """Wall seconds of the whole process, and what it said: its summary and its phase line."""
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return time.perf_counter() - t0, done.stdout.strip().splitlines()[-1]
+    lines = done.stdout.strip().splitlines()
+    said = [ln for ln in lines if ln.startswith(("embedded", "phases"))]
+    return time.perf_counter() - t0, "\n    ".join(said)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,16 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     create_encoder(EncoderConfig(a.model, img_size=a.img_size, patch_size=patch), seed=0).save(model_dir / "encoder")
     cmd = [sys.executable, "-m", "examine", "embed", str(tiles), "--model-dir", str(model_dir), "--device", a.device]
     first, said = _run(cmd)
-    print(f"first run     {first:7.2f} s  ({said})", flush=True)
+    print(f"first run        {first:7.2f} s\n    {said}", flush=True)
     time.sleep(2.1)  # past the index's racy window for the newest files
     _run(cmd)  # the files written by the first run are now trusted
     again, said = _run(cmd)
-    print(f"re-run        {again:7.2f} s  ({said})", flush=True)
+    print(f"re-run           {again:7.2f} s\n    {said}", flush=True)
     index = model_dir / "store" / "files.tsv"
     shutil.move(index, work / "files.tsv")
     without, said = _run(cmd)
     shutil.move(work / "files.tsv", index)
-    print(f"re-run, no index {without:7.2f} s  ({said})", flush=True)
+    print(f"re-run, no index {without:7.2f} s\n    {said}", flush=True)
     print(f"re-run / first {again / first:.3f}; re-run with / without the index {again / without:.3f}")
     if a.json:
         path = Path(a.json)

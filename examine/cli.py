@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,34 +79,44 @@ def cmd_score(args: argparse.Namespace) -> None:
 def cmd_pretrain(args: argparse.Namespace) -> None:
     from examine.pipeline import PipelineError, list_folder, pretrain_on
 
+    ph = args.phases
     try:
-        paths = list_folder(args.images)
-        pretrain_on(
-            paths,
-            Path(args.out) / "encoder",
-            encoder_config=encoder_config_from_args(args),
-            pretrain_config=pretrain_config_from_args(args, len(paths)),
-            device=args.device,
-            log=print,
-        )
+        with ph.phase("listing"):
+            paths = list_folder(args.images)
+        with ph.phase("pretraining"):  # reading the images, then the MAE epochs
+            pretrain_on(
+                paths,
+                Path(args.out) / "encoder",
+                encoder_config=encoder_config_from_args(args),
+                pretrain_config=pretrain_config_from_args(args, len(paths)),
+                device=args.device,
+                log=print,
+            )
     except (PipelineError, EncoderError) as exc:
         raise CLIError(str(exc)) from exc
+    args.result.update(images=len(paths))
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from examine.pipeline import PipelineError, embed_folder, list_folder, prepare_encoder, stored_folder
     from examine.workspace import Workspace
 
+    ph = args.phases
     try:
-        paths = list_folder(args.images)
-        ws = Workspace(args.model_dir)
-        config = encoder_config_from_args(args)
-        stored = stored_folder(paths, ws, encoder_config=config, weights=args.weights)
+        with ph.phase("listing"):
+            paths = list_folder(args.images)
+            ws = Workspace(args.model_dir)
+            config = encoder_config_from_args(args)
+            stored = stored_folder(paths, ws, encoder_config=config, weights=args.weights)
         if stored is not None:  # nothing new: no model is built, no file read
             report, version = stored[0], stored[1].version
         else:
-            encoder = prepare_encoder(paths, ws, encoder_config=config, weights=args.weights, pretrain_if_missing=False)
-            report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
+            with ph.phase("encoder"):
+                encoder = prepare_encoder(
+                    paths, ws, encoder_config=config, weights=args.weights, pretrain_if_missing=False
+                )
+            with ph.phase("embedding"):  # reading, hashing, decoding, the forward pass, storing
+                report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
             version = encoder.version
     except (PipelineError, EncoderError) as exc:
         raise CLIError(str(exc)) from exc
@@ -114,19 +125,27 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(
         f"embedded {report.added} new, {report.cached} already stored, {len(report.errors)} failed (encoder {version})"
     )
+    args.result.update(images=len(paths), added=report.added, cached=report.cached, failed=len(report.errors))
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
     from examine.pipeline import write_ranking_csv
 
-    result = rank_folder_from_args(args, policy=args.policy)
+    result = rank_folder_from_args(args, policy=args.policy, phases=args.phases)
     for path, reason in result.errors:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(
         f"embedded {result.added} new, {result.cached} already stored, {len(result.errors)} failed "
         f"(encoder {result.encoder_version})"
     )
-    err_path = write_ranking_csv(result, args.output)
+    with args.phases.phase("writing"):
+        err_path = write_ranking_csv(result, args.output)
+    args.result.update(
+        images=len(result.paths) + len(result.errors) + result.labeled,
+        added=result.added,
+        cached=result.cached,
+        failed=len(result.errors),
+    )
     if err_path is not None:
         print(f"{len(result.errors)} unreadable image(s) listed in {err_path}")
     print(f"wrote the queue of {len(result.paths)} images to {args.output} (policy {result.policy}); label first:")
@@ -167,11 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory to write (encoder/ inside); resumes if present")
     add_model_args(p, model_dir=False)
     add_pretrain_args(p)
+    _add_json(p)
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("embed", help="embed a folder of images into the model directory's store")
     p.add_argument("images", help="folder of images (searched recursively)")
     add_model_args(p)
+    _add_json(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("rank", help="pretrain if needed, embed and rank a folder of images")
@@ -197,10 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_args(p)
     add_pretrain_args(p)
+    _add_json(p)
     p.set_defaults(func=cmd_rank)
     for register in _EXTRA_COMMANDS:
         register(sub)
     return parser
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write what was done and where the time went (phases, seconds) to FILE as JSON",
+    )
 
 
 def _register_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -220,10 +250,19 @@ _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_register
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from examine.phases import Phases
+
+    phases = Phases()  # start-up: from the process's start to here
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.phases, args.result = phases, {}
     try:
         args.func(args)
+        if hasattr(args, "json"):  # embed, rank, pretrain: where the time went
+            print(phases.line())
+            if args.json:
+                out = {"command": args.command, **args.result, "phases": phases.as_dict()}
+                Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     except CLIError as exc:
         print(f"examine: error: {exc}", file=sys.stderr)
         return 2

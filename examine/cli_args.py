@@ -10,6 +10,7 @@ from examine.encoder import EncoderConfig
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, recipe_encoder_config
 
 if TYPE_CHECKING:
+    from examine.phases import Phases
     from examine.pipeline import FolderRanking
 
 __all__ = [
@@ -103,7 +104,9 @@ def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) ->
     return replace(base, epochs=epochs, seed=args.seed, batch_size=args.batch_size or base.batch_size)
 
 
-def rank_folder_from_args(args: argparse.Namespace, *, policy: str | None = None) -> FolderRanking:
+def rank_folder_from_args(
+    args: argparse.Namespace, *, policy: str | None = None, phases: Phases | None = None
+) -> FolderRanking:
     """:func:`examine.pipeline.rank_folder` with the encoder and pretraining options of the command line.
 
     Raises :class:`CLIError` for what the user can fix (no images, an encoder that cannot be built,
@@ -125,6 +128,7 @@ def rank_folder_from_args(args: argparse.Namespace, *, policy: str | None = None
             batch_size=args.batch_size or None,
             pretrain_config=pretrain_config_from_args(args, None),
             log=print,
+            phases=phases,
             **kwargs,
         )
     except (PipelineError, EncoderError) as exc:

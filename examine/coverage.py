@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-# Imported with the module, not at the first re-rank: importing scikit-learn holds the GIL for a while, which a
-# service (the backend) should pay at start, not while it answers webhooks.
-from sklearn.cluster import KMeans, MiniBatchKMeans
-
 from examine.scoring import examine_scores, value_order
 
 __all__ = ["cluster_pool", "coverage_order"]
@@ -43,6 +39,10 @@ def cluster_pool(X: np.ndarray, k: int, *, seed: int = 0) -> np.ndarray:
     k = int(max(1, min(k, n)))
     if k == 1:
         return np.zeros(n, dtype=np.int64)
+    # scikit-learn is imported on first use, so a command that ranks nothing does not pay 1.5 s for it; the
+    # backend imports it at start (backend.runtime), not while it answers webhooks.
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
     if n > MINIBATCH_ROWS or k > MINIBATCH_CLUSTERS:
         km = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=seed, batch_size=max(1024, 3 * k))
     else:

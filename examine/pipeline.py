@@ -25,6 +25,7 @@ from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretraine
 from examine.file_index import file_stamp
 from examine.images import ImageLoadError, list_images, load_image
 from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
+from examine.phases import Phases
 from examine.probe import Probe
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.scoring import marginal_singular_values, scores_from_marginals
@@ -224,30 +225,36 @@ def rank_folder(
     batch_size: int | None = None,
     labels: Mapping[Path, str] | None = None,
     log: Callable[[str], None] = lambda s: None,
+    phases: Phases | None = None,
 ) -> FolderRanking:
     """Pretrain if ``model_dir`` has no encoder, embed what is new, and rank the folder with ``policy``.
 
     ``labels`` (image path → class, e.g. from :func:`read_labels_csv`) are the labels already
     given: those images leave the queue, a label-aware policy learns from them, and once two
-    classes are labeled each queued image gets the probe's class (``predicted``).
+    classes are labeled each queued image gets the probe's class (``predicted``). ``phases``
+    records where the time went (listing, encoder, embedding, screening, queue).
     """
-    paths = list_folder(folder)
-    ws = Workspace(model_dir)
-    stored = stored_folder(paths, ws, encoder_config=encoder_config, weights=weights)
+    ph = phases or Phases()
+    with ph.phase("listing"):
+        paths = list_folder(folder)
+        ws = Workspace(model_dir)
+        stored = stored_folder(paths, ws, encoder_config=encoder_config, weights=weights)
     if stored is not None:
         report, store = stored
         log(f"encoder: {store.version} from {ws.encoder_dir}; {provenance(ws.encoder_dir)}")
     else:
-        encoder = prepare_encoder(
-            paths,
-            ws,
-            encoder_config=encoder_config,
-            weights=weights,
-            pretrain_config=pretrain_config,
-            device=device,
-            log=log,
-        )
-        report = embed_folder(paths, encoder, ws, device=device, batch_size=batch_size)
+        with ph.phase("encoder"):  # loading it, or pretraining a new one
+            encoder = prepare_encoder(
+                paths,
+                ws,
+                encoder_config=encoder_config,
+                weights=weights,
+                pretrain_config=pretrain_config,
+                device=device,
+                log=log,
+            )
+        with ph.phase("embedding"):  # reading, hashing, decoding, the forward pass, storing
+            report = embed_folder(paths, encoder, ws, device=device, batch_size=batch_size)
         store = ws.store(encoder)
     ok = np.flatnonzero(report.ok())
     errors = [
@@ -267,15 +274,17 @@ def rank_folder(
     if len({v for v in y if v is not None}) >= 2:  # one fit serves the queue and the predicted column
         have = np.flatnonzero(labeled)
         probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
-    ws.measure((k, partial(load_image, paths[i])) for k, i in zip(keys, ok))  # an unreadable one: not screened
-    checks, measured = ws.checks(keys)
-    screening = screen(checks, X, labeled=labeled | ~measured)
+    with ph.phase("screening"):
+        ws.measure((k, partial(load_image, paths[i])) for k, i in zip(keys, ok))  # an unreadable one: not screened
+        checks, measured = ws.checks(keys)
+        screening = screen(checks, X, labeled=labeled | ~measured)
     deferred = screening.deferred()
     if len(deferred):
         log(f"{len(deferred)} images flagged as unusable (served last): {screening.counts()}")
-    ranking = rank(X, labeled=labeled, labels=y, policy=policy, probe=probe, deferred=deferred)
-    m = marginal_singular_values(X)
-    s = scores_from_marginals(m)
+    with ph.phase("queue"):
+        ranking = rank(X, labeled=labeled, labels=y, policy=policy, probe=probe, deferred=deferred)
+        m = marginal_singular_values(X)
+        s = scores_from_marginals(m)
     order = ranking.order
     predicted: list[str | None] | None = None
     probability = None

@@ -20,12 +20,12 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 __all__ = ["Probe", "ProbeError", "labeled_rows"]
 
@@ -140,6 +140,8 @@ class Probe:
         self.scale_ = sd
         Z = self._standardise(X)
         with warnings.catch_warnings():
+            from sklearn.exceptions import ConvergenceWarning
+
             warnings.simplefilter("ignore", ConvergenceWarning)  # expected on a handful of labels
             self.model_ = self._new_model().fit(Z, codes)
             self.cv_accuracy_ = self._cross_validate(Z, codes) if self.cv else None
@@ -148,6 +150,8 @@ class Probe:
         return self
 
     def _new_model(self) -> LogisticRegression:
+        from sklearn.linear_model import LogisticRegression  # on first use (see examine.coverage)
+
         return LogisticRegression(C=self.C, max_iter=self.max_iter, tol=1e-3)
 
     def _standardise(self, X: np.ndarray) -> np.ndarray:
@@ -168,6 +172,8 @@ class Probe:
             if folds < 2:
                 return None
         correct = 0
+        from sklearn.model_selection import StratifiedKFold
+
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(Z, codes):
             if len(np.unique(codes[train])) < 2:
                 correct += int(np.sum(codes[test] == codes[train][0]))
