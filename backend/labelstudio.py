@@ -495,7 +495,8 @@ class LabelStudio:
         if scheme in _DEFAULT_PORTS and _origin(uri) in self._aliases:
             uri = urlunsplit(("", "", parts.path or "/", parts.query, ""))  # a path on Label Studio
         if uri.startswith("/") and not uri.startswith("//"):
-            url = self.url + uri
+            base = urlsplit(self.url).path.rstrip("/")  # Label Studio under a sub-path writes it into its links
+            url = (self.url[: len(self.url.rstrip("/")) - len(base)] if uri.startswith(base + "/") else self.url) + uri
         elif scheme in _CLOUD_SCHEMES:
             if task_id is None:
                 raise LabelStudioError(

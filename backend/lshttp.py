@@ -18,8 +18,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MAX_REDIRECTS = 5
 _CHUNK = 1 << 16
 # Label Studio's data paths: the only ones an image reference may name, and the only ones that get the key on a
-# download (uploads, local files, and the presign resolver of cloud URIs), never the API.
-_DATA_PATH = re.compile(r"^/(data/[^?#]*|tasks/\d+/presign/?)$")
+# download (uploads, local files, cloud storage's presign and resolve proxies, uploads kept in cloud storage), never
+# the API.
+_DATA_PATH = re.compile(r"^/(data/[^?#]*|(tasks|projects)/\d+/(presign|resolve)/?|storage-data/uploaded/?)$")
 
 
 class LabelStudioError(RuntimeError):

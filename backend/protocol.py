@@ -159,7 +159,7 @@ class ProjectProtocol:
         if config is None:
             return []
         key = image_key_from_config(config)
-        if key != self.state.image_key:
+        if key != self.state.image_key or self.state.config_problem:  # a refused config may have been mended
             return ["sync", "embed", "rank"]
         tag = choices_from_config(config)
         with self.state.lock:

@@ -22,9 +22,10 @@ def public_text(text: str, folders: dict[str, Path]) -> str:
     strings replaced by ``?…``, the first line only, at most :data:`MAX_CHARS` characters."""
     out = str(text)
     for name, folder in sorted(folders.items(), key=lambda kv: -len(str(kv[1]))):
-        for form in {str(folder), str(Path(folder).resolve())}:
-            if form not in ("", "/", "."):
-                out = out.replace(form, name)
+        for form in {str(folder).rstrip("/"), str(Path(folder).resolve()).rstrip("/")}:
+            if form not in ("", "."):
+                # a whole path only: /data/model, not Label Studio's /data/upload/… when MODEL_DIR is /data
+                out = re.sub(rf"(?<![\w/.-]){re.escape(form)}(?=/|\b|$)(?!/upload|/local-files)", name, out)
     out = _QUERY.sub("?…", out)
     line = out.strip().splitlines()[0] if out.strip() else ""
     return line if len(line) <= MAX_CHARS else line[: MAX_CHARS - 1] + "…"

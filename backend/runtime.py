@@ -327,12 +327,15 @@ class Backend:
         try:
             return self._cached_encoder(folder)
         except Exception as exc:  # EncoderError, OSError, safetensors' own error on truncated weights, ...
-            aside = folder.with_name(folder.name + ".damaged")
-            if aside.exists():
-                import shutil
+            with self._lock:  # several project threads may meet the same damaged folder
+                if not folder.exists():
+                    return None  # another thread set it aside already
+                aside = folder.with_name(folder.name + ".damaged")
+                if aside.exists():
+                    import shutil
 
-                shutil.rmtree(aside, ignore_errors=True)
-            os.replace(folder, aside)
+                    shutil.rmtree(aside, ignore_errors=True)
+                os.replace(folder, aside)
             msg = (
                 f"MODEL_DIR/{name} could not be loaded ({str(exc)[:160]}); it was moved to {name}.damaged "
                 "and a new encoder is pretrained (every image is embedded again)"

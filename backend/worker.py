@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from dataclasses import replace
 from typing import cast, overload
@@ -53,6 +54,7 @@ from examine.store import EmbeddingStore, StoreError
 
 log = logging.getLogger(__name__)
 
+_PROBLEMS_LOCK = threading.Lock()  # guards the backend-wide problem list between project threads
 _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
@@ -108,7 +110,12 @@ class ProjectWorker:
             before = {t: (i.uri, i.labeled) for t, i in self.state.tasks.items()}
             recheck, self.state.recheck = self.state.recheck, set()
         listed_at = time.monotonic()
-        tasks = [t for t in client.iter_tasks(self.pid, page_size=5000) if isinstance(t, dict) and "id" in t]
+        try:
+            tasks = [t for t in client.iter_tasks(self.pid, page_size=5000) if isinstance(t, dict) and "id" in t]
+        except Exception:
+            with self.state.lock:
+                self.state.recheck |= recheck  # re-read at the retried reconciliation
+            raise
         self._learn_tasks(tasks)
         store = self._store()
         need_labels = []
@@ -248,11 +255,12 @@ class ProjectWorker:
         time: a second project waiting here then finds the first one's encoder)."""
         if self.state.config_problem or self.backend.encoder(self.pid) is not None:
             return
+        images = self._decoded_images()  # downloaded before the lock: a slow image host delays this project only
         with self.backend.pretrain_lock:
             if self.backend.encoder(self.pid) is None:
-                self._pretrain()
+                self._pretrain(images)
 
-    def _pretrain(self) -> None:
+    def _pretrain(self, images: list[np.ndarray]) -> None:
         from examine.mae import auto_epochs, default_pretrain_config, pretrain
 
         if self.state.encoder_version is not None:
@@ -262,7 +270,6 @@ class ProjectWorker:
                 backend_wide=True,
             )
 
-        images = self._decoded_images()
         if len(images) < 2:
             log.warning("project %s: %d readable images; MAE pretraining waits for more", self.pid, len(images))
             return
@@ -389,9 +396,10 @@ class ProjectWorker:
     def _problem(self, msg: str, *, backend_wide: bool = False) -> None:
         log.error("project %s: %s", self.pid, msg)
         target = self.backend.problems if backend_wide else self.state.problems
-        if msg not in target:
-            target.append(msg)
-            del target[:-20]
+        with self.state.lock if not backend_wide else _PROBLEMS_LOCK:  # projects run in parallel threads
+            if msg not in target:
+                target.append(msg)
+                del target[:-20]
 
     # -------------------------------------------------------------- rank and publish
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -302,7 +303,9 @@ class Encoder(nn.Module):
         # The weights' stamp lets a re-run learn the version without building the model (saved_version).
         stamp = file_stamp(folder / WEIGHTS_NAME)
         record = {**asdict(self.config), "version": self.version, "dim": self.dim, "weights_stamp": stamp}
-        (folder / CONFIG_NAME).write_text(json.dumps(record, indent=2))
+        tmp_json = folder / f"{CONFIG_NAME}.{os.getpid()}.tmp"  # readers never see a half-written file
+        tmp_json.write_text(json.dumps(record, indent=2))
+        tmp_json.replace(folder / CONFIG_NAME)
         return folder / WEIGHTS_NAME
 
     @classmethod

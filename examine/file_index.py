@@ -1,8 +1,9 @@
-"""Which local files were hashed already: (path, size, mtime, inode) → sha256, as git's index does.
+"""Which local files were hashed already: (path, size, mtime, ctime, inode) → sha256, as git's index does.
 
 A re-run over a folder whose files did not change needs no read at all: a file whose path, size,
-modification time (ns) and inode all match its entry has the sha256 recorded there, and images are
-stored by that hash. Any change of the four reads and hashes the file again. A file modified
+modification and change times (ns) and inode all match its entry has the sha256 recorded there, and
+images are stored by that hash. Any change reads and hashes the file again (the change time catches an
+in-place rewrite that restores the modification time, e.g. ``cp -p``). A file modified
 within :data:`RACY_S` of being recorded is not trusted (its next change could keep the same
 mtime, git's "racy" case), so the index can never make a stale embedding count.
 
@@ -22,16 +23,16 @@ __all__ = ["FileIndex", "RACY_S", "file_stamp"]
 #: Files modified less than this many seconds before they were recorded are hashed again next time.
 RACY_S = 2.0
 
-Stamp = tuple[int, int, int]  # size, mtime_ns, inode
+Stamp = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
 
 def file_stamp(path: str | Path) -> Stamp | None:
-    """(size, mtime_ns, inode) of a regular file, None when it cannot be stat-ed."""
+    """(size, mtime_ns, ctime_ns, inode) of a regular file, None when it cannot be stat-ed."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 class FileIndex:
@@ -47,13 +48,13 @@ class FileIndex:
             lines = []  # no index (or a damaged one): every file is hashed, as without it
         for line in lines:
             parts = line.split("\t")
-            if len(parts) != 5 or len(parts[4]) != 64:
+            if len(parts) != 6 or len(parts[5]) != 64:
                 continue
             try:
-                stamp = (int(parts[1]), int(parts[2]), int(parts[3]))
+                stamp = (int(parts[1]), int(parts[2]), int(parts[3]), int(parts[4]))
             except ValueError:
                 continue
-            self._entries[parts[0]] = (stamp, parts[4])
+            self._entries[parts[0]] = (stamp, parts[5])
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -82,9 +83,9 @@ class FileIndex:
         if not self._dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")  # two runs on one model directory: the last one wins
         with open(tmp, "w", encoding="utf-8") as fh:
-            for name, ((size, mtime, ino), key) in sorted(self._entries.items()):
-                fh.write(f"{name}\t{size}\t{mtime}\t{ino}\t{key}\n")
+            for name, ((size, mtime, ctime, ino), key) in sorted(self._entries.items()):
+                fh.write(f"{name}\t{size}\t{mtime}\t{ctime}\t{ino}\t{key}\n")
         os.replace(tmp, self.path)
         self._dirty = False

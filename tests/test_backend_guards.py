@@ -155,3 +155,19 @@ def test_projects_run_side_by_side_but_one_project_never_twice_at_once():
     assert most == {1: 1, 2: 1}
     with pytest.raises(ValueError, match="workers"):
         JobQueue(runner, workers=0)
+
+
+def test_public_text_replaces_whole_folders_only(tmp_path):
+    folders = {"MODEL_DIR": Path("/data"), "EXAMINE_DATA_ROOTS[0]": Path("/models")}
+    shown = public_text("GET /data/upload/1/a.png failed; /data/store/x; /models2/y; /models/z", folders)
+    assert shown == "GET /data/upload/1/a.png failed; MODEL_DIR/store/x; /models2/y; EXAMINE_DATA_ROOTS[0]/z"
+
+
+def test_a_refused_config_mended_in_label_studio_restarts_the_project(tmp_path):
+    app, backend = make_app(tmp_path)
+    state = backend.states.get(6)
+    state.image_key, state.config_problem = None, "the labeling config has no <Image …> tag"
+    body = {"action": "PROJECT_UPDATED", "project": {"id": 6, "label_config": IMAGE_CONFIG}}
+    state.image_key = "image"  # even when the key itself did not change
+    assert app.test_client().post("/webhook", json=body).status_code == 201
+    assert backend.jobs.pending(6) == {"sync", "embed", "rank"}

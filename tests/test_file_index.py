@@ -40,6 +40,10 @@ def test_known_matches_only_the_same_path_size_mtime_and_inode(tmp_path):
     assert again.known([a, b, tmp_path / "c.bin"]) == ["a" * 64, "b" * 64, None]
     a.write_bytes(b"5678")  # same size, new mtime
     assert again.known([a])[0] is None
+    st = os.stat(b)
+    b.write_bytes(b"wxyz")  # rewritten in place with its old mtime restored (cp -p): the change time tells
+    os.utime(b, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(b).st_mtime_ns == st.st_mtime_ns and again.known([b])[0] is None
     b.unlink()
     (tmp_path / "b2.bin").write_bytes(b"abcd")
     os.replace(tmp_path / "b2.bin", b)  # same bytes and size, another inode
@@ -56,7 +60,9 @@ def test_a_file_modified_just_before_it_was_recorded_is_not_trusted(tmp_path):
     assert RACY_S > 0
 
 
-@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00", b"a\tb\n", b"p\t1\t2\t3\tshort\n", b"p\tx\t2\t3\t" + b"a" * 64])
+@pytest.mark.parametrize(
+    "garbage", [b"\xff\xfe\x00", b"a\tb\n", b"p\t1\t2\t3\t4\tshort\n", b"p\tx\t2\t3\t4\t" + b"a" * 64]
+)
 def test_a_damaged_index_is_an_empty_one(tmp_path, garbage):
     (tmp_path / "files.tsv").write_bytes(garbage)
     assert len(FileIndex(tmp_path / "files.tsv")) == 0

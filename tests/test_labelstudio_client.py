@@ -374,6 +374,7 @@ def test_allowed_host_gets_no_token_and_redirects_are_checked(web: _Web, ihc_png
         "/data/../api/current-user/whoami",
         "/data/%2e%2e/api/projects",
         "/user/account",
+        "/api/tasks/5/resolve/",
         "/tasks/5/presign/../../api/tasks",
     ],
 )
@@ -409,3 +410,26 @@ def test_label_studio_redirects_are_followed_without_the_token(web: _Web, ihc_pn
         assert "Authorization" not in cloud.requests[-1][2]
     finally:
         cloud.close()
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "/tasks/5/resolve/?fileuri=czM6Ly9i",
+        "/projects/2/presign/?fileuri=czM6Ly9i",
+        "/storage-data/uploaded/?filepath=a.png",
+    ],
+)
+def test_label_studio_storage_proxies_are_data_paths(web: _Web, ihc_png: bytes, ref: str) -> None:
+    web.routes[ref.split("?")[0]] = (200, {}, ihc_png)
+    client = LabelStudio(web.url, "g" * 40)
+    assert client.download(ref, task_id=5) == ihc_png
+    assert web.requests[-1][2]["Authorization"] == "Token " + "g" * 40
+
+
+def test_links_that_carry_label_studio_s_sub_path_are_not_prefixed_twice(web: _Web, ihc_png: bytes) -> None:
+    web.routes["/ls/data/upload/1/a.png"] = (200, {}, ihc_png)
+    client = LabelStudio(web.url + "/ls", "h" * 40)
+    assert client.download("/ls/data/upload/1/a.png", task_id=1) == ihc_png
+    assert client.download("/data/upload/1/a.png", task_id=1) == ihc_png
+    assert [p for _, p, _, _ in web.requests] == ["/ls/data/upload/1/a.png"] * 2
