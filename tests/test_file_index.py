@@ -27,6 +27,17 @@ def _write(path: Path, seed: int) -> None:
     _age(path)
 
 
+def _setup(tmp_path: Path, n: int):
+    """A folder of n aged images, a workspace and a tiny encoder."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = [folder / f"{i}.png" for i in range(n)]
+    for i, p in enumerate(paths):
+        _write(p, i)
+    enc = create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0)
+    return folder, paths, Workspace(tmp_path / "model"), enc
+
+
 def test_known_matches_only_the_same_path_size_mtime_and_inode(tmp_path):
     a, b = tmp_path / "a.bin", tmp_path / "b.bin"
     a.write_bytes(b"1234")
@@ -69,13 +80,7 @@ def test_a_damaged_index_is_an_empty_one(tmp_path, garbage):
 
 
 def test_a_rerun_reads_no_unchanged_file_and_a_changed_one_is_embedded_again(tmp_path, monkeypatch):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    paths = [folder / f"{i}.png" for i in range(5)]
-    for i, p in enumerate(paths):
-        _write(p, i)
-    ws = Workspace(tmp_path / "model")
-    enc = create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0)
+    folder, paths, ws, enc = _setup(tmp_path, 5)
     first = pipeline.embed_folder(paths, enc, ws, device="cpu")
     assert first.added == 5 and len(ws.file_index()) == 5
     read: list[str] = []
@@ -91,13 +96,7 @@ def test_a_rerun_reads_no_unchanged_file_and_a_changed_one_is_embedded_again(tmp
 
 
 def test_a_folder_stored_already_needs_no_model_and_no_read(tmp_path, monkeypatch):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    paths = [folder / f"{i}.png" for i in range(4)]
-    for i, p in enumerate(paths):
-        _write(p, i)
-    ws = Workspace(tmp_path / "model")
-    enc = create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0)
+    folder, paths, ws, enc = _setup(tmp_path, 4)
     enc.save(ws.encoder_dir)
     first = pipeline.embed_folder(paths, enc, ws, device="cpu")
     stored = pipeline.stored_folder(paths, ws)
