@@ -33,6 +33,9 @@ class BackendContext(Protocol):
     def submit(self, pid: int, kinds: list[str], *, event: bool = True) -> None:
         """Queue jobs of ``kinds`` for project ``pid``."""
 
+    def add_problem(self, msg: str) -> None:
+        """Record a backend-wide problem shown at /status."""
+
     def quiet_for(self, pid: int) -> float:
         """Seconds since the project's last event."""
 

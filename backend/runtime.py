@@ -341,9 +341,15 @@ class Backend:
                 "and a new encoder is pretrained (every image is embedded again)"
             )
             log.error(msg)
-            with self._lock:
-                self.problems.append(msg)
+            self.add_problem(msg)
             return None
+
+    def add_problem(self, msg: str) -> None:
+        """Record a backend-wide problem for /status (once; the last 20), from any project's thread."""
+        with self._lock:
+            if msg not in self.problems:
+                self.problems.append(msg)
+                del self.problems[:-20]
 
     def _cached_encoder(self, path: Path) -> Encoder:
         files = sorted(path.iterdir()) if path.is_dir() else [path]

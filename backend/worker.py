@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
 from dataclasses import replace
 from typing import cast, overload
@@ -54,7 +53,6 @@ from examine.store import EmbeddingStore, StoreError
 
 log = logging.getLogger(__name__)
 
-_PROBLEMS_LOCK = threading.Lock()  # guards the backend-wide problem list between project threads
 _EMBED_CHUNK = 2048  # several CUDA batches per call, so the embedding pipeline can overlap its stages
 # Download failures worth retrying later (the host or Label Studio was down or slow), by message.
 _TRANSIENT = re.compile(
@@ -395,11 +393,13 @@ class ProjectWorker:
 
     def _problem(self, msg: str, *, backend_wide: bool = False) -> None:
         log.error("project %s: %s", self.pid, msg)
-        target = self.backend.problems if backend_wide else self.state.problems
-        with self.state.lock if not backend_wide else _PROBLEMS_LOCK:  # projects run in parallel threads
-            if msg not in target:
-                target.append(msg)
-                del target[:-20]
+        if backend_wide:
+            self.backend.add_problem(msg)
+            return
+        with self.state.lock:
+            if msg not in self.state.problems:
+                self.state.problems.append(msg)
+                del self.state.problems[:-20]
 
     # -------------------------------------------------------------- rank and publish
 
