@@ -98,28 +98,25 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from examine.pipeline import PipelineError, embed_folder, list_folder, prepare_encoder, stored_folder
+    from examine.pipeline import PipelineError, embed_listed, list_folder
     from examine.workspace import Workspace
 
-    ph = args.phases
     try:
-        with ph.phase("listing"):
+        with args.phases.phase("listing"):
             paths = list_folder(args.images)
-            ws = Workspace(args.model_dir)
-            config = encoder_config_from_args(args)
-            stored = stored_folder(paths, ws, encoder_config=config, weights=args.weights)
-        if stored is not None:  # nothing new: no model is built, no file read
-            report, version = stored[0], stored[1].version
-        else:
-            with ph.phase("encoder"):
-                encoder = prepare_encoder(
-                    paths, ws, encoder_config=config, weights=args.weights, pretrain_if_missing=False
-                )
-            with ph.phase("embedding"):  # reading, hashing, decoding, the forward pass, storing
-                report = embed_folder(paths, encoder, ws, device=args.device, batch_size=args.batch_size or None)
-            version = encoder.version
+        report, store = embed_listed(
+            paths,
+            Workspace(args.model_dir),
+            encoder_config=encoder_config_from_args(args),
+            weights=args.weights,
+            device=args.device,
+            batch_size=args.batch_size or None,
+            pretrain_if_missing=False,
+            phases=args.phases,
+        )
     except (PipelineError, EncoderError) as exc:
         raise CLIError(str(exc)) from exc
+    version = store.version
     for err in report.errors.values():
         print(f"skipped {err}", file=sys.stderr)
     print(

@@ -213,6 +213,43 @@ def stored_folder(
     return EmbedReport(keys=list(keys), cached=len(keys)), store
 
 
+def embed_listed(
+    paths: Sequence[Path],
+    workspace: Workspace,
+    *,
+    encoder_config: EncoderConfig | None = None,
+    weights: str | Path | None = None,
+    pretrain_config: PretrainConfig | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    pretrain_if_missing: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+    phases: Phases | None = None,
+) -> tuple[EmbedReport, EmbeddingStore]:
+    """Every image of ``paths`` in the workspace's store: nothing is built or read when all are stored already
+    (:func:`stored_folder`), else the encoder is prepared (:func:`prepare_encoder`) and the new images embedded.
+    ``phases`` records the ``encoder`` and ``embedding`` time."""
+    ph = phases or Phases()
+    stored = stored_folder(paths, workspace, encoder_config=encoder_config, weights=weights)
+    if stored is not None:
+        log(f"encoder: {stored[1].version} from {workspace.encoder_dir}; {provenance(workspace.encoder_dir)}")
+        return stored
+    with ph.phase("encoder"):  # loading it, or pretraining a new one
+        encoder = prepare_encoder(
+            paths,
+            workspace,
+            encoder_config=encoder_config,
+            weights=weights,
+            pretrain_config=pretrain_config,
+            device=device,
+            pretrain_if_missing=pretrain_if_missing,
+            log=log,
+        )
+    with ph.phase("embedding"):  # reading, hashing, decoding, the forward pass, storing
+        report = embed_folder(paths, encoder, workspace, device=device, batch_size=batch_size)
+    return report, workspace.store(encoder)
+
+
 def rank_folder(
     folder: str | Path,
     model_dir: str | Path,
@@ -237,25 +274,18 @@ def rank_folder(
     ph = phases or Phases()
     with ph.phase("listing"):
         paths = list_folder(folder)
-        ws = Workspace(model_dir)
-        stored = stored_folder(paths, ws, encoder_config=encoder_config, weights=weights)
-    if stored is not None:
-        report, store = stored
-        log(f"encoder: {store.version} from {ws.encoder_dir}; {provenance(ws.encoder_dir)}")
-    else:
-        with ph.phase("encoder"):  # loading it, or pretraining a new one
-            encoder = prepare_encoder(
-                paths,
-                ws,
-                encoder_config=encoder_config,
-                weights=weights,
-                pretrain_config=pretrain_config,
-                device=device,
-                log=log,
-            )
-        with ph.phase("embedding"):  # reading, hashing, decoding, the forward pass, storing
-            report = embed_folder(paths, encoder, ws, device=device, batch_size=batch_size)
-        store = ws.store(encoder)
+    ws = Workspace(model_dir)
+    report, store = embed_listed(
+        paths,
+        ws,
+        encoder_config=encoder_config,
+        weights=weights,
+        pretrain_config=pretrain_config,
+        device=device,
+        batch_size=batch_size,
+        log=log,
+        phases=ph,
+    )
     ok = np.flatnonzero(report.ok())
     errors = [
         (paths[i], err.reason if isinstance(err, ImageLoadError) else str(err))
