@@ -9,6 +9,7 @@ the rest; a restarted backend keeps its store and does not re-embed; START_TRAIN
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from examine.datasets import medical_tiles
 from examine.encoder import Encoder
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.store import EmbeddingStore
-from tests.backend_server import LABEL_CONFIG, BackendServer, png, save_tiny_encoder
+from tests.backend_server import LABEL_CONFIG, png, start_backend
 
 pytestmark = pytest.mark.e2e
 
@@ -29,24 +30,17 @@ LATENCY_BOUND_S = 5.0
 
 @pytest.fixture(scope="module")
 def env(label_studio, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("model")
-    save_tiny_encoder(model_dir / "encoder")
-    backend = BackendServer(
-        {
-            "LABEL_STUDIO_URL": label_studio.url,
-            "LABEL_STUDIO_API_KEY": label_studio.token,
-            "MODEL_DIR": str(model_dir),
-            "BASIC_AUTH_USER": AUTH[0],
-            "BASIC_AUTH_PASS": AUTH[1],
-            "EXAMINE_TRAIN_EPOCHS": "1",
-            "EXAMINE_HEAD_SIZE": "10",
-            "EXAMINE_FULL_PUBLISH_IDLE_S": "2",
-            "EXAMINE_CLEANUP_IDLE_S": "2",
-            "EXAMINE_DEVICE": "cpu",
-            "EXAMINE_SCREENING": "0",  # the exact queue is the subject here; tests/test_screening_e2e.py screens
-        },
-        tmp_path_factory.mktemp("logs") / "backend.log",
-    ).start()
+    backend = start_backend(
+        label_studio,
+        tmp_path_factory,
+        AUTH,
+        EXAMINE_TRAIN_EPOCHS="1",
+        EXAMINE_HEAD_SIZE="10",
+        EXAMINE_FULL_PUBLISH_IDLE_S="2",
+        EXAMINE_CLEANUP_IDLE_S="2",
+        EXAMINE_SCREENING="0",  # the exact queue is the subject here; tests/test_screening_e2e.py screens
+    )
+    model_dir = Path(backend.env["MODEL_DIR"])
     client = LabelStudio(label_studio.url, label_studio.token)
     pid = client.create_project("examine e2e", LABEL_CONFIG)["id"]
     tiles = medical_tiles(N_GOOD, size=64, seed=7)

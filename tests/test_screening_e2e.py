@@ -15,7 +15,7 @@ import pytest
 
 from backend.labelstudio import LabelStudio
 from examine.datasets import corrupt, medical_tiles_with_sources
-from tests.backend_server import LABEL_CONFIG, BackendServer, png, save_tiny_encoder
+from tests.backend_server import LABEL_CONFIG, png, start_backend
 
 pytestmark = pytest.mark.e2e
 
@@ -27,20 +27,7 @@ RESULT = [{"from_name": "tissue", "to_name": "image", "type": "choices", "value"
 
 @pytest.fixture(scope="module")
 def env(label_studio, tmp_path_factory):
-    model_dir = tmp_path_factory.mktemp("model")
-    save_tiny_encoder(model_dir / "encoder")
-    backend = BackendServer(
-        {
-            "LABEL_STUDIO_URL": label_studio.url,
-            "LABEL_STUDIO_API_KEY": label_studio.token,
-            "MODEL_DIR": str(model_dir),
-            "BASIC_AUTH_USER": AUTH[0],
-            "BASIC_AUTH_PASS": AUTH[1],
-            "EXAMINE_HEAD_SIZE": "10",
-            "EXAMINE_DEVICE": "cpu",
-        },
-        tmp_path_factory.mktemp("logs") / "backend.log",
-    ).start()
+    backend = start_backend(label_studio, tmp_path_factory, AUTH, EXAMINE_HEAD_SIZE="10")
     client = LabelStudio(label_studio.url, label_studio.token)
     pid = client.create_project("examine screening e2e", LABEL_CONFIG)["id"]
     many, sources = medical_tiles_with_sources(8 * (N_CLEAN + 6), size=64, seed=21)
