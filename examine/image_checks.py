@@ -1,7 +1,8 @@
 """Per-image measurements for screening unusable images: focus, noise, exposure, compression, colour, size.
 
 Each image gives one fixed-length float vector (:data:`CHECKS` scalars, then a
-coarse colour histogram), computed from pixels alone, the same for every pool.
+coarse colour histogram), computed from pixels alone, the same for every pool; a
+check that does not apply to an image (``one_shade`` of a colour image) is −1.
 What counts as unusual is decided later, against the pool (:mod:`examine.screening`).
 The vectors are cheap (a few milliseconds per image) and stored like embeddings,
 keyed by the image's sha256 (version :data:`VERSION`).
@@ -25,6 +26,7 @@ CHECKS: tuple[str, ...] = (
     "blockiness",  # log ratio of grey steps across 8-pixel JPEG block edges to steps elsewhere
     "log_area",  # log of width × height (odd size)
     "log_aspect",  # log of width / height (odd aspect)
+    "one_shade",  # grey images: largest share of pixels at one exact mid grey (6–249): drawn ink, overlays
 )
 #: Levels per channel of the colour histogram (levels³ bins).
 COLOUR_LEVELS = 6
@@ -33,7 +35,7 @@ COLOUR_BINS = COLOUR_LEVELS**3
 THUMB = 16
 N_VALUES = len(CHECKS) + COLOUR_BINS + THUMB * THUMB
 #: Store version of these vectors; change it whenever a measurement changes.
-VERSION = "image-checks-v1"
+VERSION = "image-checks-v2"
 
 _CROP = 512  # focus, noise and blockiness look at most at a centred 512 × 512 crop (native pixels)
 _LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
@@ -70,6 +72,21 @@ def _blockiness(g: np.ndarray) -> float:
     return float(np.log(np.mean(ratios))) if ratios else 0.0
 
 
+def _one_shade(image: np.ndarray, levels: np.ndarray) -> float:
+    """Largest share of pixels at one exact mid grey level (6–249), for grey images (also grey ones
+    stored as RGB); −1 (not measured) for colour images, where ink shows as a colour the pool lacks.
+
+    Scanned or photographed grey pixels spread over neighbouring levels; ink drawn in software,
+    overlays and burnt-in marks sit on one.  (Colour images are left out because flat glass
+    backgrounds often sit on one exact RGB value; −1 keeps them out of the grey images' statistics.)
+    """
+    if image.ndim == 3:
+        rgb = image[..., :3].astype(np.int16)
+        if np.abs(rgb[..., 0] - rgb[..., 1]).max() > 2 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 2:
+            return -1.0
+    return float(levels[6:250].max(initial=0.0))
+
+
 def thumbnail(grey: np.ndarray) -> np.ndarray:
     """A THUMB × THUMB block-mean of the grey image, zero mean and unit norm (flat images: zeros)."""
     h, w = grey.shape
@@ -103,7 +120,8 @@ def image_checks(image: np.ndarray) -> np.ndarray:
         sigma = np.sqrt(np.pi / 2) / 6 * float(np.abs(_filter3(crop, _IMMERKAER)).mean())
     else:
         focus, sigma = float(np.log(1e-3)), 0.0
-    hist = np.bincount(np.clip(g, 0, 255).astype(np.int64).ravel() // 4, minlength=64) / g.size
+    levels = np.bincount(np.clip(g, 0, 255).astype(np.int64).ravel(), minlength=256) / g.size
+    hist = levels.reshape(64, 4).sum(axis=1)
     nz = hist[hist > 0]
     rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
     q = (rgb.astype(np.int64) * COLOUR_LEVELS) // 256
@@ -121,6 +139,7 @@ def image_checks(image: np.ndarray) -> np.ndarray:
         _blockiness(crop),
         float(np.log(h * w)),
         float(np.log(w / h)),
+        _one_shade(image, levels),
     ]
     return np.concatenate([np.asarray(scalars, np.float32), colour / g.size, thumbnail(g)]).astype(np.float32)
 

@@ -17,6 +17,7 @@ there is one, else the best of the group) and the others are flagged.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ REASONS: dict[str, str] = {
     "under": "under-exposed",
     "jpeg": "compression artefacts",
     "colour": "colours unseen in the pool (ink, stain, marker?)",
+    "ink": "marks in one flat shade (pen, marker, burnt-in overlay?)",
     "size": "odd size or aspect",
     "isolated": "unlike the rest of the pool",
     "duplicate": "near-duplicate",
@@ -50,8 +52,11 @@ _SIGNALS: dict[str, tuple[tuple[str, int, float], ...]] = {
     "over": (("log_headroom", -1, 0.05), ("clip_high", +1, 0.02)),
     "under": (("log_light", -1, 0.05), ("clip_low", +1, 0.02)),
     "jpeg": (("blockiness", +1, 0.01),),
+    "ink": (("one_shade", +1, 0.005),),
     "size": (("log_area", +1, 0.05), ("log_area", -1, 0.05), ("log_aspect", +1, 0.05), ("log_aspect", -1, 0.05)),
 }
+# Findings that name no cause of their own (over-exposed or blank images sit on one grey too): listed after the others
+_SECONDARY = frozenset({"ink"})
 # Findings that need all their parts: a bright image is over-exposed only if its whites are clipped too.
 _ALL_OF = frozenset({"over"})
 _WORDS = {
@@ -69,6 +74,7 @@ _WORDS = {
     "log_area": "size",
     "log_aspect": "aspect",
     "rare_colour": "pixels of rare colours",
+    "one_shade": "pixels of one exact shade",
     "knn_distance": "distance to its nearest neighbours",
 }
 _RARE_BIN = 1e-3  # a colour bin holding less than this share of the pool's pixels is rare
@@ -102,10 +108,17 @@ class Screening:
         return dict(Counter(k[0] for k, f in zip(self.kinds, self.flagged) if f and k))
 
 
+_MIN_MEASURED = 8  # a check measured (not NaN) on fewer images of the pool than this finds nothing
+
+
 def _robust_z(values: np.ndarray, direction: int, floor: float) -> np.ndarray:
-    med = np.median(values)
-    mad = 1.4826 * np.median(np.abs(values - med))
-    return direction * (values - med) / max(mad, floor)
+    """z of each value against the pool's median and MAD; 0 where the check was not measured (NaN)."""
+    known = values[np.isfinite(values)]
+    if len(known) < _MIN_MEASURED:
+        return np.zeros(len(values))
+    med = np.median(known)
+    mad = 1.4826 * np.median(np.abs(known - med))
+    return np.nan_to_num(direction * (values - med) / max(mad, floor), nan=0.0)
 
 
 def _unit_rows(X: np.ndarray) -> np.ndarray:
@@ -144,11 +157,21 @@ def _neighbours(U: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _local_z(x: np.ndarray, idx: np.ndarray, direction: int, floor: float) -> np.ndarray:
     """z of each value against its neighbours' median, on a scale that widens with the neighbours' spread."""
-    m = np.median(x[idx], axis=1)
-    r = x - m
-    pool_scale = max(1.4826 * float(np.median(np.abs(r))), floor)
-    spread = 1.4826 * np.median(np.abs(x[idx] - m[:, None]), axis=1)
-    return direction * r / np.sqrt(pool_scale**2 + spread**2)
+    if np.isfinite(x).all():
+        m = np.median(x[idx], axis=1)
+        r = x - m
+        pool_scale = max(1.4826 * float(np.median(np.abs(r))), floor)
+        spread = 1.4826 * np.median(np.abs(x[idx] - m[:, None]), axis=1)
+        return direction * r / np.sqrt(pool_scale**2 + spread**2)
+    if np.isfinite(x).sum() < _MIN_MEASURED:
+        return np.zeros(len(x))
+    with warnings.catch_warnings():  # neighbours none of which was measured give NaN, then 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = np.nanmedian(x[idx], axis=1)
+        r = x - m
+        pool_scale = max(1.4826 * float(np.nanmedian(np.abs(r))), floor)
+        spread = np.nan_to_num(1.4826 * np.nanmedian(np.abs(x[idx] - m[:, None]), axis=1))
+    return np.nan_to_num(direction * r / np.sqrt(pool_scale**2 + spread**2), nan=0.0)
 
 
 def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -160,6 +183,7 @@ def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[s
     """
     n = len(checks)
     col = {name: checks[:, i].astype(np.float64) for i, name in enumerate(CHECKS)}
+    col["one_shade"] = np.where(col["one_shade"] < 0, np.nan, col["one_shade"])  # −1: colour, not measured
     col["log_light"] = np.log1p(col["brightness"])
     col["log_headroom"] = np.log(256.0 - col["brightness"])
     # grey-level spread over the noise's: an image whose spread is its noise holds nothing else (blank, or drowned)
@@ -280,9 +304,8 @@ def screen(
     kinds: list[list[str]] = [[] for _ in range(n)]
     words: list[list[str]] = [[] for _ in range(n)]
     for i in range(n):
-        for j in np.argsort(-Z[i]):
-            if Z[i, j] <= threshold:
-                break
+        past = [j for j in np.argsort(-Z[i]) if Z[i, j] > threshold]
+        for j in sorted(past, key=lambda j: names[j] in _SECONDARY):  # stable: strongest first within each
             kinds[i].append(names[j])
             words[i].append(_describe(names[j], str(driver[names[j]][i]), float(Z[i, j])))
     duplicate_of = np.full(n, -1, np.int64)

@@ -133,6 +133,31 @@ def test_corruptions():
     assert set(kinds[bad]) <= set(CORRUPTIONS)
 
 
+def test_planted_pool_deals_every_kind_and_keeps_the_rare_class_clean():
+    from examine.evaluate.defects import DEFECTS, plant_defects
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (300, 24, 24), dtype=np.uint8)
+    labels = np.arange(300) % 5
+    pool = plant_defects(images, labels, n=200, fraction=0.1, rare_fraction=0.02, seed=3)
+    assert len(pool.images) == 200 and pool.bad.sum() == 20 and pool.rare.sum() == 4
+    assert set(pool.kind[pool.bad]) == set(DEFECTS) and not pool.bad[pool.rare].any()
+    for i in np.flatnonzero(pool.kind == "duplicate"):  # the copied clean image stays in the pool
+        assert ((pool.source == pool.source[i]) & ~pool.bad).sum() == 1
+
+
+def test_only_the_second_of_a_duplicate_pair_served_is_wasted():
+    from examine.evaluate.defects import PlantedPool
+    from examine.evaluate.screening import _wasted
+
+    kind = np.array(["", "", "duplicate", "blur", "", "duplicate", ""], dtype=object)
+    source = np.array([10, 11, 10, 13, 14, 14, 16])
+    pool = PlantedPool([np.zeros((2, 2), np.uint8)] * 7, kind, np.zeros(7, bool), source)
+    assert _wasted(np.array([2, 1, 4]), pool) == 0  # a copy served without its original is worth its label
+    assert _wasted(np.array([0, 2]), pool) == 1  # both of a pair: one wasted
+    assert _wasted(np.array([0, 2, 3, 4, 5, 6]), pool) == 3  # two pairs and a blurred image
+
+
 def test_pixel_pca_embedder():
     from examine.evaluate.data import LabeledSet
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from examine.datasets import corrupt, medical_tiles_with_sources
+from examine.datasets import FASHION_MNIST_DIR, corrupt, load_fashion_mnist, medical_tiles_with_sources
 from examine.image_checks import CHECKS, N_VALUES, image_checks, pool_checks, thumbnail
 from examine.ranking import rank
 from examine.screening import MAX_REFERENCE, _findings, _neighbours, _unit_rows, screen
@@ -108,6 +109,40 @@ def test_an_image_holding_nothing_but_its_noise_is_blank(ihc_tiles):
     structure = np.log(np.expm1(np.log1p(g.std())) + 1e-3) - np.log(sigma + 0.1)
     assert structure == pytest.approx(np.log(g.std()) - np.log(sigma + 0.1), abs=1e-3)
     assert abs(structure) < 0.3  # the spread of pure noise is its noise
+
+
+def test_one_shade_is_the_largest_share_at_one_mid_grey_level():
+    img = np.zeros((10, 10), np.uint8)  # 0 and 255 are clipping, not ink
+    img[:2] = 255
+    img[2:5] = 130  # 30 %
+    img[5:7] = 60  # 20 %
+    img[7, :3] = 5  # ≤ 5 is clipping too
+    assert image_checks(img)[CHECKS.index("one_shade")] == pytest.approx(0.30)
+    assert image_checks(np.full((4, 4), 250, np.uint8))[CHECKS.index("one_shade")] == 0.0
+    assert image_checks(np.repeat(img[..., None], 3, axis=2))[CHECKS.index("one_shade")] == pytest.approx(0.30)
+    colour = np.stack([img, img, np.full_like(img, 90)], axis=2)
+    assert image_checks(colour)[CHECKS.index("one_shade")] == -1.0  # not measured: colour images
+
+
+def test_grey_images_among_colour_ones_are_not_ink(ihc_tiles):
+    """One-shade statistics come from the grey images only; colour images have none to compare."""
+    grey = [np.asarray(Image.fromarray(t).convert("L").convert("RGB")) for t in ihc_tiles[60:75]]
+    s = screen(pool_checks(list(ihc_tiles[:60]) + grey))
+    assert not any("ink" in k for k in s.kinds)
+
+
+@pytest.mark.skipif(
+    not Path(FASHION_MNIST_DIR).is_dir(), reason=f"Fashion-MNIST not in {FASHION_MNIST_DIR} (make system-deps)"
+)
+def test_marker_strokes_on_grey_images_are_flagged_as_ink():
+    images, _ = load_fashion_mnist("test", limit=124)
+    rng = np.random.default_rng(4)
+    pool = list(images[:120]) + [corrupt(im, "pen", rng) for im in images[120:124]]
+    s = screen(pool_checks(pool))
+    # thin strokes on a 28-pixel image are faint evidence: ranked above 90 % of the clean images, half flagged
+    assert (s.evidence[120:] > np.quantile(s.evidence[:120], 0.9)).all()
+    inked = [i for i in range(120, 124) if s.kinds[i][:1] == ("ink",)]
+    assert len(inked) >= 2 and all(s.flagged[inked]) and "pixels of one exact shade" in s.reasons[inked[0]]
 
 
 def test_labeled_images_are_never_flagged(ihc_tiles):

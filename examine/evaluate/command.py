@@ -47,6 +47,7 @@ class EvalConfig(argparse.Namespace):
     pool_size: int = 5000
     n_value: int = 400
     n_screen: int = 1000
+    screen_pools: int = 5
     fraction: float = 0.15
     skip: list[str] = []
     out: str = "benchmarks"
@@ -113,12 +114,13 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
         t0 = time.perf_counter()
         emb = cfg.embedders[0]
         for ds in [d for d in cfg.datasets if d in SCREENING_SETS]:
-            planted = screening_pool(sets[ds], cfg.n_screen)
+            pools = [screening_pool(sets[ds], cfg.n_screen, seed=seed) for seed in range(max(1, cfg.screen_pools))]
             log(
-                f"screening: {sets[ds].name}, {len(planted.images)} held-out images, {int(planted.bad.sum())} planted defects"
+                f"screening: {sets[ds].name}, {len(pools)} pools of {len(pools[0].images)} held-out images, "
+                f"{int(pools[0].bad.sum())} planted defects each"
             )
             with single_thread():
-                ev = screening_evidence(planted, fitted[(ds, emb)], baselines=not cfg.quick, log=log)
+                ev = screening_evidence(pools, fitted[(ds, emb)], baselines=not cfg.quick, log=log)
             ev["dataset"], ev["embedder"] = sets[ds].name, f"{emb} fitted on {sets[ds].name}'s training images"
             report.screening.append(ev)
         report.timings["screening"] = time.perf_counter() - t0
@@ -199,6 +201,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             pool_size=300,
             n_value=60,
             n_screen=120,
+            screen_pools=2,
             budgets=[10, 20, 50],
             pretrain_epochs=1,
         )
@@ -266,6 +269,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-size", type=_positive, default=d.pool_size)
     p.add_argument("--n-value", type=_positive, default=d.n_value, help="images in a valuation set")
     p.add_argument("--n-screen", type=_positive, default=d.n_screen, help="held-out images per set for the screening")
+    p.add_argument(
+        "--screen-pools", type=_positive, default=d.screen_pools, help="planted pools per set (seeds 0, 1, ...)"
+    )
     p.add_argument("--skip", type=_csv(str, ("simulation", "valuation", "screening")), default=[])
     p.add_argument("--out", default=d.out, help="folder for RESULTS.md and the plots (default %(default)s)")
     p.add_argument("--cache", default=d.cache, help="folder for the pretrained encoders (reused by later runs)")

@@ -136,8 +136,10 @@ def screening_section(evidence: list[dict[str, Any]]) -> list[str]:
         "Per set, held-out images (never seen by the set's encoder) with 10 % planted defects of nine kinds "
         "(dealt in turn) and a 1 % rare clean class (the set's last class), never made defective. A method's "
         "score says how likely an image is unusable; AUROC overall and per kind (that kind against the clean "
-        "images; 0.5 = chance). Duplicates are copies of a clean image still in the pool; the screening "
-        "scores both images of a pair, keeps one and flags the other.",
+        "images; 0.5 = chance), the mean over several pools planted with different seeds. Duplicates are "
+        "copies of a clean image still in the pool; the screening scores both images of a pair, keeps one "
+        "and flags the other. Among the first 50 served, a planted defect counts as unusable, except a "
+        "near-duplicate: one image of a pair is worth its label, the second one served is wasted.",
         "",
     ]
     for ev in evidence:
@@ -145,18 +147,22 @@ def screening_section(evidence: list[dict[str, Any]]) -> list[str]:
         L += [
             f"### {ev['dataset']}",
             "",
-            f"{ev['n']} images, {ev['n_bad']} unusable, {ev['n_rare']} of the rare class; embeddings: {ev['embedder']}.",
+            f"{ev.get('pools', 1)} pools of {ev['n']} images, each {ev['n_bad']} unusable and {ev['n_rare']} of the "
+            f"rare class; embeddings: {ev['embedder']}.",
             "",
             "| method | all | " + " | ".join(kinds) + " |",
             "|---|---|" + "---|" * len(kinds),
         ]
         for name, row in ev["auroc"].items():
-            L.append(f"| {name} | **{row['all']:.3f}** | " + " | ".join(f"{row[k]:.2f}" for k in kinds) + " |")
+            low = ev.get("auroc_min", {}).get(name)
+            worst = f" (worst pool {low:.3f})" if low is not None and ev.get("pools", 1) > 1 else ""
+            L.append(f"| {name} | **{row['all']:.3f}**{worst} | " + " | ".join(f"{row[k]:.2f}" for k in kinds) + " |")
         L += ["", "| flags of | clean images flagged | rare class flagged | unusable flagged |", "|---|---|---|---|"]
         for name, sh in ev["flagged"].items():
             L.append(f"| {name} | {sh['clean']:.1%} | {sh['rare']:.1%} | {sh['unusable']:.1%} |")
-        L += ["", f"| cold-start queue | unusable among the first {FIRST} |", "|---|---|"]
-        L += [f"| {name} | {share:.0%} |" for name, share in ev["first"].items()]
+        worst = ev.get("first_worst", {})
+        L += ["", f"| cold-start queue | unusable among the first {FIRST}: mean | worst pool |", "|---|---|---|"]
+        L += [f"| {name} | {share:.1%} | {worst.get(name, share):.0%} |" for name, share in ev["first"].items()]
         if ev.get("examples"):
             L += ["", "Reasons given (first flagged images): " + "; ".join(f"#{i}: {r}" for i, r in ev["examples"][:3])]
         L.append("")

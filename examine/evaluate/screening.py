@@ -5,7 +5,9 @@ On each set a pool of held-out images (never seen by the set's encoder) gets
 rare clean class.  Every method gives a per-image "likely unusable" score; the
 figures are AUROC overall and per kind (that kind against the clean images), the
 share of clean and of rare-class images flagged, and the share of unusable images
-among the first 50 of the cold-start queue, with and without the screening.
+among the first 50 of the cold-start queue, with and without the screening; each
+over several pools planted with different seeds (one pool's 50 hold too few
+defects to tell 2 % from 4 %).
 """
 
 from __future__ import annotations
@@ -44,9 +46,19 @@ def _rgb(images: list[np.ndarray]) -> np.ndarray:
     return np.stack([np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images])
 
 
-def _first_unusable(Z: np.ndarray, bad: np.ndarray, deferred: np.ndarray | None) -> float:
+def _wasted(head: np.ndarray, pool: PlantedPool) -> int:
+    """Unusable images in ``head`` (served rows): planted defects, except that of a near-duplicate
+    pair only the second one served is wasted (one of the two is worth its label)."""
+    wasted = int(np.sum(pool.bad[head] & (pool.kind[head] != "duplicate")))
+    src = pool.source[head]
+    for s in np.unique(src[pool.kind[head] == "duplicate"]):
+        wasted += int(np.sum(src == s)) - 1
+    return wasted
+
+
+def _first_unusable(Z: np.ndarray, pool: PlantedPool, deferred: np.ndarray | None) -> float:
     order = rank(Z, policy=DEFAULT_POLICY, deferred=deferred).order
-    return float(bad[order[:FIRST]].mean())
+    return _wasted(order[:FIRST], pool) / FIRST
 
 
 def _deferred(flagged: np.ndarray, badness: np.ndarray) -> np.ndarray:
@@ -54,14 +66,9 @@ def _deferred(flagged: np.ndarray, badness: np.ndarray) -> np.ndarray:
     return rows[np.argsort(badness[rows], kind="stable")]
 
 
-def screening_evidence(
-    pool: PlantedPool,
-    embed: Callable[[np.ndarray], np.ndarray],
-    *,
-    baselines: bool = True,
-    log: Callable[[str], None] = print,
+def _one_pool(
+    pool: PlantedPool, embed: Callable[[np.ndarray], np.ndarray], baselines: bool, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Scores, AUROC, flag shares and the queue's first 50 for every method on one planted pool."""
     bad, kind, rare = pool.bad, pool.kind, pool.rare
     Z = np.asarray(embed(_rgb(pool.images)), np.float64)
     checks = pool_checks(pool.images)
@@ -86,30 +93,72 @@ def screening_evidence(
         scores["cleanvision"], flags["cleanvision"] = cv["overall"], cv["flagged"]
         scores["cleanlab"], flags["cleanlab"] = cl["overall"], cl["flagged"]
     table: dict[str, dict[str, float]] = {}
-    for name, s in scores.items():
-        row = {"all": auroc(s, bad)}
+    for name, sc in scores.items():
+        row = {"all": auroc(sc, bad)}
         for k in DEFECTS:
             sel = (kind == k) | ~bad
-            row[k] = auroc(s[sel], bad[sel])
+            row[k] = auroc(sc[sel], bad[sel])
         table[name] = row
-    shares = {
+    counts = {
         name: {
-            "clean": float(f[~bad].mean()),
-            "rare": float(f[rare].mean()) if rare.any() else float("nan"),
-            "unusable": float(f[bad].mean()),
+            "clean": (int(f[~bad].sum()), int((~bad).sum())),
+            "rare": (int(f[rare].sum()), int(rare.sum())),
+            "unusable": (int(f[bad].sum()), int(bad.sum())),
         }
         for name, f in flags.items()
     }
-    first = {"random (expected)": float(bad.mean()), "no screening": _first_unusable(Z, bad, None)}
+    first = {"random (expected)": float(bad.mean()), "no screening": _first_unusable(Z, pool, None)}
     for name, f in flags.items():
-        first[f"deferring {name}'s flags"] = _first_unusable(Z, bad, _deferred(f, scores[name]))
+        first[f"deferring {name}'s flags"] = _first_unusable(Z, pool, _deferred(f, scores[name]))
     return {
-        "n": len(bad),
-        "n_bad": int(bad.sum()),
-        "n_rare": int(rare.sum()),
         "auroc": table,
+        "counts": counts,
+        "first": first,
+        "findings": ours.counts(),
+        "examples": [(int(i), ours.reasons[i]) for i in np.flatnonzero(ours.flagged)[:5]],
+    }
+
+
+def screening_evidence(
+    pools: list[PlantedPool],
+    embed: Callable[[np.ndarray], np.ndarray],
+    *,
+    baselines: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Scores, AUROC, flag shares and the queue's first 50 for every method, over planted pools of one set.
+
+    AUROC is the mean over the pools; flag shares count every pool's images together; the
+    queue's first 50 give the mean unusable share and the worst pool's.
+    """
+    if not pools:
+        raise ValueError("screening evidence needs at least one planted pool")
+    runs = []
+    for j, pool in enumerate(pools):
+        log(f"  pool {j + 1}/{len(pools)}")
+        runs.append(_one_pool(pool, embed, baselines, log))
+    methods = list(runs[0]["auroc"])
+    columns = list(runs[0]["auroc"][methods[0]])
+    table = {m: {c: float(np.mean([r["auroc"][m][c] for r in runs])) for c in columns} for m in methods}
+    shares = {
+        m: {
+            g: (sum(r["counts"][m][g][0] for r in runs) / max(1, sum(r["counts"][m][g][1] for r in runs)))
+            for g in ("clean", "rare", "unusable")
+        }
+        for m in runs[0]["counts"]
+    }
+    first = {q: float(np.mean([r["first"][q] for r in runs])) for q in runs[0]["first"]}
+    worst = {q: float(np.max([r["first"][q] for r in runs])) for q in runs[0]["first"]}
+    return {
+        "pools": len(pools),
+        "n": len(pools[0].bad),
+        "n_bad": int(pools[0].bad.sum()),
+        "n_rare": int(pools[0].rare.sum()),
+        "auroc": table,
+        "auroc_min": {m: float(np.min([r["auroc"][m]["all"] for r in runs])) for m in methods},
         "flagged": shares,
         "first": first,
-        "counts": ours.counts(),
-        "examples": [(i, ours.reasons[i]) for i in np.flatnonzero(ours.flagged)[:5]],
+        "first_worst": worst,
+        "counts": runs[0]["findings"],
+        "examples": runs[0]["examples"],
     }
