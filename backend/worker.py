@@ -259,7 +259,7 @@ class ProjectWorker:
                 self._pretrain(images)
 
     def _pretrain(self, images: list[np.ndarray]) -> None:
-        from examine.mae import auto_epochs, default_pretrain_config, pretrain
+        from examine.mae import default_pretrain_config, pretrain, sized_config
 
         if self.state.encoder_version is not None:
             self._problem(
@@ -277,7 +277,8 @@ class ProjectWorker:
             log.info("project %s: using the pretrained encoder %s", self.pid, enc_cfg.model)
             return
         _, cfg = default_pretrain_config(self.settings.device)
-        cfg = replace(cfg, epochs=self.settings.pretrain_epochs or auto_epochs(len(images)))
+        cfg = sized_config(cfg, len(images))
+        cfg = replace(cfg, epochs=self.settings.pretrain_epochs or cfg.epochs)
         log.info("project %s: pretraining the MAE on %d images for %d epochs", self.pid, len(images), cfg.epochs)
         pretrain(
             images,

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", default="fashion-mnist,medical-tiles")
     p.add_argument("--variants", default=default, help=f"comma-separated IMG/PATCH/POOL[/MASK] (default {default})")
     p.add_argument("--epochs", type=int, default=0, help="epochs (default: the recipe's for the set size)")
+    p.add_argument("--batch-size", type=int, default=0, help="MAE batch size (default: the recipe's for the set size)")
     p.add_argument("--n-train", type=int, default=5000)
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--blocks", default="", help="comma-separated earlier blocks to read out too, e.g. 8,10 (of 12)")
@@ -80,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             img, patch, pool, *mask = spec.split("/")
             enc_cfg = replace(CPU_ENCODER, img_size=int(img), patch_size=int(patch), pool=pool)
             _, cfg = default_pretrain_config("cpu", n_images=len(data.train))
-            cfg = replace(cfg, epochs=a.epochs or cfg.epochs, mask_ratio=float(mask[0]) if mask else cfg.mask_ratio)
+            cfg = replace(
+                cfg,
+                epochs=a.epochs or cfg.epochs,
+                batch_size=a.batch_size or cfg.batch_size,
+                mask_ratio=float(mask[0]) if mask else cfg.mask_ratio,
+            )
             rnd = create_encoder(enc_cfg)
             r = _probe(embed_arrays(_rgb(data.train), rnd), embed_arrays(_rgb(data.test), rnd), data)
             t0 = time.perf_counter()
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             secs = time.perf_counter() - t0
             m = _probe(embed_arrays(_rgb(data.train), enc), embed_arrays(_rgb(data.test), enc), data)
             print(
-                f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs in {secs:.0f} s, "
+                f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs of batch {cfg.batch_size} "
+                f"in {secs:.0f} s, "
                 f"{cfg.epochs * len(data.train) / secs:.0f} img/s, loss {losses[0]:.3f} → {losses[-1]:.3f}"
             )
             for block in [int(b) for b in a.blocks.split(",") if b]:

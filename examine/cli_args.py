@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from examine.encoder import EncoderConfig
-from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, recipe_encoder_config
+from examine.mae import PretrainConfig, auto_batch_size, auto_epochs, default_pretrain_config, recipe_encoder_config
 
 if TYPE_CHECKING:
     from examine.phases import Phases
@@ -101,7 +101,8 @@ def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) ->
         return None
     _, base = default_pretrain_config(args.device)
     epochs = args.epochs or (auto_epochs(n_images) if n_images else base.epochs)
-    return replace(base, epochs=epochs, seed=args.seed, batch_size=args.batch_size or base.batch_size)
+    batch = args.batch_size or (auto_batch_size(n_images, base.batch_size) if n_images else base.batch_size)
+    return replace(base, epochs=epochs, seed=args.seed, batch_size=batch)
 
 
 def rank_folder_from_args(

@@ -13,6 +13,7 @@ centre crop, then ImageNet normalisation.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import cast
 
@@ -20,7 +21,7 @@ import torch
 
 from examine.encoder import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["jpeg_size", "nvjpeg_decode", "square_batch", "MAX_GPU_PIXELS"]
+__all__ = ["jpeg_size", "nvjpeg_decode", "square_batch", "fit_within", "MAX_GPU_PIXELS"]
 
 #: Larger JPEGs are decoded on the CPU (memory of a full batch of them on the GPU).
 MAX_GPU_PIXELS = 4096 * 4096
@@ -74,17 +75,20 @@ def nvjpeg_decode(datas: Sequence[bytes], device: torch.device) -> list[torch.Te
     if not datas:
         return []
     inputs = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-    try:
-        out = decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device)
-        return list(out)
-    except Exception:
-        pass
-    result: list[torch.Tensor | None] = []
-    for x in inputs:
+    # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec; they still are its batched
+    # nvJPEG entry point, so the notice (one per call) is silenced here rather than shown to every user
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
         try:
-            result.append(decode_jpeg(x, mode=ImageReadMode.RGB, device=device))
+            return list(decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device))
         except Exception:
-            result.append(None)
+            pass
+        result: list[torch.Tensor | None] = []
+        for x in inputs:
+            try:
+                result.append(decode_jpeg(x, mode=ImageReadMode.RGB, device=device))
+            except Exception:
+                result.append(None)
     return result
 
 
@@ -139,3 +143,17 @@ def square_images(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
             return res
         out[torch.tensor(idx, device=device)] = res
     return out
+
+
+def fit_within(image: torch.Tensor, max_side: int) -> torch.Tensor:
+    """A (3, H, W) uint8 image shrunk (bilinear, antialiased) so that its longer side is at most ``max_side``,
+    on its own device; returned as is when it already fits."""
+    import torch.nn.functional as F
+
+    h, w = image.shape[1:]
+    if max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    t = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return t[0].round_().clamp_(0, 255).to(torch.uint8)

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from examine.embed import EmbedReport, embed_sources, path_sources
 from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name, saved_version
 from examine.file_index import file_stamp
 from examine.images import ImageLoadError, list_images, load_image
-from examine.mae import PretrainConfig, auto_epochs, default_pretrain_config, pretrain
+from examine.mae import PretrainConfig, default_pretrain_config, pretrain, sized_config
 from examine.phases import Phases
 from examine.probe import Probe
 from examine.ranking import DEFAULT_POLICY, rank
@@ -143,13 +143,19 @@ def pretrain_on(
     """MAE-pretrain the default recipe (or the given configs) on the readable images of ``paths``."""
     default_enc, default_cfg = default_pretrain_config(device)
     enc_cfg = encoder_config or default_enc
-    images, errors = load_training_images(paths, enc_cfg.img_size)
+    from examine.device import resolve_device
+
+    on_gpu = resolve_device(device).type == "cuda"  # JPEGs through nvJPEG, as the embedding reads them
+    images, errors = load_training_images(paths, enc_cfg.img_size, decode_device="cuda" if on_gpu else None)
     for err in errors:
         log(f"skipped {err}")
     if len(images) < 2:
         raise PipelineError(f"only {len(images)} readable image(s); MAE pretraining needs at least 2")
-    cfg = pretrain_config or replace(default_cfg, epochs=auto_epochs(len(images)))
-    log(f"pretraining {enc_cfg.model} at {enc_cfg.img_size}px on {len(images)} images for {cfg.epochs} epochs")
+    cfg = pretrain_config or sized_config(default_cfg, len(images))
+    log(
+        f"pretraining {enc_cfg.model} at {enc_cfg.img_size}px on {len(images)} images for {cfg.epochs} epochs "
+        f"(batches of {min(cfg.batch_size, len(images))})"
+    )
     encoder, losses = pretrain(images, out_dir, cfg, encoder_config=enc_cfg, device=device)
     log(f"MAE loss {losses[0]:.4f} → {losses[-1]:.4f}; encoder {encoder.version} saved in {out_dir}")
     return encoder

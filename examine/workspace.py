@@ -107,12 +107,20 @@ class Workspace:
 
 
 def load_training_images(
-    paths: Sequence[str | Path], img_size: int, *, progress: bool = True, workers: int | None = None
+    paths: Sequence[str | Path],
+    img_size: int,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    decode_device: str | None = None,
 ) -> tuple[list[np.ndarray], list[ImageLoadError]]:
     """Decode images for pretraining (downscaled to at most 2× the model's size); bad ones are reported.
 
     Decoding runs in ``workers`` processes (default: one per CPU core, at most 16;
-    0: in this process), in order.
+    0: in this process). With ``decode_device`` (``"cuda"``: nvJPEG, the embedder's
+    decoder) the JPEGs it decodes like Pillow are decoded there in batches, shrunk on
+    the device and copied back; every other file goes to the processes. Images come
+    back in the order of ``paths``.
     """
     import os
 
@@ -124,23 +132,64 @@ def load_training_images(
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         workers = min(16, cpus)
     pool = DecodePool(workers if len(paths) > 8 else 0)
-    images: list[np.ndarray] = []
-    errors: list[ImageLoadError] = []
+    results: list[tuple[np.ndarray | None, ImageLoadError | None]] = [(None, None)] * len(paths)
     bar = tqdm(total=len(paths), desc="reading images", unit="img", disable=not progress)
     step = 1024
     waiting = None
     for s in range(0, len(paths) + step, step):  # one block decoding while the previous is collected
-        part = [(str(p), str(p)) for p in paths[s : s + step]]
-        started = pool.submit(decode_training_file, part, img_size) if part else None
+        rows = list(range(s, min(s + step, len(paths))))
+        if decode_device is not None and rows:
+            done = _decode_on_device([paths[i] for i in rows], img_size, decode_device)
+            for i, img in zip(rows, done):
+                if img is not None:
+                    results[i] = (img, None)
+            bar.update(sum(img is not None for img in done))
+            rows = [i for i, img in zip(rows, done) if img is None]
+        part = [(str(paths[i]), str(paths[i])) for i in rows]
+        started = (rows, pool.submit(decode_training_file, part, img_size)) if part else None
         if waiting is not None:
-            results = waiting()
-            for img, err in results:
-                if err is None:
-                    assert img is not None  # a decoder returns an image or an error
-                    images.append(img)
-                else:
-                    errors.append(err)
-            bar.update(len(results))
+            got = waiting[1]()
+            for i, r in zip(waiting[0], got):
+                results[i] = r
+            bar.update(len(got))
         waiting = started
     bar.close()
+    images: list[np.ndarray] = []
+    errors: list[ImageLoadError] = []
+    for img, err in results:
+        if err is not None:
+            errors.append(err)
+        else:
+            assert img is not None  # a decoder returns an image or an error
+            images.append(img)
     return images, errors
+
+
+_DEVICE_BATCH = 256
+
+
+def _decode_on_device(paths: Sequence[str | Path], img_size: int, device: str) -> list[np.ndarray | None]:
+    """Each file decoded on ``device`` and shrunk to at most 2× ``img_size``, as (H, W, 3) uint8; None for
+    a file to decode on the CPU instead (not a JPEG nvJPEG decodes like Pillow, unreadable, refused)."""
+    import torch
+
+    from examine.gpu_decode import fit_within, jpeg_size, nvjpeg_decode
+
+    out: list[np.ndarray | None] = [None] * len(paths)
+    datas: list[tuple[int, bytes]] = []
+    for i, p in enumerate(paths):
+        try:
+            data = Path(p).read_bytes()
+        except OSError:
+            continue  # the CPU decoder reports it with its reason
+        if jpeg_size(data) is not None:
+            datas.append((i, data))
+    dev = torch.device(device)
+    for s in range(0, len(datas), _DEVICE_BATCH):
+        chunk = datas[s : s + _DEVICE_BATCH]
+        decoded = nvjpeg_decode([d for _, d in chunk], dev)
+        shrunk = [fit_within(t, 2 * img_size) if t is not None else None for t in decoded]
+        for (i, _), t in zip(chunk, shrunk):
+            if t is not None:
+                out[i] = np.ascontiguousarray(t.permute(1, 2, 0).cpu().numpy())
+    return out

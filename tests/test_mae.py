@@ -118,3 +118,15 @@ def test_stored_configs_compare_as_json():
 
     # a tuple-valued config field (e.g. EncoderConfig.model_kwargs) reads back from JSON as a list
     assert _as_json({"model_kwargs": (("init_values", 0.1),)}) == {"model_kwargs": [["init_values", 0.1]]}
+
+
+def test_the_recipe_sizes_epochs_and_batches_with_the_folder():
+    from examine.mae import CPU_PRETRAIN, CPU_SAMPLES, auto_batch_size, default_pretrain_config, sized_config
+
+    assert auto_batch_size(100, 128) == 33 and auto_batch_size(10, 128) == 16  # ≥ 3 steps per epoch, ≥ 16 a batch
+    assert auto_batch_size(1_000, 128) == 128 and auto_batch_size(50_000, 256) == 256  # large folders: the recipe's
+    small = sized_config(CPU_PRETRAIN, 100)
+    assert (small.epochs, small.batch_size, small.base_lr) == (100, 33, CPU_PRETRAIN.base_lr)
+    big = sized_config(CPU_PRETRAIN, 6_000)
+    assert (big.epochs, big.batch_size) == (CPU_SAMPLES // 6_000, CPU_PRETRAIN.batch_size)
+    assert default_pretrain_config("cpu", n_images=100)[1] == small
