@@ -89,7 +89,7 @@ class Screener:
         Rows without checks are not screened.
         """
         checks, measured = self.backend.workspace.checks(keys)
-        result = screen(checks, X, labeled=labeled | ~measured)
+        result = screen(checks, X, labeled=labeled | ~measured, names=[f"task {t}" for t in task_ids])
         with self.state.lock:
             for tid, flagged, reason in zip(task_ids, result.flagged, result.reasons):
                 info = self.state.tasks.get(tid)

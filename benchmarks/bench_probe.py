@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=0, help="epochs (default: the recipe's for the set size)")
     p.add_argument("--batch-size", type=int, default=0, help="MAE batch size (default: the recipe's for the set size)")
     p.add_argument("--n-train", type=int, default=5000)
+    p.add_argument(
+        "--seeds", type=int, default=1, help="MAE pretraining seeds per variant (the probe's mean is printed)"
+    )
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--blocks", default="", help="comma-separated earlier blocks to read out too, e.g. 8,10 (of 12)")
     a = p.parse_args(argv)
@@ -89,17 +92,28 @@ def main(argv: list[str] | None = None) -> int:
             )
             rnd = create_encoder(enc_cfg)
             r = _probe(embed_arrays(_rgb(data.train), rnd), embed_arrays(_rgb(data.test), rnd), data)
-            t0 = time.perf_counter()
-            enc, losses = pretrain(
-                _rgb(data.train), tempfile.mkdtemp(), cfg, encoder_config=enc_cfg, device="cpu", progress=False
-            )
-            secs = time.perf_counter() - t0
-            m = _probe(embed_arrays(_rgb(data.train), enc), embed_arrays(_rgb(data.test), enc), data)
-            print(
-                f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs of batch {cfg.batch_size} "
-                f"in {secs:.0f} s, "
-                f"{cfg.epochs * len(data.train) / secs:.0f} img/s, loss {losses[0]:.3f} → {losses[-1]:.3f}"
-            )
+            probes = []
+            for seed in range(max(1, a.seeds)):
+                t0 = time.perf_counter()
+                enc, losses = pretrain(
+                    _rgb(data.train),
+                    tempfile.mkdtemp(),
+                    replace(cfg, seed=seed),
+                    encoder_config=enc_cfg,
+                    device="cpu",
+                    progress=False,
+                )
+                secs = time.perf_counter() - t0
+                m = _probe(embed_arrays(_rgb(data.train), enc), embed_arrays(_rgb(data.test), enc), data)
+                probes.append(m)
+                print(
+                    f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs of batch "
+                    f"{cfg.batch_size}, seed {seed}, in {secs:.0f} s, "
+                    f"{cfg.epochs * len(data.train) / secs:.0f} img/s, loss {losses[0]:.3f} → {losses[-1]:.3f}",
+                    flush=True,
+                )
+            if a.seeds > 1:
+                print(f"  MAE {spec:<18} mean probe over {a.seeds} seeds {np.mean(probes):.3f} ± {np.std(probes):.3f}")
             for block in [int(b) for b in a.blocks.split(",") if b]:
                 tr, te = _rgb(data.train), _rgb(data.test)
                 mb = _probe(block_embeddings(enc, tr, block), block_embeddings(enc, te, block), data)

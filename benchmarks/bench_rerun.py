@@ -3,7 +3,10 @@
 1. first run: every file read, hashed, decoded and embedded;
 2. re-run: every file unchanged and stored (the file index answers, no file is read);
 3. re-run without the file index (``store/files.tsv`` moved aside): every file read and hashed again, as before
-   the index existed.
+   the index existed;
+
+and with ``--rank``, first of all ``examine rank`` from nothing (the device's MAE recipe pretrained on the folder,
+then embedding and the queue) in its own model directory, with its phase table (``--json``).
 
     .venv/bin/python benchmarks/bench_rerun.py                          # CPU: 4,000 tiles, vit_tiny@32
     python benchmarks/bench_rerun.py --device cuda --images 32768 --model vit_base_patch16_224 --img-size 224
@@ -35,7 +38,7 @@ def _run(cmd: list[str]) -> tuple[float, str]:
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     lines = done.stdout.strip().splitlines()
-    said = [ln for ln in lines if ln.startswith(("embedded", "phases"))]
+    said = [ln for ln in lines if ln.startswith(("embedded", "phases", "ranked"))]
     return time.perf_counter() - t0, "\n    ".join(said)
 
 
@@ -48,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tiles-dir", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--rank", action="store_true", help="also time `examine rank` from nothing, with its phases")
     a = ap.parse_args(argv)
     print(machine(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
@@ -55,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     have = len(list(tiles.glob("*.jpg"))) if tiles.is_dir() else 0
     if have < a.images:
         write_medical_tiles(tiles, a.images, size=256, fmt="jpg")
+    ranked: dict = {}
+    if a.rank:
+        phases = work / "rank_phases.json"
+        cmd = [sys.executable, "-m", "examine", "rank", str(tiles), "--model-dir", str(work / "rank-model")]
+        secs, said = _run([*cmd, "-o", str(work / "ranking.csv"), "--device", a.device, "--json", str(phases)])
+        ranked = {"rank_from_nothing_s": round(secs, 2), "rank_phases": json.loads(phases.read_text())}
+        print(f"rank from nothing {secs:7.2f} s\n    {said}", flush=True)
     patch = a.patch_size or (8 if a.img_size <= 64 else 16)
     model_dir = work / "model"
     create_encoder(EncoderConfig(a.model, img_size=a.img_size, patch_size=patch), seed=0).save(model_dir / "encoder")
@@ -81,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "first_s": round(first, 2),
             "rerun_s": round(again, 2),
             "rerun_without_index_s": round(without, 2),
+            **ranked,
         }
         path.write_text(json.dumps(data, indent=2))
     shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from examine.encoder import EncoderConfig
-from examine.mae import PretrainConfig, auto_batch_size, auto_epochs, default_pretrain_config, recipe_encoder_config
+from examine.mae import PretrainConfig, default_pretrain_config, recipe_encoder_config, sized_config
 
 if TYPE_CHECKING:
     from examine.phases import Phases
@@ -100,9 +100,11 @@ def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) ->
     if not (args.epochs or args.seed or args.batch_size):
         return None
     _, base = default_pretrain_config(args.device)
-    epochs = args.epochs or (auto_epochs(n_images) if n_images else base.epochs)
-    batch = args.batch_size or (auto_batch_size(n_images, base.batch_size) if n_images else base.batch_size)
-    return replace(base, epochs=epochs, seed=args.seed, batch_size=batch)
+    if n_images:
+        base = sized_config(base, n_images)  # the CPU sample budget, as examine/pipeline.py's pretrain_on
+    return replace(
+        base, epochs=args.epochs or base.epochs, seed=args.seed, batch_size=args.batch_size or base.batch_size
+    )
 
 
 def rank_folder_from_args(

@@ -23,6 +23,10 @@ from examine.encoder import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["jpeg_size", "nvjpeg_decode", "square_batch", "fit_within", "MAX_GPU_PIXELS"]
 
+# torchvision 0.29 marks its decoders deprecated in favour of TorchCodec; they still are its batched nvJPEG
+# entry point, so that one notice (raised at every call) is filtered once here, not shown to every user
+warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+
 #: Larger JPEGs are decoded on the CPU (memory of a full batch of them on the GPU).
 MAX_GPU_PIXELS = 4096 * 4096
 _SOF_OK = (0xC0, 0xC1)  # baseline and extended sequential Huffman
@@ -75,20 +79,16 @@ def nvjpeg_decode(datas: Sequence[bytes], device: torch.device) -> list[torch.Te
     if not datas:
         return []
     inputs = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-    # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec; they still are its batched
-    # nvJPEG entry point, so the notice (one per call) is silenced here rather than shown to every user
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+    try:
+        return list(decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device))
+    except Exception:
+        pass
+    result: list[torch.Tensor | None] = []
+    for x in inputs:
         try:
-            return list(decode_jpeg(inputs, mode=ImageReadMode.RGB, device=device))
+            result.append(decode_jpeg(x, mode=ImageReadMode.RGB, device=device))
         except Exception:
-            pass
-        result: list[torch.Tensor | None] = []
-        for x in inputs:
-            try:
-                result.append(decode_jpeg(x, mode=ImageReadMode.RGB, device=device))
-            except Exception:
-                result.append(None)
+            result.append(None)
     return result
 
 

@@ -72,7 +72,7 @@ def _blockiness(g: np.ndarray) -> float:
     return float(np.log(np.mean(ratios))) if ratios else 0.0
 
 
-def _one_shade(image: np.ndarray, levels: np.ndarray) -> float:
+def _one_shade(image: np.ndarray) -> float:
     """Largest share of pixels at one exact mid grey level (6–249), for grey images (also grey ones
     stored as RGB); −1 (not measured) for colour images, where ink shows as a colour the pool lacks.
 
@@ -84,6 +84,8 @@ def _one_shade(image: np.ndarray, levels: np.ndarray) -> float:
         rgb = image[..., :3].astype(np.int16)
         if np.abs(rgb[..., 0] - rgb[..., 1]).max() > 2 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 2:
             return -1.0
+        image = image[..., 1]  # the exact grey levels (the weighted grey of R = G = B rounds some down)
+    levels = np.bincount(image.ravel(), minlength=256) / image.size
     return float(levels[6:250].max(initial=0.0))
 
 
@@ -120,8 +122,7 @@ def image_checks(image: np.ndarray) -> np.ndarray:
         sigma = np.sqrt(np.pi / 2) / 6 * float(np.abs(_filter3(crop, _IMMERKAER)).mean())
     else:
         focus, sigma = float(np.log(1e-3)), 0.0
-    levels = np.bincount(np.clip(g, 0, 255).astype(np.int64).ravel(), minlength=256) / g.size
-    hist = levels.reshape(64, 4).sum(axis=1)
+    hist = np.bincount(np.clip(g, 0, 255).astype(np.int64).ravel() // 4, minlength=64) / g.size
     nz = hist[hist > 0]
     rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
     q = (rgb.astype(np.int64) * COLOUR_LEVELS) // 256
@@ -139,7 +140,7 @@ def image_checks(image: np.ndarray) -> np.ndarray:
         _blockiness(crop),
         float(np.log(h * w)),
         float(np.log(w / h)),
-        _one_shade(image, levels),
+        _one_shade(image),
     ]
     return np.concatenate([np.asarray(scalars, np.float32), colour / g.size, thumbnail(g)]).astype(np.float32)
 

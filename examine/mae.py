@@ -549,7 +549,7 @@ def auto_epochs(n_images: int, *, cuda: bool = False) -> int:
 
 
 def auto_batch_size(n_images: int, batch_size: int) -> int:
-    """The recipe's batch size, cut for a small folder so that an epoch holds at least three steps.
+    """The recipe's batch size, cut for a small folder to about a third of it (batches of at least 16).
 
     With 100 images and batches of 128 an epoch is a single step and 100 epochs are 100 steps: the MAE
     barely moves from its random start, and on 8 × 8 digits its embedding fell below pixel PCA (probe
@@ -559,7 +559,11 @@ def auto_batch_size(n_images: int, batch_size: int) -> int:
 
 
 def sized_config(cfg: PretrainConfig, n_images: int, *, cuda: bool = False) -> PretrainConfig:
-    """``cfg`` with the epochs (:func:`auto_epochs`) and batch size (:func:`auto_batch_size`) for ``n_images``."""
+    """``cfg`` with the epochs (:func:`auto_epochs`) and batch size (:func:`auto_batch_size`) for ``n_images``.
+
+    ``examine rank``/``pretrain`` and the backend keep the CPU sample budget on CUDA too (``cuda=False``):
+    a first ranking in seconds there; "Start training" or ``--epochs`` pretrains further.
+    """
     return replace(cfg, epochs=auto_epochs(n_images, cuda=cuda), batch_size=auto_batch_size(n_images, cfg.batch_size))
 
 

@@ -313,7 +313,9 @@ def rank_folder(
     with ph.phase("screening"):
         ws.measure((k, partial(load_image, paths[i])) for k, i in zip(keys, ok))  # an unreadable one: not screened
         checks, measured = ws.checks(keys)
-        screening = screen(checks, X, labeled=labeled | ~measured)
+        root = Path(folder)
+        names = [str(paths[i].relative_to(root)) if paths[i].is_relative_to(root) else str(paths[i]) for i in ok]
+        screening = screen(checks, X, labeled=labeled | ~measured, names=names)
     deferred = screening.deferred()
     if len(deferred):
         log(f"{len(deferred)} images flagged as unusable (served last): {screening.counts()}")

@@ -17,8 +17,8 @@ there is one, else the best of the group) and the others are flagged.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +94,7 @@ class Screening:
     quality: np.ndarray  #: (n,) in [0, 1]; 1: nothing unusual
     evidence: np.ndarray  #: (n,) robust z of the strongest finding
     flagged: np.ndarray  #: (n,) bool: served after the clean pool
-    kinds: tuple[tuple[str, ...], ...]  #: findings past the threshold, strongest first (keys of REASONS)
+    kinds: tuple[tuple[str, ...], ...]  #: findings past the threshold, strongest first, "ink" last (keys of REASONS)
     reasons: tuple[str, ...]  #: the findings in words ('' when none)
     duplicate_of: np.ndarray  #: (n,) index of the near-duplicate kept in its place, −1 if none
 
@@ -104,17 +104,17 @@ class Screening:
         return rows[np.argsort(-self.quality[rows], kind="stable")]
 
     def counts(self) -> dict[str, int]:
-        """Flagged images by their strongest finding."""
+        """Flagged images by their first finding (the strongest, a more specific one before "ink")."""
         return dict(Counter(k[0] for k, f in zip(self.kinds, self.flagged) if f and k))
 
 
-_MIN_MEASURED = 8  # a check measured (not NaN) on fewer images of the pool than this finds nothing
+_MIN_MEASURED = 8  # a check that some images lack (NaN) finds nothing unless this many of the pool have it
 
 
 def _robust_z(values: np.ndarray, direction: int, floor: float) -> np.ndarray:
     """z of each value against the pool's median and MAD; 0 where the check was not measured (NaN)."""
     known = values[np.isfinite(values)]
-    if len(known) < _MIN_MEASURED:
+    if len(known) < len(values) and len(known) < _MIN_MEASURED:
         return np.zeros(len(values))
     med = np.median(known)
     mad = 1.4826 * np.median(np.abs(known - med))
@@ -156,22 +156,28 @@ def _neighbours(U: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _local_z(x: np.ndarray, idx: np.ndarray, direction: int, floor: float) -> np.ndarray:
-    """z of each value against its neighbours' median, on a scale that widens with the neighbours' spread."""
+    """z of each value against its neighbours' median, on a scale that widens with the neighbours' spread.
+
+    Where the check was not measured on some images (NaN), an image is compared only when it and at
+    least half of its neighbours were measured; the others get 0.
+    """
     if np.isfinite(x).all():
         m = np.median(x[idx], axis=1)
         r = x - m
         pool_scale = max(1.4826 * float(np.median(np.abs(r))), floor)
         spread = 1.4826 * np.median(np.abs(x[idx] - m[:, None]), axis=1)
         return direction * r / np.sqrt(pool_scale**2 + spread**2)
-    if np.isfinite(x).sum() < _MIN_MEASURED:
-        return np.zeros(len(x))
-    with warnings.catch_warnings():  # neighbours none of which was measured give NaN, then 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        m = np.nanmedian(x[idx], axis=1)
-        r = x - m
-        pool_scale = max(1.4826 * float(np.nanmedian(np.abs(r))), floor)
-        spread = np.nan_to_num(1.4826 * np.nanmedian(np.abs(x[idx] - m[:, None]), axis=1))
-    return np.nan_to_num(direction * r / np.sqrt(pool_scale**2 + spread**2), nan=0.0)
+    out = np.zeros(len(x))
+    near = x[idx]
+    ok = np.isfinite(x) & (2 * np.isfinite(near).sum(axis=1) >= idx.shape[1])
+    if ok.sum() < _MIN_MEASURED:
+        return out
+    m = np.nanmedian(near[ok], axis=1)
+    r = x[ok] - m
+    pool_scale = max(1.4826 * float(np.median(np.abs(r))), floor)
+    spread = 1.4826 * np.nanmedian(np.abs(near[ok] - m[:, None]), axis=1)
+    out[ok] = direction * r / np.sqrt(pool_scale**2 + spread**2)
+    return out
 
 
 def _findings(checks: np.ndarray, embeddings: np.ndarray | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -280,34 +286,38 @@ def screen(
     embeddings: np.ndarray | None = None,
     *,
     labeled: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
     threshold: float = THRESHOLD,
 ) -> Screening:
     """Screen a pool: ``checks`` from :func:`examine.image_checks.pool_checks` (n, N_VALUES), optional ``embeddings`` (n, d).
 
     ``labeled`` (bool, n) marks images that already have an annotation: an
     annotation says the image is usable, so they are never flagged, and a labeled
-    image is the one kept from its group of near-duplicates.
+    image is the one kept from its group of near-duplicates. ``names`` (n) name the
+    images in the reasons (e.g. "near-duplicate: a copy of task 12"; default "#<row>").
     """
     checks = np.asarray(checks, np.float32)
     if checks.ndim != 2 or checks.shape[1] != N_VALUES:
         raise ValueError(f"checks must be (n, {N_VALUES}) from image_checks, got {checks.shape}")
     n = len(checks)
+    if names is not None and len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} images")
     if embeddings is not None and len(embeddings) != n:
         raise ValueError(f"{len(embeddings)} embeddings for {n} images")
     usable = np.zeros(n, bool) if labeled is None else np.asarray(labeled, bool)
     if n == 0:
         return Screening(np.ones(0), np.zeros(0), np.zeros(0, bool), (), (), np.zeros(0, np.int64))
     z, driver = _findings(checks, embeddings)
-    names = list(z)
-    Z = np.stack([z[f] for f in names], axis=1)
+    found = list(z)
+    Z = np.stack([z[f] for f in found], axis=1)
     evidence = Z.max(axis=1)
     kinds: list[list[str]] = [[] for _ in range(n)]
     words: list[list[str]] = [[] for _ in range(n)]
     for i in range(n):
         past = [j for j in np.argsort(-Z[i]) if Z[i, j] > threshold]
-        for j in sorted(past, key=lambda j: names[j] in _SECONDARY):  # stable: strongest first within each
-            kinds[i].append(names[j])
-            words[i].append(_describe(names[j], str(driver[names[j]][i]), float(Z[i, j])))
+        for j in sorted(past, key=lambda j: found[j] in _SECONDARY):  # stable: strongest first within each
+            kinds[i].append(found[j])
+            words[i].append(_describe(found[j], str(driver[found[j]][i]), float(Z[i, j])))
     duplicate_of = np.full(n, -1, np.int64)
     for group in _groups(n, _duplicates(checks, embeddings)):
         # keep a labeled member, else the one with the least other evidence (then the first)
@@ -317,7 +327,8 @@ def screen(
                 duplicate_of[i] = keep
                 evidence[i] = max(evidence[i], threshold + 3.0)
                 kinds[i].insert(0, "duplicate")
-                words[i].insert(0, f"{REASONS['duplicate']} of #{keep}")
+                kept = names[keep] if names is not None else f"#{keep}"
+                words[i].insert(0, f"{REASONS['duplicate']}: a copy of {kept}")
             else:  # a duplicated image is a little suspect, below the flag
                 evidence[i] = max(evidence[i], 0.8 * threshold)
     flagged = (evidence > threshold) & ~usable

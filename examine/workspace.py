@@ -2,7 +2,7 @@
 
     MODEL_DIR/encoder/   encoder.json + encoder.safetensors (+ MAE checkpoint)
     MODEL_DIR/store/     <encoder version>/vectors.f32, keys.tsv, meta.json
-                         image-checks-v1/… the screening's image checks, same layout
+                         image-checks-v2/… the screening's image checks, same layout
 
 The CLI and the Label Studio backend both work through this object, so a model
 directory made by ``examine pretrain`` serves the backend unchanged.
@@ -103,6 +103,7 @@ class Workspace:
             out[have] = store.get([k for k, h in zip(keys, have) if h])
             cut = len(CHECKS) + COLOUR_BINS
             out[~have, :cut] = np.median(out[have, :cut], axis=0)
+            out[~have, CHECKS.index("one_shade")] = -1.0  # not measured, not a made-up grey image
         return out, have
 
 
@@ -166,30 +167,44 @@ def load_training_images(
 
 
 _DEVICE_BATCH = 256
+_DEVICE_PIXELS = 64 * 1024 * 1024  # decoded pixels in one device batch at most
+_HEAD = 64 * 1024  # bytes read to find a JPEG's frame header (after EXIF and other segments)
 
 
 def _decode_on_device(paths: Sequence[str | Path], img_size: int, device: str) -> list[np.ndarray | None]:
     """Each file decoded on ``device`` and shrunk to at most 2× ``img_size``, as (H, W, 3) uint8; None for
-    a file to decode on the CPU instead (not a JPEG nvJPEG decodes like Pillow, unreadable, refused)."""
+    a file to decode on the CPU instead (not a JPEG nvJPEG decodes like Pillow, unreadable, refused, or a
+    batch the device could not hold)."""
     import torch
 
     from examine.gpu_decode import fit_within, jpeg_size, nvjpeg_decode
 
     out: list[np.ndarray | None] = [None] * len(paths)
-    datas: list[tuple[int, bytes]] = []
+    batches: list[list[tuple[int, bytes]]] = [[]]
+    pixels = 0
     for i, p in enumerate(paths):
         try:
-            data = Path(p).read_bytes()
+            with open(p, "rb") as fh:
+                head = fh.read(_HEAD)
+                size = jpeg_size(head)
+                if size is None:
+                    continue  # not for the device; the CPU decoder reads it (and reports what is wrong)
+                data = head + fh.read()
         except OSError:
-            continue  # the CPU decoder reports it with its reason
-        if jpeg_size(data) is not None:
-            datas.append((i, data))
+            continue
+        if batches[-1] and (len(batches[-1]) >= _DEVICE_BATCH or pixels + size[0] * size[1] > _DEVICE_PIXELS):
+            batches.append([])
+            pixels = 0
+        batches[-1].append((i, data))
+        pixels += size[0] * size[1]
     dev = torch.device(device)
-    for s in range(0, len(datas), _DEVICE_BATCH):
-        chunk = datas[s : s + _DEVICE_BATCH]
-        decoded = nvjpeg_decode([d for _, d in chunk], dev)
-        shrunk = [fit_within(t, 2 * img_size) if t is not None else None for t in decoded]
-        for (i, _), t in zip(chunk, shrunk):
-            if t is not None:
-                out[i] = np.ascontiguousarray(t.permute(1, 2, 0).cpu().numpy())
+    for chunk in batches:
+        try:
+            decoded = nvjpeg_decode([d for _, d in chunk], dev)
+            for (i, _), t in zip(chunk, decoded):
+                if t is not None:
+                    out[i] = np.ascontiguousarray(fit_within(t, 2 * img_size).permute(1, 2, 0).cpu().numpy())
+        except (RuntimeError, MemoryError):  # e.g. the device out of memory: these go to the CPU decoder
+            for i, _ in chunk:
+                out[i] = None
     return out

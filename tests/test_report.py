@@ -208,7 +208,7 @@ def test_the_flagged_gallery_shows_the_reasons_of_the_csv(pool, tmp_path):
     for r in rows:
         r["reasons"] = ""
     rows[-1]["reasons"] = "out of focus: focus 9σ below the pool"
-    rows[-2]["reasons"] = "near-duplicate of #3 <b>"
+    rows[-2]["reasons"] = "near-duplicate: a copy of #3 <b>"
     edited = tmp_path / "ranking.csv"
     with open(edited, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -223,7 +223,7 @@ def test_the_flagged_gallery_shows_the_reasons_of_the_csv(pool, tmp_path):
     page = (out / "index.html").read_text()
     gallery = page[page.index('id="flagged"') :]
     assert "Flagged as unusable (2)" in page
-    assert "out of focus: focus 9σ below the pool" in gallery and "near-duplicate of #3 &lt;b&gt;" in gallery
+    assert "out of focus: focus 9σ below the pool" in gallery and "near-duplicate: a copy of #3 &lt;b&gt;" in gallery
     assert gallery.count('<figure data-rank="') == 2
     without = tmp_path / "plain.csv"
     with open(without, "w", newline="") as fh:

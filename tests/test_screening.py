@@ -120,6 +120,8 @@ def test_one_shade_is_the_largest_share_at_one_mid_grey_level():
     assert image_checks(img)[CHECKS.index("one_shade")] == pytest.approx(0.30)
     assert image_checks(np.full((4, 4), 250, np.uint8))[CHECKS.index("one_shade")] == 0.0
     assert image_checks(np.repeat(img[..., None], 3, axis=2))[CHECKS.index("one_shade")] == pytest.approx(0.30)
+    img[2:5] = 37  # a level that the weighted grey of R = G = B would round down to 36
+    assert image_checks(np.repeat(img[..., None], 3, axis=2))[CHECKS.index("one_shade")] == pytest.approx(0.30)
     colour = np.stack([img, img, np.full_like(img, 90)], axis=2)
     assert image_checks(colour)[CHECKS.index("one_shade")] == -1.0  # not measured: colour images
 
@@ -127,17 +129,28 @@ def test_one_shade_is_the_largest_share_at_one_mid_grey_level():
 def test_grey_images_among_colour_ones_are_not_ink(ihc_tiles):
     """One-shade statistics come from the grey images only; colour images have none to compare."""
     grey = [np.asarray(Image.fromarray(t).convert("L").convert("RGB")) for t in ihc_tiles[60:75]]
-    s = screen(pool_checks(list(ihc_tiles[:60]) + grey))
-    assert not any("ink" in k for k in s.kinds)
+    checks = pool_checks(list(ihc_tiles[:60]) + grey)
+    assert not any("ink" in k for k in screen(checks).kinds)
+    embeddings = np.random.default_rng(0).normal(size=(75, 16))  # neighbours mostly colour images
+    assert not any("ink" in k for k in screen(checks, embeddings).kinds)
+
+
+def test_a_tiny_pool_still_flags_a_blank_image(ihc_tiles):
+    pool = list(ihc_tiles[:5]) + [np.full((64, 64, 3), 240, np.uint8)]
+    s = screen(pool_checks(pool))
+    assert s.flagged[5] and "blank" in s.kinds[5] and not s.flagged[:5].any()
 
 
 @pytest.mark.skipif(
     not Path(FASHION_MNIST_DIR).is_dir(), reason=f"Fashion-MNIST not in {FASHION_MNIST_DIR} (make system-deps)"
 )
-def test_marker_strokes_on_grey_images_are_flagged_as_ink():
+@pytest.mark.parametrize("as_rgb", [False, True])  # grey files often come as RGB, and load_image gives RGB
+def test_marker_strokes_on_grey_images_are_flagged_as_ink(as_rgb):
     images, _ = load_fashion_mnist("test", limit=124)
     rng = np.random.default_rng(4)
     pool = list(images[:120]) + [corrupt(im, "pen", rng) for im in images[120:124]]
+    if as_rgb:
+        pool = [np.repeat(im[..., None], 3, axis=2) for im in pool]
     s = screen(pool_checks(pool))
     # thin strokes on a 28-pixel image are faint evidence: ranked above 90 % of the clean images, half flagged
     assert (s.evidence[120:] > np.quantile(s.evidence[:120], 0.9)).all()
@@ -159,7 +172,9 @@ def test_near_duplicates_keep_one_and_flag_the_rest(ihc_tiles):
     assert s.flagged[5] != s.flagged[40]
     kept = 5 if s.flagged[40] else 40
     other = 40 if kept == 5 else 5
-    assert s.duplicate_of[other] == kept and "near-duplicate of #" in s.reasons[other]
+    assert s.duplicate_of[other] == kept and f"near-duplicate: a copy of #{kept}" in s.reasons[other]
+    named = screen(pool_checks(pool), names=[f"task {100 + i}" for i in range(41)])
+    assert f"near-duplicate: a copy of task {100 + kept}" in named.reasons[other]
     labeled = np.zeros(41, bool)
     labeled[40] = True  # a labeled copy is the one kept
     s2 = screen(pool_checks(pool), labeled=labeled)

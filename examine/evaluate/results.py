@@ -160,11 +160,15 @@ def screening_section(evidence: list[dict[str, Any]]) -> list[str]:
         L += ["", "| flags of | clean images flagged | rare class flagged | unusable flagged |", "|---|---|---|---|"]
         for name, sh in ev["flagged"].items():
             L.append(f"| {name} | {sh['clean']:.1%} | {sh['rare']:.1%} | {sh['unusable']:.1%} |")
-        worst = ev.get("first_worst", {})
+        head_worst = ev.get("first_worst", {})
         L += ["", f"| cold-start queue | unusable among the first {FIRST}: mean | worst pool |", "|---|---|---|"]
-        L += [f"| {name} | {share:.1%} | {worst.get(name, share):.0%} |" for name, share in ev["first"].items()]
+        L += [f"| {name} | {sh:.1%} | {head_worst.get(name, sh):.1%} |" for name, sh in ev["first"].items()]
         if ev.get("examples"):
-            L += ["", "Reasons given (first flagged images): " + "; ".join(f"#{i}: {r}" for i, r in ev["examples"][:3])]
+            L += [
+                "",
+                "Reasons given (first flagged images of the first pool): "
+                + "; ".join(f"#{i}: {r}" for i, r in ev["examples"][:3]),
+            ]
         L.append("")
     return L
 

@@ -107,7 +107,9 @@ def _one_pool(
         }
         for name, f in flags.items()
     }
-    first = {"random (expected)": float(bad.mean()), "no screening": _first_unusable(Z, pool, None)}
+    shuffles = np.random.default_rng(0)
+    at_random = np.mean([_wasted(shuffles.permutation(len(bad))[:FIRST], pool) for _ in range(200)]) / FIRST
+    first = {"random (200 orders)": float(at_random), "no screening": _first_unusable(Z, pool, None)}
     for name, f in flags.items():
         first[f"deferring {name}'s flags"] = _first_unusable(Z, pool, _deferred(f, scores[name]))
     return {
@@ -139,14 +141,18 @@ def screening_evidence(
         runs.append(_one_pool(pool, embed, baselines, log))
     methods = list(runs[0]["auroc"])
     columns = list(runs[0]["auroc"][methods[0]])
-    table = {m: {c: float(np.mean([r["auroc"][m][c] for r in runs])) for c in columns} for m in methods}
-    shares = {
-        m: {
-            g: (sum(r["counts"][m][g][0] for r in runs) / max(1, sum(r["counts"][m][g][1] for r in runs)))
-            for g in ("clean", "rare", "unusable")
-        }
-        for m in runs[0]["counts"]
-    }
+
+    def mean(values: list[float]) -> float:  # a kind missing from a pool (NaN) is left out
+        known = [v for v in values if np.isfinite(v)]
+        return float(np.mean(known)) if known else float("nan")
+
+    table = {m: {c: mean([r["auroc"][m][c] for r in runs]) for c in columns} for m in methods}
+
+    def share(m: str, group: str) -> float:
+        flagged, total = (sum(r["counts"][m][group][j] for r in runs) for j in (0, 1))
+        return flagged / total if total else float("nan")
+
+    shares = {m: {g: share(m, g) for g in ("clean", "rare", "unusable")} for m in runs[0]["counts"]}
     first = {q: float(np.mean([r["first"][q] for r in runs])) for q in runs[0]["first"]}
     worst = {q: float(np.max([r["first"][q] for r in runs])) for q in runs[0]["first"]}
     return {
@@ -159,6 +165,6 @@ def screening_evidence(
         "flagged": shares,
         "first": first,
         "first_worst": worst,
-        "counts": runs[0]["findings"],
-        "examples": runs[0]["examples"],
+        "counts": runs[0]["findings"],  # the first pool's
+        "examples": runs[0]["examples"],  # the first pool's
     }
