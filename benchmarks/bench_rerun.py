@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiles-dir", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--rank", action="store_true", help="also time `examine rank` from nothing, with its phases")
+    ap.add_argument("--rank-epochs", type=int, default=0, help="MAE epochs for --rank (default: the recipe's)")
     a = ap.parse_args(argv)
     print(machine(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-rerun-"))
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.rank:
         phases = work / "rank_phases.json"
         cmd = [sys.executable, "-m", "examine", "rank", str(tiles), "--model-dir", str(work / "rank-model")]
-        secs, said = _run([*cmd, "-o", str(work / "ranking.csv"), "--device", a.device, "--json", str(phases)])
+        cmd += ["-o", str(work / "ranking.csv"), "--device", a.device, "--json", str(phases)]
+        secs, said = _run(cmd + (["--epochs", str(a.rank_epochs)] if a.rank_epochs else []))
         ranked = {"rank_from_nothing_s": round(secs, 2), "rank_phases": json.loads(phases.read_text())}
         print(f"rank from nothing {secs:7.2f} s\n    {said}", flush=True)
     patch = a.patch_size or (8 if a.img_size <= 64 else 16)

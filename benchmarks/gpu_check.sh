@@ -42,7 +42,7 @@ step bench_pretrain 120 "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --
 # re-run without the index (issue 19).
 # With --rank, first `examine rank` from nothing (pretraining reads JPEGs through nvJPEG) with its phase table.
 step cli_rerun 240 "$PY" benchmarks/bench_rerun.py --device "$DEVICE" --images "$N_EMBED" --tiles-dir "$TILES" \
-  --model "${EMBED_MODELS%@*}" --img-size "${EMBED_MODELS#*@}" --json "$JSON" --rank
+  --model "${EMBED_MODELS%@*}" --img-size "${EMBED_MODELS#*@}" --json "$JSON" --rank $([ "${QUICK:-0}" = 1 ] && echo --rank-epochs 2)
 step cuda_tests 120 "$PY" -m pytest -q --noconftest -p no:cacheprovider -rs tests/test_embed_cuda.py tests/test_mae_cuda.py tests/test_training_images.py
 if [ "${COMPILE:-1}" = 1 ] && [ $((SECONDS - T0)) -lt 150 ]; then  # torch.compile last: it may take minutes
   step bench_pretrain_compiled $((270 - (SECONDS - T0))) "$PY" benchmarks/bench_pretrain.py --device "$DEVICE" --images "$N_PRE" --epochs "$EPOCHS" --steps "$STEPS" --tiles-dir "$TILES" --json "$JSON" --only-compiled
