@@ -323,7 +323,7 @@ class Encoder(nn.Module):
 
 def saved_version(folder: str | Path) -> tuple[str, int] | None:
     """(version, dim) of the encoder saved in ``folder`` without building it, when its weights file still has the
-    stamp (size, mtime, inode) recorded when it was saved; None otherwise (then :meth:`Encoder.load` decides)."""
+    stamp (size, mtime, ctime, inode) recorded when it was saved; None otherwise (then :meth:`Encoder.load` decides)."""
     folder = Path(folder)
     try:
         raw = json.loads((folder / CONFIG_NAME).read_text())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from examine.device import resolve_device
 from examine.embed import EmbedReport, embed_sources, path_sources
 from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name, saved_version
 from examine.file_index import file_stamp
@@ -143,8 +144,6 @@ def pretrain_on(
     """MAE-pretrain the default recipe (or the given configs) on the readable images of ``paths``."""
     default_enc, default_cfg = default_pretrain_config(device)
     enc_cfg = encoder_config or default_enc
-    from examine.device import resolve_device
-
     on_gpu = resolve_device(device).type == "cuda"  # JPEGs through nvJPEG, as the embedding reads them
     images, errors = load_training_images(paths, enc_cfg.img_size, decode_device="cuda" if on_gpu else None)
     for err in errors:
