@@ -37,6 +37,7 @@ __all__ = [
     "Encoder",
     "EncoderError",
     "POOLS",
+    "GRID_CELLS",
     "create_encoder",
     "is_pretrained_name",
     "load_state_dict",
@@ -57,8 +58,11 @@ class EncoderError(RuntimeError):
 
 
 #: Read-outs of the final (normed) tokens: the mean of the patch tokens, the CLS token, or the
-#: patch-token grid averaged into 2 × 2 quadrants and concatenated (4 × dim: keeps the coarse layout).
-POOLS: tuple[str, ...] = ("mean", "cls", "grid")
+#: patch-token grid averaged into 2 × 2 quadrants (``grid``, 4 × dim: keeps the coarse layout) or
+#: 4 × 4 cells (``grid4``, 16 × dim: the layout of a 32-px image's 4 × 4 tokens, all of them), concatenated.
+POOLS: tuple[str, ...] = ("mean", "cls", "grid", "grid4")
+#: Cells per side of each grid read-out.
+GRID_CELLS = {"grid": 2, "grid4": 4}
 
 
 @dataclass(frozen=True)
@@ -260,7 +264,7 @@ class Encoder(nn.Module):
     @property
     def dim(self) -> int:
         """Length of one embedding."""
-        return int(self.vit.embed_dim) * (4 if self.config.pool == "grid" else 1)
+        return int(self.vit.embed_dim) * GRID_CELLS.get(self.config.pool, 1) ** 2
 
     @property
     def version(self) -> str:
@@ -283,11 +287,12 @@ class Encoder(nn.Module):
         if self.config.pool == "cls":
             return tokens[:, 0]
         patches = tokens[:, self.vit.num_prefix_tokens :]
-        if self.config.pool == "grid":
+        cells = GRID_CELLS.get(self.config.pool)
+        if cells:
             b, n, d = patches.shape
             h, w = self.vit.patch_embed.grid_size
             grid = patches.transpose(1, 2).reshape(b, d, h, w)
-            return torch.nn.functional.adaptive_avg_pool2d(grid, 2).flatten(1)
+            return torch.nn.functional.adaptive_avg_pool2d(grid, cells).flatten(1)
         return patches.mean(dim=1)
 
     def save(self, folder: str | Path) -> Path:

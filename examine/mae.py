@@ -94,9 +94,10 @@ def default_pretrain_config(
 
 
 #: The CPU recipe, chosen by linear probes (benchmarks/bench_probe.py; README, "Embeddings"): 32 px with
-#: 8 px patches (16 tokens: ~200 img/s of MAE training on 2 cores), the 2 × 2 grid read-out (it keeps the
-#: coarse layout that the mean of the tokens loses), a learning rate for a short schedule.
-CPU_ENCODER = EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8, pool="grid")
+#: 8 px patches (16 tokens: ~200 img/s of MAE training on 2 cores), the 4 × 4 grid read-out (all 16 tokens
+#: side by side: the layout that the mean of the tokens and the 2 × 2 grid average away; on 100 images it
+#: lifted Fashion-MNIST's probe from 0.630 to 0.694, above pixel PCA), a learning rate for a short schedule.
+CPU_ENCODER = EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8, pool="grid4")
 CPU_PRETRAIN = PretrainConfig(batch_size=128, base_lr=1.5e-3, warmup_epochs=1)
 CPU_SAMPLES = 60_000
 #: The CUDA recipe (benchmarks/bench_cuda_recipe.py compares it with other candidates by linear probe).

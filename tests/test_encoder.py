@@ -41,6 +41,28 @@ def test_cls_pool_differs_from_mean(tiles):
     assert not np.allclose(mean, cls)
 
 
+@pytest.mark.parametrize(("img_size", "pool", "cells"), [(32, "grid", 2), (32, "grid4", 4), (48, "grid4", 4)])
+def test_grid_read_outs_against_loops(img_size, pool, cells):
+    """Each grid cell is the mean of the final tokens whose patches fall in it, channel-major as stored."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, img_size, img_size)
+    enc = create_encoder(EncoderConfig(CFG.model, img_size, 8, pool), seed=5).eval()
+    with torch.no_grad():
+        got = enc(x).numpy()
+        tokens = enc.vit.forward_features(x)[:, enc.vit.num_prefix_tokens :].numpy()
+    side = img_size // 8  # tokens per side: 4 (every 4 × 4 cell one token) or 6 (a 4 × 4 cell pools 1.5 tokens)
+    ref = np.zeros((2, tokens.shape[2], cells, cells))
+    for i in range(cells):
+        for j in range(cells):
+            # adaptive pooling's bins: [floor(i·side/cells), ceil((i+1)·side/cells))
+            r0, r1 = (i * side) // cells, -((-(i + 1) * side) // cells)
+            c0, c1 = (j * side) // cells, -((-(j + 1) * side) // cells)
+            rows = [r * side + c for r in range(r0, r1) for c in range(c0, c1)]
+            ref[:, :, i, j] = tokens[:, rows].mean(axis=1)
+    assert got.shape == (2, enc.dim) == (2, tokens.shape[2] * cells * cells)
+    np.testing.assert_allclose(got, ref.reshape(2, -1), atol=1e-5, rtol=0)
+
+
 def test_save_load_round_trip(tmp_path, tiles):
     enc = create_encoder(CFG, seed=4)
     enc.save(tmp_path)

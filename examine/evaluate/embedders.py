@@ -84,13 +84,17 @@ def mae_embedder(
             if epochs is not None:
                 cfg = replace(cfg, epochs=epochs, warmup_epochs=min(cfg.warmup_epochs, epochs))
             digest = hashlib.sha256(np.ascontiguousarray(data.train).tobytes()).hexdigest()[:12]
-            key = json.dumps([enc_cfg.__dict__, cfg.__dict__], sort_keys=True, default=str)
+            # The read-out (pool) plays no part in pretraining: one cached encoder serves every read-out.
+            trained = {k: v for k, v in enc_cfg.__dict__.items() if k != "pool"}
+            key = json.dumps([trained, cfg.__dict__], sort_keys=True, default=str)
             folder = (
                 Path(cache_dir)
                 / f"{data.name.replace(' ', '-')}-{digest}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
             )
             if (folder / "encoder.json").is_file():
                 encoder = Encoder.load(folder)
+                if encoder.config.pool != enc_cfg.pool:
+                    encoder = Encoder(replace(encoder.config, pool=enc_cfg.pool), encoder.vit)
             else:
                 encoder, _ = pretrain(
                     _rgb(data.train), folder, cfg, encoder_config=enc_cfg, device="cpu", progress=progress
