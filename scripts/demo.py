@@ -376,7 +376,7 @@ class Demo:
         self.say(
             f"starting Label Studio on {cfg.ls_url}" + (" (first start: database migrations, ~1 min)" if first else "")
         )
-        self.label_studio.start()
+        self.label_studio.start(progress=lambda waited: self.say(f"Label Studio is still starting ({waited:.0f} s)"))
         self.client = LabelStudio(cfg.ls_url, self.creds.token)
         self._check_token()
         self.say(f"starting the backend on {cfg.backend_url}")

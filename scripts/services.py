@@ -35,6 +35,8 @@ from scripts.procs import label_studio_env, stop_process_group  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LS_BIN = REPO_ROOT / ".venv-ls" / "bin" / "label-studio"
 ADMIN_EMAIL = "admin@example.com"
+#: Seconds between the progress calls of a start that is still waiting (a console silent for longer looks stuck).
+PROGRESS_EVERY = 15.0
 
 __all__ = [
     "BackendServer",
@@ -108,8 +110,11 @@ class Service:
         self.name = name or self.name
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0) -> Service:
-        """Start the process (unless running) and block until ``health_url`` answers 200."""
+    def start(self, timeout: float = 180.0, progress: Callable[[float], None] | None = None) -> Service:
+        """Start the process (unless running) and block until ``health_url`` answers 200.
+
+        ``progress`` is called with the seconds waited so far every ``PROGRESS_EVERY`` seconds of the wait.
+        """
         if self.proc is not None and self.proc.poll() is None:
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +129,7 @@ class Service:
                 start_new_session=True,
             )
         try:
-            self.wait_healthy(timeout)
+            self.wait_healthy(timeout, progress)
         except BaseException:
             self.stop()
             raise
@@ -140,12 +145,16 @@ class Service:
         except requests.RequestException:
             return False
 
-    def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    def wait_healthy(self, timeout: float, progress: Callable[[float], None] | None = None) -> None:
+        start = time.monotonic()
+        deadline, next_report = start + timeout, start + PROGRESS_EVERY
         while time.monotonic() < deadline:
             self.check_alive()
             if self.healthy():
                 return
+            if progress is not None and time.monotonic() >= next_report:
+                progress(time.monotonic() - start)
+                next_report += PROGRESS_EVERY
             time.sleep(0.3)
         raise ServiceTimeout(
             f"{self.name} did not answer {self.health_url} within {timeout:.0f} s; "
@@ -257,14 +266,14 @@ class LabelStudioServer(Service):
     def process_env(self) -> dict[str, str]:
         return self.env()
 
-    def start(self, timeout: float | None = None) -> LabelStudioServer:
+    def start(self, timeout: float | None = None, progress: Callable[[float], None] | None = None) -> LabelStudioServer:
         if not self.executable.is_file():
             raise FileNotFoundError(
                 f"Label Studio executable not found at {self.executable}; run `make setup-ls` or set LABEL_STUDIO_BIN"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
-        super().start(self.startup_timeout if timeout is None else timeout)
+        super().start(self.startup_timeout if timeout is None else timeout, progress)
         return self
 
     def personal_access_token(self) -> str:
@@ -307,8 +316,8 @@ class BackendServer(Service):
     def process_env(self) -> dict[str, str]:
         return self.env
 
-    def start(self, timeout: float = 120.0) -> BackendServer:
-        super().start(timeout)
+    def start(self, timeout: float = 120.0, progress: Callable[[float], None] | None = None) -> BackendServer:
+        super().start(timeout, progress)
         return self
 
     def status(self, pid: int, auth=None) -> dict:
