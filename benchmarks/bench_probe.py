@@ -69,6 +69,7 @@ def block_embeddings(enc: Encoder, images: list[np.ndarray], block: int) -> np.n
 def _probe_draw(data: LabeledSet, a: argparse.Namespace) -> dict[str, float]:
     """Pixel PCA, then every variant (random init and pretrained) on one draw; returns the probes by name."""
     out: dict[str, float] = {}
+    tr, te = _rgb(data.train), _rgb(data.test)  # once per draw: every encoder below embeds the same images
     X, T, _ = pixel_pca_embedder(64)(data)
     out["pixel PCA 64"] = _probe(X, T, data)
     print(f"\n{data.name}: {len(data.train)} train / {len(data.test)} test, {data.n_classes} classes")
@@ -84,14 +85,12 @@ def _probe_draw(data: LabeledSet, a: argparse.Namespace) -> dict[str, float]:
             mask_ratio=float(mask[0]) if mask else cfg.mask_ratio,
         )
         rnd = create_encoder(enc_cfg)
-        r = out[f"untrained {spec}"] = _probe(
-            embed_arrays(_rgb(data.train), rnd), embed_arrays(_rgb(data.test), rnd), data
-        )
+        r = out[f"untrained {spec}"] = _probe(embed_arrays(tr, rnd), embed_arrays(te, rnd), data)
         probes = []
         for seed in range(max(1, a.seeds)):
             t0 = time.perf_counter()
             enc, losses = pretrain(
-                _rgb(data.train),
+                tr,
                 tempfile.mkdtemp(),
                 replace(cfg, seed=seed),
                 encoder_config=enc_cfg,
@@ -99,7 +98,7 @@ def _probe_draw(data: LabeledSet, a: argparse.Namespace) -> dict[str, float]:
                 progress=False,
             )
             secs = time.perf_counter() - t0
-            m = _probe(embed_arrays(_rgb(data.train), enc), embed_arrays(_rgb(data.test), enc), data)
+            m = _probe(embed_arrays(tr, enc), embed_arrays(te, enc), data)
             probes.append(m)
             print(
                 f"  MAE {spec:<18} probe {m:.3f} (random init {r:.3f}); {cfg.epochs} epochs of batch "
@@ -111,7 +110,6 @@ def _probe_draw(data: LabeledSet, a: argparse.Namespace) -> dict[str, float]:
         if a.seeds > 1:
             print(f"  MAE {spec:<18} mean probe over {a.seeds} seeds {np.mean(probes):.3f} ± {np.std(probes):.3f}")
         for block in [int(b) for b in a.blocks.split(",") if b]:
-            tr, te = _rgb(data.train), _rgb(data.test)
             mb = _probe(block_embeddings(enc, tr, block), block_embeddings(enc, te, block), data)
             print(f"    read out after block {block} of {len(enc.vit.blocks)}: probe {mb:.3f}", flush=True)
     return out
