@@ -15,11 +15,11 @@ from examine.cli_args import (
     CLIError,
     add_model_args,
     add_pretrain_args,
+    check_named_model,
     encoder_config_from_args,
     pretrain_config_from_args,
     rank_folder_from_args,
 )
-from examine.encoder import EncoderError
 from examine.ranking import DEFAULT_POLICY, POLICIES
 from examine.scoring import marginal_singular_values, scores_from_marginals, value_order
 
@@ -77,6 +77,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    from examine.encoder import EncoderError
     from examine.pipeline import PipelineError, list_folder, pretrain_on
 
     ph = args.phases
@@ -98,6 +99,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
+    from examine.encoder import EncoderError
     from examine.pipeline import PipelineError, embed_listed, list_folder
     from examine.workspace import Workspace
 
@@ -126,7 +128,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_rank(args: argparse.Namespace) -> None:
-    from examine.pipeline import write_ranking_csv
+    from examine.ranking_csv import write_ranking_csv
 
     result = rank_folder_from_args(args, policy=args.policy, phases=args.phases)
     for path, reason in result.errors:
@@ -254,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.phases, args.result = phases, {}
     try:
+        check_named_model(args)  # before torch and timm are imported: offline, a missing model fails at once
+        if hasattr(args, "json"):  # embed, rank, pretrain
+            import examine.pipeline  # noqa: F401  torch and timm, counted as start-up
+
+            phases.end_startup()
         args.func(args)
         if hasattr(args, "json"):  # embed, rank, pretrain: where the time went
             print(phases.line())

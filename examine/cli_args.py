@@ -6,10 +6,9 @@ import argparse
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from examine.encoder import EncoderConfig
-from examine.mae import PretrainConfig, default_pretrain_config, recipe_encoder_config, sized_config
-
 if TYPE_CHECKING:
+    from examine.encoder import EncoderConfig
+    from examine.mae import PretrainConfig
     from examine.phases import Phases
     from examine.pipeline import FolderRanking
 
@@ -17,6 +16,7 @@ __all__ = [
     "CLIError",
     "add_model_args",
     "add_pretrain_args",
+    "check_named_model",
     "encoder_config_from_args",
     "pretrain_config_from_args",
     "rank_folder_from_args",
@@ -74,8 +74,25 @@ def add_pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def check_named_model(args: argparse.Namespace) -> None:
+    """Fail at once when ``--model`` names pretrained weights that are neither cached nor downloadable.
+
+    Runs before torch and timm are imported (seconds on a small machine); :mod:`examine.hub` says how it knows.
+    """
+    from examine.hub import WeightsUnavailable, check_named_weights
+
+    model = getattr(args, "model", None)
+    if model and not getattr(args, "weights", None):
+        try:
+            check_named_weights(model)
+        except WeightsUnavailable as exc:
+            raise CLIError(str(exc)) from exc
+
+
 def encoder_config_from_args(args: argparse.Namespace) -> EncoderConfig | None:
     """The encoder asked for on the command line, filled in from the device's recipe; None if nothing was asked."""
+    from examine.mae import recipe_encoder_config
+
     model_args = getattr(args, "model_args", None)
     if (
         args.model is None
@@ -99,6 +116,8 @@ def pretrain_config_from_args(args: argparse.Namespace, n_images: int | None) ->
     """The recipe's pretraining config with --epochs/--seed/--batch-size applied; None when none was given."""
     if not (args.epochs or args.seed or args.batch_size):
         return None
+    from examine.mae import default_pretrain_config, sized_config
+
     _, base = default_pretrain_config(args.device)
     if n_images:
         base = sized_config(base, n_images)  # the CPU sample budget, as examine/pipeline.py's pretrain_on

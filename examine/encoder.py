@@ -17,11 +17,9 @@ read from the Hugging Face cache, downloaded into it the first time.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,14 @@ import torch
 from torch import nn
 
 from examine.file_index import file_stamp
+from examine.hub import (
+    hub_host,
+    hub_offline,
+    hub_reachable,
+    in_hub_cache,
+    is_pretrained_name,
+    unavailable_message,
+)
 
 __all__ = [
     "EncoderConfig",
@@ -82,11 +88,6 @@ class EncoderConfig:
             raise ValueError(f"img_size must be at least 16, got {self.img_size}")
 
 
-def is_pretrained_name(model: str) -> bool:
-    """True for names that carry pretrained weights: ``hf-hub:`` ids and timm names with a tag (``name.tag``)."""
-    return model.startswith("hf-hub:") or "." in model
-
-
 def build_vit(config: EncoderConfig, *, pretrained: bool = False, weights_file: str | Path | None = None) -> nn.Module:
     """A timm ViT with no classifier head: randomly initialised, or with the named pretrained weights.
 
@@ -107,12 +108,9 @@ def build_vit(config: EncoderConfig, *, pretrained: bool = False, weights_file: 
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
     offline = pretrained and weights_file is None and not hub_reachable()
     if offline and not _in_hub_cache(name):
-        raise EncoderError(
-            f"the pretrained weights of {config.model!r} are not in the Hugging Face cache and could not be "
-            f"downloaded ({hub_host()} cannot be reached). " + _FETCH_HINT
-        )
+        raise EncoderError(unavailable_message(config.model, f"{hub_host()} cannot be reached"))
     try:
-        with _hub_offline(offline):
+        with hub_offline(offline):
             return timm.create_model(name, pretrained=pretrained, **kwargs)
     except RuntimeError as exc:  # unknown model name, or weights that do not fit
         raise EncoderError(f"timm cannot build {config.model!r}: {exc}") from exc
@@ -120,90 +118,21 @@ def build_vit(config: EncoderConfig, *, pretrained: bool = False, weights_file: 
         why = (
             f"{hub_host()} cannot be reached" if offline else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         )
-        raise EncoderError(
-            f"the pretrained weights of {config.model!r} are not in the Hugging Face cache and could not be "
-            f"downloaded ({why}). " + _FETCH_HINT
-        ) from exc
-
-
-_FETCH_HINT = (
-    "Download them on a machine with network access (they land in ~/.cache/huggingface, or HF_HOME) and copy the "
-    "cache here, or pass the weights file with --weights PATH (EXAMINE_WEIGHTS in the backend)"
-)
+        raise EncoderError(unavailable_message(config.model, why)) from exc
 
 
 def _in_hub_cache(name: str) -> bool:
-    """Whether the weights timm would fetch for ``name`` are in the Hugging Face cache (True when unknown)."""
-    from huggingface_hub import try_to_load_from_cache
+    """Whether the weights timm would fetch for ``name`` are in the Hugging Face cache (True when not on the hub)."""
     from timm.models import get_pretrained_cfg
 
-    repo: str | None
     if name.startswith("hf-hub:"):
-        repo = name.removeprefix("hf-hub:")
-    else:
-        cfg = get_pretrained_cfg(name)
-        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if not repo:
-        return True  # not on the hub (a URL or a file): timm decides
-    files = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
-    return any(isinstance(try_to_load_from_cache(repo, f), str) for f in files)
-
-
-def _hub_endpoint() -> tuple[str, int]:
-    """The Hugging Face hub's host and port (``HF_ENDPOINT``, https://huggingface.co by default)."""
-    import os
-    from urllib.parse import urlsplit
-
-    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
-
-
-def hub_host() -> str:
-    """The Hugging Face hub's host name."""
-    return _hub_endpoint()[0]
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens within ``timeout`` seconds (name lookup included).
-
-    Checked before timm asks the hub for weights: offline, huggingface_hub retries for about a minute
-    before it fails.
-    """
-    import socket
-    from concurrent.futures import ThreadPoolExecutor
-
-    host, port = _hub_endpoint()
-
-    def connect() -> bool:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            return True
-        except OSError:
-            return False
-
-    pool = ThreadPoolExecutor(1)  # getaddrinfo has no timeout of its own
+        return in_hub_cache(name.removeprefix("hf-hub:"))
     try:
-        return pool.submit(connect).result(timeout=timeout + 0.5)
-    except TimeoutError:
-        return False
-    finally:
-        pool.shutdown(wait=False)
-
-
-@contextlib.contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """huggingface_hub's offline mode while ``offline``: cached weights load, nothing is retried."""
-    if not offline:
-        yield
-        return
-    from huggingface_hub import constants
-
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = before
+        cfg = get_pretrained_cfg(name)  # timm's own answer, not the shipped list: timm is imported here anyway
+    except RuntimeError:  # an unknown tag: timm.create_model says so below
+        return True
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    return in_hub_cache(repo) if repo else True  # not on the hub (a URL or a file): timm decides
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

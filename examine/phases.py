@@ -34,6 +34,12 @@ class Phases:
         self.startup = process_age()
         self.seconds: dict[str, float] = {}
 
+    def end_startup(self) -> None:
+        """Count everything until now as start-up (imports done after the arguments were read)."""
+        now = time.perf_counter()
+        self.startup = process_age() or self.startup + now - self._t0
+        self._t0 = now
+
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time the block as ``name``."""

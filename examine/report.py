@@ -38,7 +38,7 @@ from examine.cli_args import (
     encoder_config_from_args,
     rank_folder_from_args,
 )
-from examine.pipeline import RANKING_COLUMNS, write_ranking_csv
+from examine.ranking_csv import RANKING_COLUMNS, write_ranking_csv
 from examine.report_map import MAX_MAP_POINTS, TSNE_RANGE, _map_subset, _pyplot, map_coordinates, plot_map
 
 __all__ = ["Ranked", "ReportInput", "read_ranking", "read_failures", "map_coordinates", "build_report", "add_parser"]

@@ -108,15 +108,21 @@ def test_an_unreachable_hub_is_named_at_once_not_retried(hub_cache, monkeypatch)
     """Offline, a named pretrained model missing from the cache fails before timm builds or downloads anything."""
     import timm
 
-    from examine import encoder
+    from examine import hub
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
-    assert not encoder.hub_reachable(timeout=1.0)
+    assert not hub.hub_reachable(timeout=1.0)
     built = []
     monkeypatch.setattr(timm, "create_model", lambda *a, **k: built.append(a))
     with pytest.raises(EncoderError, match="127.0.0.1 cannot be reached.*--weights PATH"):
         create_encoder(EncoderConfig("vit_base_patch16_224.mae", img_size=224))
     assert built == []
+
+
+def test_an_unknown_tag_offline_is_named_not_a_traceback(hub_cache, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(EncoderError, match="timm cannot build 'vit_base_patch16_224.nope'.*Invalid pretrained tag"):
+        create_encoder(EncoderConfig("vit_base_patch16_224.nope", img_size=224))
 
 
 def _write_hub_cache(cache, repo: str, vit: torch.nn.Module, config: dict) -> None:

@@ -28,6 +28,19 @@ def test_phases_add_up_and_repeat_phases_accumulate():
     assert process_age() > 0  # this process started before now (Linux)
 
 
+def test_end_startup_moves_the_time_so_far_into_start_up(monkeypatch):
+    ph = Phases()
+    time.sleep(0.03)
+    ph.end_startup()
+    d = ph.as_dict()
+    assert d["other"] < 0.02 and d["start-up"] >= 0.03 and abs(d["total"] - d["start-up"] - d["other"]) < 0.01
+    monkeypatch.setattr("examine.phases.process_age", lambda: 0.0)  # a system that does not say: add it up
+    ph = Phases()
+    time.sleep(0.03)
+    ph.end_startup()
+    assert ph.as_dict()["start-up"] >= 0.03
+
+
 def test_embed_prints_its_phases_and_writes_them_as_json(tmp_path, capsys):
     folder = tmp_path / "images"
     folder.mkdir()

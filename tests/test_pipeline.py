@@ -10,8 +10,9 @@ from examine.cli import main
 from examine.datasets import write_medical_tiles
 from examine.encoder import EncoderConfig, create_encoder
 from examine.images import list_images
-from examine.pipeline import PipelineError, rank_folder, write_ranking_csv
+from examine.pipeline import PipelineError, rank_folder
 from examine.ranking import DEFAULT_POLICY, rank
+from examine.ranking_csv import write_ranking_csv
 from examine.scoring import value_order
 from examine.workspace import Workspace
 
