@@ -365,8 +365,9 @@ class Demo:
             if service is not None:
                 service.check_alive()
 
-    def start_servers(self) -> None:
-        """Start Label Studio, check the stored token works, then start the backend."""
+    def start_servers(self) -> list[Path]:
+        """Start Label Studio and the backend side by side, write the tiles while they boot, then wait for both
+        (Label Studio first: its token is checked). Returns the tiles."""
         cfg = self.cfg
         hint = "Stop whatever runs there (an earlier `make demo`?) or pick another port with {}."
         ensure_port_free(cfg.host, cfg.ls_port, "the demo's Label Studio", hint.format("--port"))
@@ -376,12 +377,30 @@ class Demo:
         self.say(
             f"starting Label Studio on {cfg.ls_url}" + (" (first start: database migrations, ~1 min)" if first else "")
         )
+        self.label_studio.launch()
+        self.say(f"starting the backend on {cfg.backend_url} beside it")
+        self.backend = backend_server(cfg, self.creds)
+        self.backend.launch()
+        tiles = self.write_tiles()
         self.label_studio.start(progress=lambda waited: self.say(f"Label Studio is still starting ({waited:.0f} s)"))
         self.client = LabelStudio(cfg.ls_url, self.creds.token)
         self._check_token()
-        self.say(f"starting the backend on {cfg.backend_url}")
-        self.backend = backend_server(cfg, self.creds)
+        self.say(f"Label Studio is up; waiting for the backend on {cfg.backend_url}")
         self.backend.start(timeout=300)
+        return tiles
+
+    def write_tiles(self) -> list[Path]:
+        """The demo's tiles: written on the first run, reused afterwards."""
+        cfg = self.cfg
+        tiles, written = ensure_tiles(cfg)
+        if written:
+            self.say(f"wrote {len(tiles)} medical tiles ({cfg.tile_size} px) to {cfg.tiles_dir}")
+        else:
+            note = (
+                "" if len(tiles) == cfg.tiles else f" (--tiles {cfg.tiles} ignored; remove {cfg.tiles_dir} to rewrite)"
+            )
+            self.say(f"reusing {len(tiles)} tiles in {cfg.tiles_dir}{note}")
+        return tiles
 
     def _check_token(self) -> None:
         assert self.client is not None
@@ -393,18 +412,10 @@ class Demo:
                 f"({exc}); they were made by different runs. Remove {self.cfg.root} to start over."
             ) from None
 
-    def prepare_project(self) -> tuple[int, int]:
-        """Tiles, project, storage, backend connection. Returns (project id, number of tiles)."""
+    def prepare_project(self, tiles: list[Path]) -> tuple[int, int]:
+        """Project, storage of ``tiles``, backend connection. Returns (project id, number of tiles)."""
         assert self.client is not None
         cfg = self.cfg
-        tiles, written = ensure_tiles(cfg)
-        if written:
-            self.say(f"wrote {len(tiles)} medical tiles ({cfg.tile_size} px) to {cfg.tiles_dir}")
-        else:
-            note = (
-                "" if len(tiles) == cfg.tiles else f" (--tiles {cfg.tiles} ignored; remove {cfg.tiles_dir} to rewrite)"
-            )
-            self.say(f"reusing {len(tiles)} tiles in {cfg.tiles_dir}{note}")
         pid, created = ensure_project(self.client)
         self.say(f"{'created' if created else 'reusing'} project {PROJECT_TITLE!r} (id {pid})")
         done = ensure_storage(self.client, pid, cfg.tiles_dir.resolve(), len(tiles))
@@ -416,8 +427,8 @@ class Demo:
 
     def setup(self) -> DemoInfo:
         """Everything up to a published ranking, read back from Label Studio."""
-        self.start_servers()
-        pid, n = self.prepare_project()
+        tiles = self.start_servers()
+        pid, n = self.prepare_project(tiles)
         assert self.client is not None
         status = wait_for_ranking(self.cfg, pid, self.client, n, self.alive, self.say)
         title = os.environ.get("EXAMINE_VIEW_TITLE") or Settings.view_title

@@ -110,12 +110,9 @@ class Service:
         self.name = name or self.name
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 180.0, progress: Callable[[float], None] | None = None) -> Service:
-        """Start the process (unless running) and block until ``health_url`` answers 200.
-
-        ``progress`` is called with the seconds waited so far every ``PROGRESS_EVERY`` seconds of the wait.
-        """
-        if self.proc is not None and self.proc.poll() is None:
+    def launch(self) -> Service:
+        """Start the process (unless running) without waiting for it to answer: :meth:`start` then waits."""
+        if self.running():
             return self
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
@@ -128,6 +125,14 @@ class Service:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        return self
+
+    def start(self, timeout: float = 180.0, progress: Callable[[float], None] | None = None) -> Service:
+        """Start the process (unless running) and block until ``health_url`` answers 200.
+
+        ``progress`` is called with the seconds waited so far every ``PROGRESS_EVERY`` seconds of the wait.
+        """
+        self.launch()
         try:
             self.wait_healthy(timeout, progress)
         except BaseException:
@@ -266,13 +271,17 @@ class LabelStudioServer(Service):
     def process_env(self) -> dict[str, str]:
         return self.env()
 
-    def start(self, timeout: float | None = None, progress: Callable[[float], None] | None = None) -> LabelStudioServer:
+    def launch(self) -> LabelStudioServer:
         if not self.executable.is_file():
             raise FileNotFoundError(
                 f"Label Studio executable not found at {self.executable}; run `make setup-ls` or set LABEL_STUDIO_BIN"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
+        super().launch()
+        return self
+
+    def start(self, timeout: float | None = None, progress: Callable[[float], None] | None = None) -> LabelStudioServer:
         super().start(self.startup_timeout if timeout is None else timeout, progress)
         return self
 
