@@ -6,4 +6,5 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 from tests.fault_setup import encoder_dir, setup_factory  # noqa: F401
+from tests.hub_cache import hub_cache  # noqa: F401
 from tests.lsserver import label_studio  # noqa: F401

@@ -9,6 +9,7 @@ import torch
 from examine.datasets import medical_tiles
 from examine.embed import embed_arrays
 from examine.encoder import Encoder, EncoderConfig, EncoderError, create_encoder
+from tests.hub_cache import hub_snapshot
 
 CFG = EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8)
 
@@ -90,15 +91,6 @@ def test_weights_at_another_resolution_are_resampled(tmp_path):
     assert bigger.vit.pos_embed.shape[1] == 1 + 64
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache for this test (huggingface_hub reads its constants at call time)."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    return tmp_path / "hub"
-
-
 def test_pretrained_name_missing_from_the_cache_is_a_clear_error(hub_cache):
     with pytest.raises(EncoderError, match="not in the Hugging Face cache.*--weights PATH"):
         create_encoder(EncoderConfig("vit_base_patch16_224.mae", img_size=224))
@@ -131,11 +123,7 @@ def _write_hub_cache(cache, repo: str, vit: torch.nn.Module, config: dict) -> No
 
     from safetensors.torch import save_file
 
-    folder = cache / ("models--" + repo.replace("/", "--"))
-    snap = folder / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    (folder / "refs").mkdir(parents=True)
-    (folder / "refs" / "main").write_text("0" * 40)
+    snap = hub_snapshot(cache, repo)
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(snap / "model.safetensors"))
     (snap / "config.json").write_text(json.dumps(config))
 

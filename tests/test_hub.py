@@ -10,27 +10,21 @@ from pathlib import Path
 import pytest
 
 from examine import hub
+from tests.hub_cache import hub_snapshot
 
 
 @pytest.fixture
-def empty_cache(tmp_path, monkeypatch):
+def empty_cache(hub_cache, monkeypatch):
     """An empty Hugging Face cache and a hub that cannot be reached (nothing listens on the discard port)."""
     import huggingface_hub.constants
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    return tmp_path / "hub"
+    return hub_cache
 
 
 def _cache_weights(cache: Path, repo: str, filename: str = "model.safetensors") -> None:
-    """A cache entry as huggingface_hub lays it out: a snapshot holding the file, and refs/main naming it."""
-    folder = cache / ("models--" + repo.replace("/", "--"))
-    snap = folder / "snapshots" / ("0" * 40)
-    snap.mkdir(parents=True)
-    (snap / filename).write_bytes(b"weights")
-    (folder / "refs").mkdir()
-    (folder / "refs" / "main").write_text("0" * 40)
+    (hub_snapshot(cache, repo) / filename).write_bytes(b"weights")
 
 
 def test_the_shipped_repositories_are_timms():
