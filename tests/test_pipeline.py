@@ -86,13 +86,10 @@ def test_cli_rank_policy_and_errors(folder, tmp_path, capsys):
         main(["rank", str(folder / "images"), "--policy", "nope"])
 
 
-def test_pretrained_name_skips_mae_pretraining(folder, tmp_path, monkeypatch):
+def test_pretrained_name_skips_mae_pretraining(folder, tmp_path, hub_cache):
     """A named pretrained model is built through timm, not pretrained from scratch (no hub here: clear error)."""
-    import huggingface_hub.constants
-
     from examine.encoder import EncoderError
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(EncoderError, match="Hugging Face cache"):
         rank_folder(
             folder / "images", tmp_path / "m", encoder_config=EncoderConfig("vit_tiny_patch16_224.augreg_in21k", 32)
