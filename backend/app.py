@@ -19,7 +19,15 @@ from werkzeug.exceptions import HTTPException
 
 from backend import metrics
 from backend.labelstudio import LabelStudioError
-from backend.payload import BadRequest, config_problem, parse_id, parse_json_object, project_id, task_ref
+from backend.payload import (
+    BadRequest,
+    config_problem,
+    normal_url,
+    parse_id,
+    parse_json_object,
+    project_id,
+    task_ref,
+)
 from backend.protocol import ProjectProtocol
 from backend.public import public_text
 from backend.publish import SCORE_MEANING
@@ -105,6 +113,8 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
             raise BadRequest(f"project {pid}: {problem}")
         if backend.needs_verification(pid, body.get("hostname"), body.get("access_token")):
             _verify(backend, pid, body.get("hostname"), body.get("access_token"))
+        # The URL Label Studio calls us by: the one ML backend of a project whose webhook is ours to keep.
+        backend.own_urls.add(normal_url(request.url_root))
         return jsonify(model_version=ProjectProtocol(backend, pid).setup(body))
 
     @app.post("/predict")
@@ -191,7 +201,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 last_publish=state.last_publish,
                 last_publish_s=state.last_publish_s,
                 stale_versions=len(state.stale_versions),
-                problems=[shown(p) for p in [*state.problems, *backend.problems]],
+                problems=[shown(p) for p in backend.project_problems(pid_)],
                 errors={str(k): shown(v) for k, v in state.errors().items()},
                 probe=dict(state.probe),
                 flagged=flag_report(state.tasks),

@@ -29,6 +29,7 @@ class BackendContext(Protocol):
     publish_failures: int
     last_reconcile: dict[int, float]
     pretrain_lock: threading.Lock  # projects run in parallel; the shared encoder is pretrained once
+    own_urls: set[str]  # this backend's base URLs as Label Studio calls them (seen at /setup)
 
     def submit(self, pid: int, kinds: list[str], *, event: bool = True) -> None:
         """Queue jobs of ``kinds`` for project ``pid``."""

@@ -105,6 +105,11 @@ class JobQueue:
         with self._cond:
             return set(self._pending.get(pid, ())) | ({"running"} if pid in self._running else set())
 
+    def failed_runs(self, pid: int) -> int:
+        """Runs of the project that failed in a row (0 once one succeeds)."""
+        with self._cond:
+            return self._attempts.get(pid, 0)
+
     def retrying(self, pid: int) -> bool:
         """True while the project's last run failed and a retry is scheduled."""
         with self._cond:

@@ -27,6 +27,7 @@ __all__ = [
     "image_key_from_config",
     "config_problem",
     "new_version",
+    "normal_url",
     "parse_id",
     "parse_json_object",
     "project_id",
@@ -129,15 +130,18 @@ class ChoicesTag:
 
 
 def choices_from_config(label_config: Any) -> ChoicesTag | None:
-    """The first ``<Choices>`` tag with a ``name``, a ``toName`` and at least two ``<Choice value=…>``; else None."""
+    """The first ``<Choices>`` tag of an ``<Image>`` with a ``name`` and at least two ``<Choice value=…>``; else None."""
     if not isinstance(label_config, str) or not label_config:
         return None
     try:
         root = ET.fromstring(label_config)
     except ET.ParseError:
         return None
+    images = {el.attrib.get("name") for el in root.iter("Image") if el.attrib.get("name")}
     for el in root.iter("Choices"):
         name, to_name = el.attrib.get("name"), el.attrib.get("toName")
+        if images and not images & {t.strip() for t in (to_name or "").split(",")}:
+            continue  # it labels another object (a Text, a second view): says nothing of the image
         found = (c.attrib.get("value") or c.attrib.get("alias") for c in el.iter("Choice"))
         values = list(dict.fromkeys(v for v in found if v))
         if name and to_name and len(values) >= 2:
@@ -189,6 +193,15 @@ def display_uri(uri: str) -> str:
     if parts.query and "/data/local-files/" in uri:
         return uri  # d=<relative path> is the file's name, not a secret
     return urlunsplit(("", "", parts.path, "", ""))
+
+
+def normal_url(url: str) -> str:
+    """A base URL in one form for comparisons: lower-case scheme and host, default port dropped, no trailing /."""
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    netloc = host if parts.port in (None, default) else f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
 
 
 def new_version() -> str:

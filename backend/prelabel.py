@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,19 @@ from examine.probe import Probe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["choices_tag", "learn", "result_for"]
+__all__ = ["choices_tag", "config_label", "learn", "result_for"]
+
+_SHOWN_OUTSIDE = 20  # labels outside the config listed at /status
+_SHOWN_CHARS = 60  # of each
+
+
+def config_label(state: ProjectState, info: TaskInfo) -> str | None:
+    """The task's first label if the config's Choices tag declares it now, else None (caller holds the lock)."""
+    raw = state.choices
+    if not raw or info.label is None or not info.labeled:
+        return None
+    labels = info.labels or [info.label]
+    return next((v for v in labels if v in raw.get("choices", ())), None)
 
 
 def choices_tag(state: ProjectState) -> ChoicesTag | None:
@@ -48,14 +60,34 @@ def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], 
     since it last ran, so a re-rank after one more label costs one fit.
     """
     tag = choices_tag(state)
-    labeled = [j for j, (_, info) in enumerate(rows) if info.labeled and info.label is not None]
-    label_sets = [rows[j][1].labels or [cast(str, rows[j][1].label)] for j in labeled]
     classes = list(tag.choices) if tag else []
+    labeled: list[int] = []
+    label_sets: list[list[str]] = []
+    outside: dict[str, int] = {}
+    for j, (_, info) in enumerate(rows):
+        if not (info.labeled and info.label is not None):
+            continue
+        given = info.labels or [info.label]
+        given = given if tag is not None and tag.multiple else given[:1]
+        kept = [v for v in given if v in classes]
+        for v in given:
+            if v not in classes:
+                outside[v[:_SHOWN_CHARS]] = outside.get(v[:_SHOWN_CHARS], 0) + 1
+        if kept:  # a label the config does not declare (now) teaches nothing and is never proposed
+            labeled.append(j)
+            label_sets.append(kept)
     counts = {c: 0 for c in classes}
     for chosen in label_sets:
-        for v in chosen if tag is not None and tag.multiple else chosen[:1]:
-            counts[str(v)] = counts.get(str(v), 0) + 1
+        for v in chosen:
+            counts[v] += 1
     summary: dict[str, Any] = {"labels": len(labeled), "counts": counts, "prelabel": False, "cv_accuracy": None}
+    if outside:
+        shown = dict(sorted(outside.items(), key=lambda kv: (-kv[1], kv[0]))[:_SHOWN_OUTSIDE])
+        summary["outside_config"] = {
+            "labeled_tasks": sum(outside.values()),
+            "labels": shown,
+            "why": "labels that are not choices of the labeling config's tag: not learned, never proposed",
+        }
     unlabeled = [j for j, (_, info) in enumerate(rows) if not info.labeled]
     predicted: dict[int, tuple[list[str], float]] = {}
     probe: Probe | None = None
@@ -137,4 +169,7 @@ def result_for(state: ProjectState, info: TaskInfo) -> list[dict[str, Any]]:
     tag = choices_tag(state)
     if tag is None or info.labeled or info.predicted is None:
         return []
-    return [tag.result(info.predicted, info.predicted_p or 0.0)]
+    values = [v for v in info.predicted if v in tag.choices]  # a proposal from before a config change: none
+    if len(values) != len(info.predicted) or not values:
+        return []
+    return [tag.result(values, info.predicted_p or 0.0)]

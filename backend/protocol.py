@@ -118,6 +118,7 @@ class ProjectProtocol:
         if ref is None:
             raise BadRequest("annotation event names no task ('annotation.task' or 'task.id')")
         tid = task_ref(ref, "annotation.task")
+        self._version_switched(data)
         aid = parse_id(ann["id"], "annotation.id") if ann.get("id") is not None else None
         with self.state.lock:
             info = self.state.tasks.get(tid)
@@ -153,18 +154,33 @@ class ProjectProtocol:
             known = [t for t in ids if t in self.state.tasks]
         return ["sync", "rank"] if known or not ids else []
 
+    def _version_switched(self, data: dict) -> bool:
+        """The event's project serves another model version than ours: the reconciliation switches it back.
+
+        The payload is not trusted for more than asking: the reconciliation reads the project itself.
+        """
+        project = data.get("project")
+        live = project.get("model_version") if isinstance(project, dict) else None
+        with self.state.lock:
+            ours = {self.state.published_version, self.state.switching}
+            switched = isinstance(live, str) and self.state.published_version is not None and live not in ours
+            if switched:
+                self.state.versions_due = True  # checked by the next re-rank (no listing of the tasks)
+        return switched
+
     def _on_project_updated(self, data: dict) -> list[str] | None:
         project = _obj(data, "project")
         config = project.get("label_config")
+        switched = ["rank"] if self._version_switched(data) else []
         if config is None:
-            return []
+            return switched
         key = image_key_from_config(config)
         if key != self.state.image_key or self.state.config_problem:  # a refused config may have been mended
             return ["sync", "embed", "rank"]
         tag = choices_from_config(config)
         with self.state.lock:
             same = (tag.as_dict() if tag else None) == self.state.choices
-        return [] if same else ["sync", "rank"]
+        return switched if same else ["sync", "rank"]
 
     def _on_other(self, data: dict) -> list[str] | None:
         return None  # the table's jobs; Label Studio itself is read, the payload is not trusted

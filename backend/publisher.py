@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from backend.context import BackendContext
 from backend.labelstudio import LabelStudio, LabelStudioError
-from backend.payload import new_version
+from backend.payload import new_version, normal_url
 from backend.prelabel import result_for
 from backend.publish import FLAG_BAND, Published, plan_head, queue_order
 
@@ -125,6 +125,8 @@ class Publisher:
         fields: dict[str, Any] = {"model_version": version}
         if self.settings.sampling in SAMPLING_LS:
             fields["sampling"] = SAMPLING_LS[self.settings.sampling]
+        with self.state.lock:
+            self.state.switching = version
         client.update_project(self.pid, **fields)
 
     def _ensure_predictions(self, client: LabelStudio, task_ids: list[int]) -> None:
@@ -275,6 +277,8 @@ class Publisher:
 
         Label Studio creates that webhook when the backend is connected but sends it without the
         ML backend's credentials, so a backend that requires basic auth would answer 401 to every event.
+        Only the ML backends whose URL is this backend's (as Label Studio called ``/setup``) are ours:
+        another backend's webhook on the same project, and its headers, are left alone.
         """
         header = None
         if self.settings.auth_required:
@@ -282,11 +286,11 @@ class Publisher:
 
             token = base64.b64encode(f"{self.settings.basic_auth_user}:{self.settings.basic_auth_pass}".encode())
             header = f"Basic {token.decode()}"
-        ours = {
-            ml["url"].rstrip("/") + "/webhook"
-            for ml in client.list_ml_backends(self.pid)
-            if isinstance(ml, dict) and ml.get("url")
-        }
+        backends = [ml for ml in client.list_ml_backends(self.pid) if isinstance(ml, dict) and ml.get("url")]
+        own = set(self.backend.own_urls)  # Label Studio calls /setup of each listed backend: filled by now
+        ours = {str(ml["url"]).rstrip("/") + "/webhook" for ml in backends if normal_url(str(ml["url"])) in own}
+        if backends and not ours:
+            log.info("project %s: none of its ML backends is known as this one yet; webhooks left alone", self.pid)
         hooks = [h for h in client.list_webhooks(self.pid) if isinstance(h, dict)]
         for url in sorted(ours):
             mine = [h for h in hooks if h.get("url") == url]

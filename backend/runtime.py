@@ -36,6 +36,9 @@ from examine.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
+#: Failed runs in a row after which a project's work is listed among its problems.
+REPEATED_FAILURES = 3
+
 #: Job kind → what runs it. ``sync`` (reconcile) returns the follow-up kinds it found necessary.
 JOBS: dict[str, Callable[[ProjectWorker], list[str] | None]] = {
     "sync": ProjectWorker.reconcile,
@@ -78,6 +81,7 @@ class Backend:
         self.publish_failures = 0
         self._clients: dict[tuple[int, str], LabelStudio] = {}
         self._setup_creds: dict[int, tuple[str, str]] = {}
+        self.own_urls: set[str] = set()
         self._encoders: dict[str, Encoder] = {}
         self._lock = threading.RLock()
         self.pretrain_lock = threading.Lock()  # one shared MAE pretraining at a time, whichever project asks
@@ -343,6 +347,19 @@ class Backend:
             log.error(msg)
             self.add_problem(msg)
             return None
+
+    def project_problems(self, pid: int) -> list[str]:
+        """The project's problems for /status and /metrics: its own, a run failing again and again, the backend's."""
+        state = self.states.get(pid)
+        with state.lock:
+            out = list(state.problems)
+        failed = self.jobs.failed_runs(pid)
+        if failed >= REPEATED_FAILURES:
+            out.append(
+                f"the project's work has failed {failed} times in a row and is retried with backoff "
+                f"(last: {self.jobs.last_error.get(pid, 'unknown')}); see the backend log"
+            )
+        return out + list(self.problems)
 
     def add_problem(self, msg: str) -> None:
         """Record a backend-wide problem for /status (once; the last 20), from any project's thread."""

@@ -81,6 +81,8 @@ class ProjectState:
     recheck: set[int] = field(default_factory=set)
     config_problem: str | None = None  # why the project's labeling config cannot be ranked (not saved either)
     labeled_at: dict[int, float] = field(default_factory=dict)
+    switching: str | None = None  # the version a publish is switching the project to (its own event is no change)
+    versions_due: bool = False  # an event showed the project serving another version: checked at the next re-rank
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def counts(self) -> dict[str, int]:
@@ -180,6 +182,8 @@ class StateStore:
             if pid in self._cache:
                 return True
         folder = self.folder(pid)
+        if folder.exists() and not folder.is_dir():
+            return True  # a project folder replaced by a file: loaded (and repaired, reported) like a damaged state
         return any((folder / n).exists() for n in ("state.json", "pending.json", "state.json.damaged"))
 
     def get(self, pid: int) -> ProjectState:
@@ -189,10 +193,24 @@ class StateStore:
                 self._cache[pid] = self._load(pid)
             return self._cache[pid]
 
+    def _set_aside(self, path: Path, what: str, then: str = "the state is rebuilt from Label Studio") -> str:
+        """Move a file or folder that is not what it should be out of the way; returns the problem to report."""
+        aside = path.with_name(f"{path.name}.damaged.{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            return f"{what} is not what it should be and cannot be moved aside ({exc}); move it away by hand"
+        rel = aside.relative_to(self.root.parent)
+        return f"{what} was replaced by something else; it was moved to {rel} and {then}"
+
     def _load(self, pid: int) -> ProjectState:
         folder = self.folder(pid)
         path, problems = folder / "state.json", []
         state = ProjectState(pid)
+        if folder.exists() and not folder.is_dir():
+            problems.append(self._set_aside(folder, f"projects/{pid} (the project's folder)"))
+        if path.exists() and not path.is_file():
+            problems.append(self._set_aside(path, f"projects/{pid}/state.json"))
         if path.is_file():
             try:
                 state = ProjectState.from_json(json.loads(path.read_text()))
@@ -239,7 +257,16 @@ class StateStore:
 
     def save(self, state: ProjectState) -> None:
         """Write the whole state (tasks included: done by the background jobs)."""
+        folder, pid = self.folder(state.pid), state.pid
+        found = []
+        if folder.exists() and not folder.is_dir():
+            found.append(self._set_aside(folder, f"projects/{pid} (the project's folder)", "the state is written anew"))
+        if (folder / "state.json").is_dir():
+            found.append(self._set_aside(folder / "state.json", f"projects/{pid}/state.json", "it is written anew"))
         with state.lock:
+            for p in found:
+                log.error("project %s: %s", pid, p)
+                state.problems = [*state.problems, p][-20:]
             data = json.dumps(state.to_json())
         self._write(state.pid, "state.json", data)
         self.save_pending(state)

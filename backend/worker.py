@@ -41,7 +41,7 @@ from backend.payload import (
     guess_image_key,
     image_key_from_config,
 )
-from backend.prelabel import learn
+from backend.prelabel import config_label, learn
 from backend.publisher import Publisher
 from backend.screener import Screener
 from backend.state import ProjectState, TaskInfo
@@ -103,6 +103,8 @@ class ProjectWorker:
                 self.state.image_key = key
                 follow |= {"embed", "rank"}
             if (tag.as_dict() if tag else None) != self.state.choices:
+                if self.state.choices is not None and self.state.published_version is not None:
+                    self.state.full_due = True  # every task's proposal changes, not only the head's
                 self.state.choices = tag.as_dict() if tag else None
                 follow.add("rank")
             before = {t: (i.uri, i.labeled) for t, i in self.state.tasks.items()}
@@ -175,31 +177,53 @@ class ProjectWorker:
     def _check_versions(self, client: LabelStudio, project: dict) -> set[str]:
         """Our prediction versions in Label Studio vs the state.
 
-        Unknown versions of ours are stale (deleted by the janitor); predictions of the current version
-        deleted in Label Studio make the next publish a new version; a project switched to another
-        version is switched back.
+        Unknown versions of ours are stale (deleted by the janitor), except the one the project serves from
+        until a new version replaces it. A version is switched to only when Label Studio holds it whole (a
+        prediction for every unlabeled task the state published, and for most of the pool); otherwise, or when
+        predictions of it were deleted, the next publish is a new version for the whole pool, embedding again
+        first if the store was lost. So a project always converges to a full ranking.
         """
         raw = client.list_model_versions(self.pid)
         if isinstance(raw, dict):
             counts = {str(v): int(n) if isinstance(n, int | float) else -1 for v, n in raw.items()}
         else:
             counts = {v if isinstance(v, str) else str((v or {}).get("model_version")): -1 for v in raw or []}
+        live = project.get("model_version") if isinstance(project.get("model_version"), str) else None
         follow: set[str] = set()
         with self.state.lock:
             current = self.state.published_version
-            keep = {current, self.state.complete_version}
+            keep = {current, self.state.complete_version, live}
             # Versions Label Studio no longer lists (an aborted publish that created nothing) need no cleanup.
-            self.state.stale_versions = [v for v in self.state.stale_versions if v in counts]
+            self.state.stale_versions = [v for v in self.state.stale_versions if v in counts and v != live]
             for v in sorted(counts):
                 if v.startswith(VERSION_PREFIX) and v not in keep and v not in self.state.stale_versions:
                     self.state.stale_versions.append(v)  # an aborted publish, or one a lost state knew
-            unlabeled = any(i.key and not i.labeled for i in self.state.tasks.values())
+            pool = sum(1 for i in self.state.tasks.values() if i.uri and not i.error and not i.labeled)
             ours = sum(1 for t in self.state.predictions if t in self.state.tasks)
-            if unlabeled and (current is None or current not in counts or 0 <= counts[current] < ours):
-                self.state.full_due = True  # predictions lost: push a new version for the whole pool
+            covered = sum(
+                1 for t in self.state.predictions if t in self.state.tasks and not self.state.tasks[t].labeled
+            )
+            held = counts.get(current, 0) if current else 0
+            whole = current is not None and current in counts and (held < 0 or held >= ours) and 2 * covered >= pool
+            if pool and not whole:
+                self.state.full_due = True  # predictions lost, or a state older than Label Studio: a new version
                 follow.add("full")
-        if current and "full" not in follow and project.get("model_version") != current:
-            Publisher(self.backend, self.pid).switch_project(client, current)
+            due = self.state.full_due
+        if due and pool:
+            follow.add("full")
+        if current and not due and live != current:
+            try:
+                Publisher(self.backend, self.pid).switch_project(client, current)
+            except LabelStudioError as exc:
+                if exc.status != 400:
+                    raise
+                # Label Studio no longer holds the version (deleted between the listing and the switch).
+                log.warning(
+                    "project %s: cannot switch back to %s (%s); publishing a new version", self.pid, current, exc
+                )
+                with self.state.lock:
+                    self.state.full_due = True
+                return follow | {"full"}
             log.info("project %s: switched back to %s (the project's model version had changed)", self.pid, current)
         return follow
 
@@ -405,14 +429,29 @@ class ProjectWorker:
     # -------------------------------------------------------------- rank and publish
 
     def rank(self) -> None:
-        """Re-rank and update Label Studio in place (a new version for the whole pool when one is due)."""
+        """Re-rank and update Label Studio in place (a new version for the whole pool when one is due).
+
+        When an event showed the project serving another model version, the versions are checked first
+        (the project switched back, or a new version published), without listing the tasks.
+        """
+        with self.state.lock:
+            check, self.state.versions_due = self.state.versions_due, False
+        if check and self.state.synced:
+            client = self.backend.client(self.pid)
+            self._check_versions(client, client.get_project(self.pid))
         with self.state.lock:
             full = self.state.full_due or self.state.published_version is None or not self.state.predictions
         self._rank_and_publish(full=full)
 
     def publish_full(self) -> None:
-        """Push the whole ranking under a new version (first publish, new encoder, predictions lost in Label Studio)."""
-        self._rank_and_publish(full=True)
+        """Push the whole ranking under a new version (first publish, new encoder, predictions lost in Label Studio).
+
+        Nothing when a re-rank earlier in the same run pushed it already (the pool is pushed once).
+        """
+        with self.state.lock:
+            done = not self.state.full_due and self.state.published_version is not None and bool(self.state.predictions)
+        if not done:
+            self._rank_and_publish(full=True)
 
     def _rank_and_publish(self, *, full: bool) -> None:
         if not self.state.synced:
@@ -484,7 +523,8 @@ class ProjectWorker:
         if kept is not None:
             return *kept, n_labeled
         # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
-        labels = [i.label for _, i in rows] if self.state.choices else None
+        with self.state.lock:
+            labels = [config_label(self.state, i) for _, i in rows] if self.state.choices else None
         ranking = rank(
             X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=BATCH, deferred=deferred
         )

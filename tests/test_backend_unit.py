@@ -544,3 +544,75 @@ def test_a_failed_download_is_not_fetched_again_before_its_retry_time(tmp_path):
     backend._clients[(1, "api")] = _FakeLabelStudio(tasks=[1, 2])
     ProjectWorker(backend, 1).reconcile()
     assert state.tasks[1].error and state.tasks[2].error is None
+
+
+def test_a_run_that_fails_again_and_again_is_a_problem_at_status_and_metrics(tmp_path):
+    app, backend = make_app(tmp_path)
+    known(backend, 3, 1)
+    backend.jobs._attempts[3] = 3  # what three failed runs in a row leave (the queue is not started here)
+    backend.jobs.last_error[3] = "sync: PATCH /api/projects/3/ -> 400"
+    st = app.test_client().get("/projects/3/status").get_json()
+    assert any("failed 3 times in a row" in p and "-> 400" in p for p in st["problems"]), st["problems"]
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'examine_problems{project="3"} 1.0' in text
+    backend.jobs._attempts.pop(3)  # a run succeeded
+    assert app.test_client().get("/projects/3/status").get_json()["problems"] == []
+
+
+def test_a_project_folder_or_state_file_replaced_by_something_else_is_set_aside_and_named(tmp_path):
+    _, backend = make_app(tmp_path)
+    known(backend, 1, 10)
+    known(backend, 2, 20)
+    root = tmp_path / "projects"
+    import shutil
+
+    shutil.rmtree(root / "1")
+    (root / "1").write_text("not a folder")
+    (root / "2" / "state.json").unlink()
+    (root / "2" / "state.json").mkdir()
+    _, again = make_app(tmp_path)
+    assert again.states.known_projects() == [1, 2]  # neither project is forgotten
+    for pid in (1, 2):
+        state = again.states.get(pid)
+        assert not state.synced and "replaced by something else" in state.problems[0], state.problems
+        again.states.save(state)  # saving works again: no retry for ever
+        assert (root / str(pid) / "state.json").is_file()
+    assert any(p.name.startswith("1.damaged.") for p in root.iterdir())
+
+
+def test_choices_of_another_object_than_the_image_are_not_the_images_classes():
+    from backend.payload import choices_from_config
+
+    text_first = (
+        '<View><Text name="note" value="$note"/><Image name="img" value="$image"/>'
+        '<Choices name="sentiment" toName="note"><Choice value="good"/><Choice value="bad"/></Choices>'
+        '<Choices name="tissue" toName="img"><Choice value="tumour"/><Choice value="normal"/></Choices></View>'
+    )
+    tag = choices_from_config(text_first)
+    assert tag is not None and tag.name == "tissue" and tag.choices == ("tumour", "normal")
+    only_text = text_first.replace('<Choices name="tissue" toName="img">', '<Choices name="tissue" toName="note">')
+    assert choices_from_config(only_text) is None
+
+
+def test_labels_outside_the_config_are_counted_never_learned_nor_proposed(tmp_path):
+    import numpy as np
+
+    from backend.prelabel import learn, result_for
+    from backend.state import ProjectState
+
+    state = ProjectState(1, choices={"name": "c", "to_name": "img", "choices": ["a", "b"], "multiple": False})
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (6, 8)), rng.normal(3, 1, (6, 8))])
+    given = ["a", "a", "<script>x</script>", None, None, None, "b", "b", "<img src=x>", None, None, None]
+    rows = [
+        (i + 1, TaskInfo(uri="u", labeled=g is not None, label=g, labels=[g] if g else None))
+        for i, g in enumerate(given)
+    ]
+    learn(state, X, rows, enabled=True)
+    assert state.probe["counts"] == {"a": 2, "b": 2} and state.probe["labels"] == 4
+    assert state.probe["outside_config"]["labels"] == {"<script>x</script>": 1, "<img src=x>": 1}
+    proposals = [result_for(state, info) for _, info in rows if not info.labeled]
+    assert proposals and all(r[0]["value"]["choices"][0] in ("a", "b") for r in proposals)
+    # A rename: the old proposals are never sent, whatever was stored.
+    state.choices = {"name": "c", "to_name": "img", "choices": ["a2", "b"], "multiple": False}
+    assert not any(r and r[0]["value"]["choices"][0] == "a" for r in (result_for(state, info) for _, info in rows))
