@@ -171,9 +171,10 @@ def _chunks(n: int, batch_size: int, *, ramp: bool) -> list[range]:
 class _Tracker:
     """Which source waits for which key; thread-safe (producer claims, consumer completes)."""
 
-    def __init__(self, report: EmbedReport, store: EmbeddingStore):
+    def __init__(self, report: EmbedReport, store: EmbeddingStore, items: Sequence[str] = ()):
         self.report = report
         self.store = store
+        self.items = items  # each source's name: an error shared by identical images names each one
         self.lock = threading.Lock()
         self.pending: dict[str, list[int]] = {}
 
@@ -193,7 +194,8 @@ class _Tracker:
     def fail(self, key: str, err: ImageLoadError) -> None:
         with self.lock:
             for j in self.pending.pop(key):
-                self.report.errors[j] = err
+                named = j < len(self.items) and self.items[j] != err.item
+                self.report.errors[j] = ImageLoadError(self.items[j], err.reason, err.hint) if named else err
 
     def done(self, keys: Sequence[str]) -> None:
         with self.lock:
@@ -418,7 +420,7 @@ def embed_sources(
     batch_size = batch_size or default_batch_size(dev)
     workers = default_workers(dev) if workers is None else workers
     report = EmbedReport(keys=[None] * len(sources))
-    tracker = _Tracker(report, store)
+    tracker = _Tracker(report, store, [name for name, _ in sources])
     producer = _Producer(sources, tracker, encoder.config.img_size, batch_size, dev, workers)
     encode: _Encode | None = None
     bar = tqdm(total=len(sources), desc="embedding", unit="img", disable=not progress)

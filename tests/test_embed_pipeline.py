@@ -85,6 +85,17 @@ def test_errors_name_items_with_worker_processes(tmp_path):
     assert rep.added == 6
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_identical_broken_images_each_name_their_own_item(tmp_path, workers):
+    broken = b"\xff\xd8\xff\xe0 not really a jpeg"
+    sources = [(f"task {i}", (lambda: broken)) for i in (11, 12, 13)]
+    enc = create_encoder(CFG)
+    store = EmbeddingStore(tmp_path, enc.version, enc.dim)
+    rep = embed_sources(sources, enc, store, batch_size=8, device="cpu", workers=workers, progress=False)
+    assert [rep.errors[i].item for i in range(3)] == ["task 11", "task 12", "task 13"]
+    assert all(str(rep.errors[i]).startswith(f"task {11 + i}:") for i in range(3))
+
+
 def test_file_read_errors_name_the_file_when_processes_read_them(tmp_path, monkeypatch):
     from examine import embed_pipeline
 
