@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from backend.app import create_app
+from backend.bind import with_gunicorn_bind
 from backend.settings import Settings
 
 
@@ -40,6 +42,6 @@ def main() -> int:
 if __name__ == "__main__":
     sys.exit(main())
 elif __name__ != "__mp_main__":  # a decoding worker process (spawn) imports this module again: no second backend there
-    _settings = Settings.from_env()
+    _settings = with_gunicorn_bind(Settings.from_env(), sys.argv, os.environ)
     _logging(_settings)
     app = create_app(_settings)

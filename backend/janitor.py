@@ -18,6 +18,7 @@ import time
 
 from backend.context import BackendContext
 from backend.labelstudio import LabelStudioError
+from backend.payload import PENDING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,12 @@ class Janitor(threading.Thread):
         with state.lock:
             keep = {state.published_version, state.complete_version}
             stale = [v for v in state.stale_versions if v not in keep]
-        if not stale or quiet < s.cleanup_idle_s or not backend.jobs.idle():
+        # The answers of /predict before the first ranking: a few empty predictions, deleted at once (they would
+        # wait for a quiet project, which a team labeling all day never gives).
+        pending = [v for v in stale if v == PENDING_VERSION and state.published_version is not None]
+        if pending and backend.jobs.idle():
+            stale = pending
+        elif not stale or quiet < s.cleanup_idle_s or not backend.jobs.idle():
             return
         version = stale[0]
         client = backend.client(pid)

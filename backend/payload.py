@@ -18,6 +18,7 @@ __all__ = [
     "BadRequest",
     "ChoicesTag",
     "MAX_ID",
+    "PENDING_VERSION",
     "VERSION_PREFIX",
     "annotation_label",
     "annotation_labels",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 VERSION_PREFIX = "examine-"
+#: The model_version /setup and /predict answer before the first ranking is published.
+PENDING_VERSION = VERSION_PREFIX + "pending"
 #: Label Studio ids are 64-bit database keys.
 MAX_ID = 2**63 - 1
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.jobs import KINDS
 from backend.payload import (
+    PENDING_VERSION,
     BadRequest,
     annotation_labels,
     choices_from_config,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PENDING_VERSION = "examine-pending"
 #: What a /setup asks for. No "rank": the reconciliation asks for one when it finds a change (new or labeled
 #: tasks, a lost or switched version, new embeddings), so a /setup with nothing new publishes nothing.
 SETUP_JOBS = ["sync", "pretrain", "embed"]

@@ -9,7 +9,6 @@ dispatches each kind through the explicit :data:`JOBS` table to
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ import sklearn.cluster  # noqa: F401
 import sklearn.linear_model  # noqa: F401
 import sklearn.model_selection  # noqa: F401
 
+from backend.bind import loopback
 from backend.janitor import Janitor
 from backend.jobs import KINDS, JobFailed, JobQueue
 from backend.labelstudio import LabelStudio, LabelStudioError
@@ -99,7 +99,7 @@ class Backend:
                 "Label Studio to call /setup is the only one served (see README, Security)"
             )
         s = self.settings
-        if s.label_studio_configured and not s.auth_required and not _loopback(s.host):
+        if s.label_studio_configured and not s.auth_required and not loopback(s.host):
             log.warning(
                 "basic auth is off while the backend listens on %s with a Label Studio key: anyone who reaches "
                 "port %s can send it events. Set BASIC_AUTH_USER and BASIC_AUTH_PASS, and the same user and "
@@ -387,11 +387,3 @@ class Backend:
     def project_encoder_dir(self, pid: int) -> Path:
         """Where the project's continued-training encoder lives."""
         return self.states.folder(pid) / "encoder"
-
-
-def _loopback(host: str) -> bool:
-    """True for an address only this machine reaches (127.0.0.0/8, ::1, localhost)."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host.lower() == "localhost"

@@ -34,7 +34,6 @@ from backend.context import BackendContext
 from backend.fetch import ImageFetcher
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import (
-    VERSION_PREFIX,
     annotation_labels,
     choices_from_config,
     config_problem,
@@ -45,6 +44,7 @@ from backend.prelabel import config_label, learn
 from backend.publisher import Publisher
 from backend.screener import Screener
 from backend.state import ProjectState, TaskInfo
+from backend.versions import check_versions
 from examine.embed import embed_sources
 from examine.encoder import Encoder, create_encoder, is_pretrained_name
 from examine.images import load_image
@@ -175,57 +175,7 @@ class ProjectWorker:
         return problem is not None
 
     def _check_versions(self, client: LabelStudio, project: dict) -> set[str]:
-        """Our prediction versions in Label Studio vs the state.
-
-        Unknown versions of ours are stale (deleted by the janitor), except the one the project serves from
-        until a new version replaces it. A version is switched to only when Label Studio holds it whole (a
-        prediction for every unlabeled task the state published, and for most of the pool); otherwise, or when
-        predictions of it were deleted, the next publish is a new version for the whole pool, embedding again
-        first if the store was lost. So a project always converges to a full ranking.
-        """
-        raw = client.list_model_versions(self.pid)
-        if isinstance(raw, dict):
-            counts = {str(v): int(n) if isinstance(n, int | float) else -1 for v, n in raw.items()}
-        else:
-            counts = {v if isinstance(v, str) else str((v or {}).get("model_version")): -1 for v in raw or []}
-        live = project.get("model_version") if isinstance(project.get("model_version"), str) else None
-        follow: set[str] = set()
-        with self.state.lock:
-            current = self.state.published_version
-            keep = {current, self.state.complete_version, live}
-            # Versions Label Studio no longer lists (an aborted publish that created nothing) need no cleanup.
-            self.state.stale_versions = [v for v in self.state.stale_versions if v in counts and v != live]
-            for v in sorted(counts):
-                if v.startswith(VERSION_PREFIX) and v not in keep and v not in self.state.stale_versions:
-                    self.state.stale_versions.append(v)  # an aborted publish, or one a lost state knew
-            pool = sum(1 for i in self.state.tasks.values() if i.uri and not i.error and not i.labeled)
-            ours = sum(1 for t in self.state.predictions if t in self.state.tasks)
-            covered = sum(
-                1 for t in self.state.predictions if t in self.state.tasks and not self.state.tasks[t].labeled
-            )
-            held = counts.get(current, 0) if current else 0
-            whole = current is not None and current in counts and (held < 0 or held >= ours) and 2 * covered >= pool
-            if pool and not whole:
-                self.state.full_due = True  # predictions lost, or a state older than Label Studio: a new version
-                follow.add("full")
-            due = self.state.full_due
-        if due and pool:
-            follow.add("full")
-        if current and not due and live != current:
-            try:
-                Publisher(self.backend, self.pid).switch_project(client, current)
-            except LabelStudioError as exc:
-                if exc.status != 400:
-                    raise
-                # Label Studio no longer holds the version (deleted between the listing and the switch).
-                log.warning(
-                    "project %s: cannot switch back to %s (%s); publishing a new version", self.pid, current, exc
-                )
-                with self.state.lock:
-                    self.state.full_due = True
-                return follow | {"full"}
-            log.info("project %s: switched back to %s (the project's model version had changed)", self.pid, current)
-        return follow
+        return check_versions(self.backend, self.state, client, project)
 
     def _recheck_tasks(self, client: LabelStudio, task_ids: list[int]) -> None:
         """Fetch tasks again to learn whether they are still labeled, and their labels."""

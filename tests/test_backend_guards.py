@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from backend.app import create_app
+from backend.bind import loopback
 from backend.payload import config_problem
 from backend.public import MAX_CHARS, public_text
-from backend.runtime import Backend, _loopback
+from backend.runtime import Backend
 from backend.settings import Settings
 from backend.state import TaskInfo
 
@@ -95,7 +96,7 @@ def test_status_page_shows_public_texts(tmp_path):
     "host, loop", [("127.0.0.1", True), ("127.3.4.5", True), ("::1", True), ("localhost", True), ("0.0.0.0", False)]
 )
 def test_loopback(host, loop):
-    assert _loopback(host) == loop
+    assert loopback(host) == loop
 
 
 def test_a_key_with_auth_off_on_a_public_bind_warns_how_to_turn_auth_on(tmp_path, caplog):
@@ -171,3 +172,22 @@ def test_a_refused_config_mended_in_label_studio_restarts_the_project(tmp_path):
     state.image_key = "image"  # even when the key itself did not change
     assert app.test_client().post("/webhook", json=body).status_code == 201
     assert backend.jobs.pending(6) == {"sync", "embed", "rank"}
+
+
+@pytest.mark.parametrize(
+    "argv, env, host, port",
+    [
+        (["/usr/bin/gunicorn", "--bind", "0.0.0.0:9000", "backend._wsgi:app"], {}, "0.0.0.0", 9000),
+        (["gunicorn", "-b", "127.0.0.1:9090", "-b", "[::]:9091", "backend._wsgi:app"], {}, "::", 9091),
+        (["gunicorn", "backend._wsgi:app"], {"GUNICORN_CMD_ARGS": "--bind=10.0.0.5:80"}, "10.0.0.5", 80),
+        (["gunicorn", "-b", "unix:/tmp/examine.sock", "backend._wsgi:app"], {}, "127.0.0.1", 9090),
+        (["gunicorn", "backend._wsgi:app"], {}, "127.0.0.1", 9090),
+        (["python", "-m", "pytest", "--bind", "0.0.0.0:1"], {}, "127.0.0.1", 9090),
+    ],
+)
+def test_the_start_up_warnings_name_gunicorns_real_bind(argv, env, host, port):
+    from backend._wsgi import with_gunicorn_bind
+    from backend.settings import Settings
+
+    s = with_gunicorn_bind(Settings(host="127.0.0.1", port=9090), argv, env)
+    assert (s.host, s.port) == (host, port)
