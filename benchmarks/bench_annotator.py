@@ -1,7 +1,7 @@
 """A scripted annotator in a real Label Studio: does the stream reflect each label, and does every task keep one
 current prediction?
 
-    python benchmarks/bench_annotator.py [--tasks 200] [--interval 2] [--annotations 30] [--labeled 0]
+    python benchmarks/bench_annotator.py [--tasks 200] [--interval 2] [--annotations 30] [--labeled 0] [--ls-db postgres]
 
 Starts Label Studio 1.23.2 (from .venv-ls) and the backend on 127.0.0.1, imports N tasks showing real medical
 tiles (the class of each is its source image), connects the backend and waits for the first ranking. Then an
@@ -22,6 +22,7 @@ Prints each serve and a summary with the targets of issue 17.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
 import tempfile
@@ -37,6 +38,8 @@ from backend.labelstudio import LabelStudio  # noqa: E402
 from backend.publish import HEAD_BAND  # noqa: E402
 from benchmarks._services import start_backend  # noqa: E402
 from examine.datasets import medical_tiles_with_sources  # noqa: E402
+from scripts.pg_cluster import PostgresCluster  # noqa: E402
+from scripts.services import LS_DATABASES, ls_db_from_env  # noqa: E402
 from tests.backend_server import BackendServer  # noqa: E402
 from tests.lsserver import LabelStudioServer  # noqa: E402
 
@@ -100,8 +103,19 @@ def main() -> None:
     ap.add_argument("--annotations", type=int, default=30)
     ap.add_argument("--labeled", type=int, default=0, help="tasks labeled through the API before the annotator starts")
     ap.add_argument("--size", type=int, default=32, help="tile side in pixels")
+    ap.add_argument(
+        "--ls-db",
+        choices=LS_DATABASES,
+        default=ls_db_from_env(),
+        help="Label Studio's database: SQLite, or a throw-away PostgreSQL cluster (fsync on, as deployed) "
+        "(default: $EXAMINE_TEST_LS_DB or sqlite)",
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, LabelStudioServer(Path(tmp) / "ls") as ls:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        pg = stack.enter_context(PostgresCluster()) if args.ls_db == "postgres" else None
+        ls = stack.enter_context(LabelStudioServer(Path(tmp) / "ls", postgres=pg))
+        print(f"Label Studio on {'PostgreSQL ' + str(pg.port) if pg else 'SQLite'}")
         tmp = Path(tmp)
         truth = write_tiles(Path(ls.files_root) / "bench", args.tasks, args.size)
         backend = start_backend(ls, tmp)

@@ -1,6 +1,6 @@
 """Annotation → label stream latency on a large project, against a real Label Studio.
 
-    python benchmarks/bench_latency.py [--tasks 20000] [--annotations 5] [--labeled 40]
+    python benchmarks/bench_latency.py [--tasks 20000] [--annotations 5] [--labeled 40] [--ls-db postgres]
 
 Starts Label Studio 1.23.2 (from .venv-ls) and the backend on 127.0.0.1, imports N tasks that
 point at N distinct real medical tiles in Label Studio's local-files root, connects the backend
@@ -14,6 +14,7 @@ the latencies.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
 import tempfile
@@ -28,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.labelstudio import LabelStudio  # noqa: E402
 from benchmarks._services import start_backend  # noqa: E402
 from examine.datasets import medical_tiles  # noqa: E402
+from scripts.pg_cluster import PostgresCluster  # noqa: E402
+from scripts.services import LS_DATABASES, ls_db_from_env  # noqa: E402
 from tests.lsserver import LabelStudioServer  # noqa: E402
 
 CONFIG = """<View><Image name="image" value="$image"/>
@@ -55,8 +58,19 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--annotations", type=int, default=5)
     ap.add_argument("--labeled", type=int, default=40, help="tasks labeled before the measured annotations")
+    ap.add_argument(
+        "--ls-db",
+        choices=LS_DATABASES,
+        default=ls_db_from_env(),
+        help="Label Studio's database: SQLite, or a throw-away PostgreSQL cluster (fsync on, as deployed) "
+        "(default: $EXAMINE_TEST_LS_DB or sqlite)",
+    )
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, LabelStudioServer(Path(tmp) / "ls") as ls:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        pg = stack.enter_context(PostgresCluster()) if args.ls_db == "postgres" else None
+        ls = stack.enter_context(LabelStudioServer(Path(tmp) / "ls", postgres=pg))
+        print(f"Label Studio on {'PostgreSQL ' + str(pg.port) if pg else 'SQLite'}")
         tmp = Path(tmp)
         t0 = time.perf_counter()
         write_tiles(Path(ls.files_root) / "bench", args.tasks)

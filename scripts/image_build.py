@@ -1,4 +1,5 @@
-"""`make image-test`, part one: a Docker engine, the cached local base image, and the backend and Label Studio images.
+"""`make image-test`, part one: a Docker engine, the cached local base image, and the backend, Label Studio and
+PostgreSQL images.
 
 Standard library only. See scripts/image_test.py for the whole procedure.
 """
@@ -22,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("IMAGE_TEST_CACHE", "/var/cache/examine-image-test"))
 BASE_IMAGE = "examine-base:bookworm"
 LS_IMAGE = "examine/label-studio:1.23.2"
+PG_IMAGE = "examine/postgres:15"
 BACKEND_IMAGE = "examine-backend:cpu"
 PROJECT = "examine-image-test"
 SERVICE = "examine-cpu"
@@ -310,6 +312,25 @@ def build_images(engine: Engine, logdir: Path) -> dict[str, float]:
         log=logdir / "build-label-studio.log",
     )
     times[LS_IMAGE] = time.monotonic() - t
+    t = time.monotonic()
+    say(f"building {PG_IMAGE}: Debian's postgresql-15 (log {logdir / 'build-postgres.log'})")
+    run(
+        [
+            *build,
+            "--network",
+            "host",
+            "-f",
+            str(REPO / "docker" / "postgres.Dockerfile"),
+            "--build-arg",
+            f"BASE_IMAGE={BASE_IMAGE}",
+            "-t",
+            PG_IMAGE,
+            str(REPO / "docker"),
+        ],
+        env=env,
+        log=logdir / "build-postgres.log",
+    )
+    times[PG_IMAGE] = time.monotonic() - t
     return times
 
 

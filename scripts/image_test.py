@@ -8,12 +8,16 @@ Needs root and several minutes; not part of `make test`. Standard library only (
    which also holds scikit-image for the tiles.
 3. A base image `examine-base:bookworm` (Debian 12 minbase + Python 3.11, the host's extra CA certificates),
    made once with debootstrap + `docker import` and cached: no container registry is needed.
-4. `examine-backend:cpu` from backend/Dockerfile (BuildKit, the base passed as CPU_BASE_IMAGE) and a Label Studio
-   1.23.2 image from docker/label-studio.Dockerfile on the same base.
-5. docker-compose.yml + docker/compose.image-test.yml (host network, free ports) `up -d examine-cpu` with a
-   project of real medical tiles (examine.datasets.write_medical_tiles), then checks: every task ranked,
-   /api/projects/<id>/next serves rank 1, both containers run as non-root users, `docker restart` of the
-   backend re-embeds nothing, no log holds the token or the password.
+4. `examine-backend:cpu` from backend/Dockerfile (BuildKit, the base passed as CPU_BASE_IMAGE), a Label Studio
+   1.23.2 image from docker/label-studio.Dockerfile and a PostgreSQL 15 image from docker/postgres.Dockerfile
+   (Debian's postgresql-15 installed with apt during the build), all on the same base.
+5. docker-compose.yml + docker/compose.image-test.yml (host network, free ports) `up -d examine-cpu` (PostgreSQL,
+   Label Studio on it, the backend) with a project of real medical tiles (examine.datasets.write_medical_tiles),
+   then checks: Label Studio's tasks are in PostgreSQL, every task ranked, /api/projects/<id>/next serves rank 1,
+   the three containers run as non-root users and are healthy, `docker restart` of the backend re-embeds nothing
+   and an annotation after it is re-ranked (in place: the backend's publish counter advances, the ranking counts
+   the label, every task still holds a prediction of the project's version, /next serves the new head), no log
+   holds the token or a password.
 6. `compose down -v`: containers, the project's volumes and the temporary folder are removed; the images stay
    (cache for the next run).
 
@@ -46,6 +50,7 @@ from scripts.image_build import (  # noqa: E402
     EPOCHS,
     LABEL_CONFIG,
     LS_IMAGE,
+    PG_IMAGE,
     PROJECT,
     REPO,
     SERVICE,
@@ -132,18 +137,22 @@ def main() -> int:
     engine = Engine()
     compose_cmd: list[str] = []
     token, password, backend_pass = secrets.token_hex(20), secrets.token_urlsafe(16), secrets.token_hex(16)
-    ls_port, be_port = free_port(), free_port()
+    db_pass = secrets.token_hex(16)
+    ls_port, be_port, pg_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "LABEL_STUDIO_PASSWORD": password,
         "LABEL_STUDIO_USER_TOKEN": token,
         "BASIC_AUTH_PASS": backend_pass,  # the compose file requires basic auth on the backend
         "LABEL_STUDIO_IMAGE": LS_IMAGE,
+        "POSTGRES_IMAGE": PG_IMAGE,
+        "POSTGRES_PASSWORD": db_pass,
         "LOCAL_FILES_DIR": str(work / "images"),
         "EXAMINE_WEIGHTS_DIR": str(work / "weights"),
         "EXAMINE_PRETRAIN_EPOCHS": str(EPOCHS),
         "IMAGE_TEST_LS_PORT": str(ls_port),
         "IMAGE_TEST_BACKEND_PORT": str(be_port),
+        "IMAGE_TEST_PG_PORT": str(pg_port),
     }
     failed: list[str] = []
     try:
@@ -166,7 +175,7 @@ def main() -> int:
         say(run([*compose_bin, "version"], capture=True).stdout.strip())
         base_time = ensure_base_image(engine)
         build_times = {BASE_IMAGE: base_time, **build_images(engine, logdir)}
-        sizes = {img: image_size(engine, img) for img in (BASE_IMAGE, BACKEND_IMAGE, LS_IMAGE)}
+        sizes = {img: image_size(engine, img) for img in (BASE_IMAGE, BACKEND_IMAGE, LS_IMAGE, PG_IMAGE)}
         say("images: " + ", ".join(f"{k} {v} (built in {build_times.get(k, 0):.0f} s)" for k, v in sizes.items()))
 
         tools = tools_venv()
@@ -187,7 +196,10 @@ def main() -> int:
         say(f"wrote {TILES} medical tiles to {tiles_dir}")
 
         t_up = time.monotonic()
-        say(f"docker compose up -d {SERVICE} (Label Studio on 127.0.0.1:{ls_port}, backend on 127.0.0.1:{be_port})")
+        say(
+            f"docker compose up -d {SERVICE} (PostgreSQL on 127.0.0.1:{pg_port}, Label Studio on 127.0.0.1:{ls_port}, "
+            f"backend on 127.0.0.1:{be_port})"
+        )
         run([*compose_cmd, "up", "-d", "--no-build", SERVICE], env=env, log=logdir / "compose.log", timeout=900)
         ls, backend = (
             Http(f"http://127.0.0.1:{ls_port}", token),
@@ -195,9 +207,16 @@ def main() -> int:
         )
         wait("the backend's /health", backend.healthy, 300)
         t_healthy = time.monotonic() - t_up
-        say(f"both services up and healthy ({t_healthy:.0f} s after `up`)")
+        say(f"PostgreSQL, Label Studio and the backend up and healthy ({t_healthy:.0f} s after `up`)")
         container = run([*compose_cmd, "ps", "-q", SERVICE], env=env, capture=True).stdout.strip()
         ls_container = run([*compose_cmd, "ps", "-q", "label-studio"], env=env, capture=True).stdout.strip()
+        pg_container = run([*compose_cmd, "ps", "-q", "postgres"], env=env, capture=True).stdout.strip()
+        containers = (("backend", container), ("label-studio", ls_container), ("postgres", pg_container))
+
+        def psql(sql: str) -> str:
+            """A query in Label Studio's database, inside the PostgreSQL container (its socket, trusted locally)."""
+            cmd = [engine.docker, "exec", pg_container, "psql", "-X", "-A", "-t", "-U", "labelstudio", "-d"]
+            return run([*cmd, "labelstudio", "-c", sql], capture=True).stdout.strip()
 
         pid = int(ls("POST", "/api/projects", {"title": "image test", "label_config": LABEL_CONFIG})["id"])
         storage = ls(
@@ -255,13 +274,22 @@ def main() -> int:
             len(ranked) == TILES and len({s for s, _ in ranked}) == TILES,
             f"{len(ranked)}/{TILES} tasks hold a prediction of {version}",
         )
+        project_tasks = psql(f"SELECT count(*) FROM task WHERE project_id = {pid}")
+        project_preds = psql(
+            f"SELECT count(*) FROM prediction WHERE project_id = {pid} AND model_version = '{version}'"
+        )
+        check(
+            "Label Studio keeps its data in PostgreSQL",
+            project_tasks == str(TILES) and project_preds == str(TILES),
+            f"{project_tasks} tasks and {project_preds} predictions of {version} in the database labelstudio",
+        )
         nxt = ls("GET", f"/api/projects/{pid}/next")
         check(
             "/next serves rank 1",
             nxt.get("id") == ranked[0][1],
             f"/next -> task {nxt.get('id')}, rank 1 = task {ranked[0][1]} (score {ranked[0][0]:.4f})",
         )
-        for name, cid in (("backend", container), ("label-studio", ls_container)):
+        for name, cid in containers:
             uid = run([engine.docker, "exec", cid, "id", "-u"], capture=True).stdout.strip()
             user = run([engine.docker, "inspect", "--format", "{{.Config.User}}", cid], capture=True).stdout.strip()
             check(
@@ -275,14 +303,14 @@ def main() -> int:
                 name: run(
                     [engine.docker, "inspect", "--format", "{{.State.Health.Status}}", cid], capture=True
                 ).stdout.strip()
-                for name, cid in (("backend", container), ("label-studio", ls_container))
+                for name, cid in containers
             }
 
         deadline = time.monotonic() + 120  # the backend's first probe runs 30 s after its start
         while set((health := docker_health()).values()) != {"healthy"} and time.monotonic() < deadline:
             time.sleep(2)
         check(
-            "Docker reports both containers healthy (HEALTHCHECK probes)",
+            "Docker reports the three containers healthy (HEALTHCHECK probes)",
             set(health.values()) == {"healthy"},
             ", ".join(f"{k} {v}" for k, v in health.items()),
         )
@@ -292,8 +320,13 @@ def main() -> int:
         run([engine.docker, "restart", container], capture=True)
         wait("the backend's /health after restart", backend.healthy, 300)
         healthy_after = time.monotonic() - t
+        # A re-rank updates the head's predictions in place (same version; a new version only for a new encoder or
+        # lost predictions), so it shows in the backend's status as a publish that counts the label: `publishes`
+        # (persisted across restarts) advances and `queue_labels` (labels the ranking in force knew) reaches 1.
+        ready = backend("GET", f"/projects/{pid}/status")
         # An annotation after the restart: the backend must re-rank from the embeddings on its volume.
         first = ranked[0][1]
+        t_annotated = time.monotonic()
         ls(
             "POST",
             f"/api/tasks/{first}/annotations/",
@@ -302,43 +335,70 @@ def main() -> int:
 
         def reranked():
             st = backend("GET", f"/projects/{pid}/status")
-            v = st.get("published_version")
-            return st if v and v != version and not st.get("pending") and st["counts"].get("labeled") == 1 else None
+            return (
+                st
+                if st.get("publishes", 0) > ready.get("publishes", 0)
+                and (st.get("queue_labels") or 0) >= 1
+                and st["counts"].get("labeled") == 1
+                and not st.get("pending")
+                and st.get("queue_head")
+                else None
+            )
 
         after = wait("a re-rank after the restart and an annotation", reranked, 300)
+        rerank_s = time.monotonic() - t_annotated
         started = run([engine.docker, "inspect", "--format", "{{.State.StartedAt}}", container], capture=True).stdout
         res = run([engine.docker, "logs", "--since", started.strip(), container], capture=True)
         new_lines = (res.stdout + res.stderr).splitlines()
         work_lines = [ln for ln in new_lines if " embedded " in ln or "pretraining" in ln]
         reembedded = [ln for ln in work_lines if "pretraining" in ln or " embedded 0 new" not in ln]
-        done_lines = [ln for ln in new_lines if " done in " in ln]
-        nxt = ls("GET", f"/api/projects/{pid}/next")
+        done_lines = [ln for ln in new_lines if " done in " in ln or "prediction updates" in ln]
         check(
             "docker restart re-embeds nothing",
             not reembedded
             and after["counts"].get("embedded") == before.get("embedded")
-            and after.get("encoder_version") == status.get("encoder_version")
+            and after.get("encoder_version") == status.get("encoder_version"),
+            f"healthy {healthy_after:.0f} s after restart; an annotation then re-ranked from stored embeddings in "
+            f"{rerank_s:.1f} s (publishes {ready.get('publishes')} -> {after.get('publishes')}, queue_labels "
+            f"{ready.get('queue_labels')} -> {after.get('queue_labels')}; "
+            f"{work_lines[-1].split('backend.model: ')[-1] if work_lines else 'no embedding job ran'}; "
+            f"{done_lines[-1].split(': ', 1)[-1] if done_lines else 'no publish logged'})",
+        )
+        current = ls("GET", f"/api/projects/{pid}")["model_version"]
+        reranked_tasks = ranked_tasks(ls, pid, current)
+        unlabeled = [(s, tid) for s, tid in reranked_tasks if tid != first]
+        nxt = ls("GET", f"/api/projects/{pid}/next")
+        check(
+            "the re-rank lands in Label Studio and /next serves its head",
+            current == after.get("published_version")
+            and len(unlabeled) == TILES - 1
+            and nxt.get("id") == after["queue_head"][0]
             and nxt.get("id") != first,
-            f"healthy {healthy_after:.0f} s after restart; an annotation then re-ranked from stored embeddings "
-            f"({work_lines[-1].split('backend.model: ')[-1] if work_lines else 'no embedding job ran'}; "
-            f"{done_lines[-1].split('backend.model: ')[-1] if done_lines else after['published_version']}); "
-            f"/next -> task {nxt.get('id')}",
+            f"{len(unlabeled)}/{TILES - 1} unlabeled tasks hold a prediction of {current} "
+            f"({'the same version, updated in place' if current == version else 'a new version'}); /next -> task "
+            f"{nxt.get('id')}, the backend's new head {after['queue_head'][0]}, lowest unlabeled score "
+            f"{unlabeled[0][1] if unlabeled else None}; task {first} labeled",
         )
 
         leaks = []
-        for name, cid in (("backend", container), ("label-studio", ls_container)):
+        secrets_ = (
+            ("token", token),
+            ("password", password),
+            ("backend password", backend_pass),
+            ("database password", db_pass),
+        )
+        for name, cid in containers:
             res = run([engine.docker, "logs", cid], capture=True)
             text = res.stdout + res.stderr
             (logdir / f"{name}.log").write_text(text)
-            leaks += [
-                f"{name}: {what}" for what, secret in (("token", token), ("password", password)) if secret in text
-            ]
-        check("logs hold no token", not leaks, ", ".join(leaks) or "backend and Label Studio logs searched")
+            leaks += [f"{name}: {what}" for what, secret in secrets_ if secret in text]
+        check("logs hold no token", not leaks, ", ".join(leaks) or "backend, Label Studio and PostgreSQL logs searched")
 
         say(
-            f"summary: {BACKEND_IMAGE} {sizes[BACKEND_IMAGE]}, {LS_IMAGE} {sizes[LS_IMAGE]}; `up` -> healthy "
+            f"summary: {BACKEND_IMAGE} {sizes[BACKEND_IMAGE]}, {LS_IMAGE} {sizes[LS_IMAGE]}, {PG_IMAGE} "
+            f"{sizes[PG_IMAGE]}; `up` -> healthy "
             f"{t_healthy:.0f} s, -> {TILES} tiles ranked {t_ranked:.0f} s ({EPOCHS} MAE epochs); "
-            f"restart -> healthy {healthy_after:.0f} s"
+            f"restart -> healthy {healthy_after:.0f} s, annotation -> re-ranked {rerank_s:.1f} s"
         )
     except (Failed, subprocess.TimeoutExpired) as exc:
         failed.append(str(exc))
@@ -347,7 +407,10 @@ def main() -> int:
             res = subprocess.run(
                 [*compose_cmd, "logs", "--no-color", "--tail", "40"], env=env, capture_output=True, text=True
             )
-            print((res.stdout + res.stderr).replace(token, "<token>").replace(password, "<password>"))
+            text = res.stdout + res.stderr
+            for secret, shown in ((token, "<token>"), (password, "<password>"), (db_pass, "<database password>")):
+                text = text.replace(secret, shown)
+            print(text)
     finally:
         if compose_cmd and os.environ.get("IMAGE_TEST_KEEP") != "1":
             say("docker compose down -v (containers, volumes)")

@@ -7,8 +7,10 @@ so the tests can import them from here instead of keeping their own copies:
     from scripts.services import LabelStudioServer, BackendServer, free_port, label_studio_bin
 
 Differences a caller may use (all optional keyword arguments): ``host``, ``files_root``, ``log_path``,
-``credentials`` (username, password, token) and ``task_lock_ttl`` for Label Studio; ``host``, ``port`` and
-``cwd`` for the backend. Every server runs in its own process group, waits for ``GET /health`` and is stopped
+``credentials`` (username, password, token), ``task_lock_ttl`` and ``db`` for Label Studio; ``host``, ``port`` and
+``cwd`` for the backend. ``db="postgres"`` runs Label Studio on a throw-away PostgreSQL cluster
+(``scripts/pg_cluster.py``) instead of SQLite, as a deployment would; tests and benchmarks pick it with
+``EXAMINE_TEST_LS_DB=postgres`` (``ls_db_from_env``). SQLite stays the default, and the demo's. Every server runs in its own process group, waits for ``GET /health`` and is stopped
 with its whole group (``scripts.procs.stop_process_group``). Errors are ``ServiceError`` (a RuntimeError), and
 ``ServiceTimeout`` (also a TimeoutError) when a server never becomes healthy.
 """
@@ -30,11 +32,14 @@ import requests
 
 if __package__ in (None, ""):  # imported as a top-level module (scripts/ on sys.path)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.pg_cluster import PostgresCluster  # noqa: E402
 from scripts.procs import label_studio_env, stop_process_group  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LS_BIN = REPO_ROOT / ".venv-ls" / "bin" / "label-studio"
 ADMIN_EMAIL = "admin@example.com"
+#: Label Studio's databases: SQLite in its data dir (the default) or a throw-away PostgreSQL cluster.
+LS_DATABASES = ("sqlite", "postgres")
 #: Seconds between the progress calls of a start that is still waiting (a console silent for longer looks stuck).
 PROGRESS_EVERY = 15.0
 
@@ -49,6 +54,7 @@ __all__ = [
     "label_studio_bin",
     "label_studio_env",
     "log_tail",
+    "ls_db_from_env",
     "stop_process_group",
 ]
 
@@ -64,6 +70,14 @@ class ServiceTimeout(ServiceError, TimeoutError):
 def label_studio_bin() -> Path:
     """Path of the `label-studio` executable: ``$LABEL_STUDIO_BIN`` or ``.venv-ls/bin/label-studio``."""
     return Path(os.environ.get("LABEL_STUDIO_BIN") or DEFAULT_LS_BIN)
+
+
+def ls_db_from_env() -> str:
+    """The database tests and benchmarks run Label Studio on: ``$EXAMINE_TEST_LS_DB`` (sqlite or postgres)."""
+    db = (os.environ.get("EXAMINE_TEST_LS_DB") or "sqlite").strip().lower()
+    if db not in LS_DATABASES:
+        raise ServiceError(f"EXAMINE_TEST_LS_DB={db!r}: expected one of {', '.join(LS_DATABASES)}")
+    return db
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -200,7 +214,11 @@ class LabelStudioServer(Service):
 
     Attributes: ``url``, ``port``, ``token`` (legacy, 40 hex chars), ``username``, ``password``, ``data_dir``
     (LABEL_STUDIO_BASE_DATA_DIR; a temporary one, removed by ``stop()``, when none is given), ``files_root``
-    (LOCAL_FILES_DOCUMENT_ROOT; local storages must point at a sub-directory), ``log_path``.
+    (LOCAL_FILES_DOCUMENT_ROOT; local storages must point at a sub-directory), ``log_path``, ``db``.
+
+    ``db="postgres"``: Label Studio's database is a PostgreSQL cluster instead of SQLite: ``postgres`` when given (a
+    started ``scripts.pg_cluster.PostgresCluster``, left running by ``stop()``), else a throw-away one made at the
+    first ``launch()`` and removed by ``stop()`` (``fsync`` off: test data). ``postgres`` holds the cluster.
     """
 
     name = "Label Studio"
@@ -218,7 +236,14 @@ class LabelStudioServer(Service):
         log_path: str | os.PathLike[str] | None = None,
         credentials: tuple[str, str, str] | None = None,
         task_lock_ttl: int | None = 3,
+        db: str = "sqlite",
+        postgres: PostgresCluster | None = None,
     ) -> None:
+        if postgres is not None:
+            db = "postgres"
+        if db not in LS_DATABASES:
+            raise ServiceError(f"Label Studio database {db!r}: expected one of {', '.join(LS_DATABASES)}")
+        self.db, self.postgres, self._own_postgres = db, postgres, False
         self.executable = Path(executable) if executable else label_studio_bin()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="ls-e2e-"))
@@ -254,10 +279,14 @@ class LabelStudioServer(Service):
         )
 
     def __repr__(self) -> str:
-        return f"LabelStudioServer(url={self.url!r}, data_dir={str(self.data_dir)!r})"
+        return f"LabelStudioServer(url={self.url!r}, data_dir={str(self.data_dir)!r}, db={self.db!r})"
 
     def first_start(self) -> bool:
-        """True while the data dir holds no database yet (the first start runs the migrations, ~1 min)."""
+        """True while the database is still empty (the first start runs the migrations, ~1 min).
+
+        For PostgreSQL: while no cluster runs yet (a given cluster is taken as migrated)."""
+        if self.db == "postgres":
+            return self.postgres is None
         return not (self.data_dir / "label_studio.sqlite3").exists()
 
     def env(self) -> dict[str, str]:
@@ -265,6 +294,8 @@ class LabelStudioServer(Service):
         env = label_studio_env(
             self.data_dir, self.files_root, self.username, self.password, self.token, task_lock_ttl=self.task_lock_ttl
         )
+        if self.postgres is not None:
+            env.update(self.postgres.label_studio_env())
         env.update(self.extra_env)
         return env
 
@@ -278,7 +309,13 @@ class LabelStudioServer(Service):
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.files_root.mkdir(parents=True, exist_ok=True)
-        super().launch()
+        if self.db == "postgres" and self.postgres is None:
+            self.postgres, self._own_postgres = PostgresCluster(fsync=False).start(), True
+        try:
+            super().launch()
+        except BaseException:
+            self._stop_own_postgres()
+            raise
         return self
 
     def start(self, timeout: float | None = None, progress: Callable[[float], None] | None = None) -> LabelStudioServer:
@@ -295,11 +332,18 @@ class LabelStudioServer(Service):
         return self._pat
 
     def stop(self, timeout: float = 20.0) -> bool:
-        """Stop the process group; a temporary data dir is removed (unless LS_E2E_KEEP_DATA=1)."""
+        """Stop the process group; a temporary data dir is removed (unless LS_E2E_KEEP_DATA=1), and so is a
+        PostgreSQL cluster made by ``launch()``."""
         was_running = super().stop(timeout)
+        self._stop_own_postgres()
         if self._own_dir and os.environ.get("LS_E2E_KEEP_DATA") != "1":
             shutil.rmtree(self.data_dir, ignore_errors=True)
         return was_running
+
+    def _stop_own_postgres(self) -> None:
+        if self._own_postgres and self.postgres is not None:
+            self.postgres.stop()
+            self.postgres, self._own_postgres = None, False
 
 
 class BackendServer(Service):

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use (not the demo), when missing.
 set -euo pipefail
-# dataset-fashion-mnist: test data; chromium + chromium-driver: tests/test_browser.py (headless, Selenium).
-pkgs=(dataset-fashion-mnist chromium chromium-driver)
+# dataset-fashion-mnist: test data; chromium + chromium-driver: tests/test_browser.py (headless, Selenium);
+# postgresql-15: Label Studio on PostgreSQL (tests/test_postgres_e2e.py, scripts/pg_cluster.py starts throw-away
+# clusters from /usr/lib/postgresql/15/bin; the tests never use a cluster the package may have created).
+pkgs=(dataset-fashion-mnist chromium chromium-driver postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

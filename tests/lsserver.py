@@ -1,4 +1,8 @@
-"""The session's real Label Studio for the end-to-end tests (the launcher is the demo's: scripts/services.py)."""
+"""The session's real Label Studio for the end-to-end tests (the launcher is the demo's: scripts/services.py).
+
+On SQLite by default; ``EXAMINE_TEST_LS_DB=postgres`` runs the whole session's Label Studio on a throw-away
+PostgreSQL cluster (scripts/pg_cluster.py), as a deployment would.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts.services import REPO_ROOT, LabelStudioServer, free_port, label_studio_bin
+from scripts.pg_cluster import postgres_available
+from scripts.services import REPO_ROOT, LabelStudioServer, ServiceError, free_port, label_studio_bin, ls_db_from_env
 
 __all__ = ["REPO_ROOT", "LabelStudioServer", "free_port", "label_studio", "label_studio_bin"]
 
@@ -21,7 +26,13 @@ def label_studio() -> Iterator[LabelStudioServer]:
             "deselect them with -m 'not e2e'",
             pytrace=False,
         )
-    server = LabelStudioServer(executable=exe)
+    try:
+        db = ls_db_from_env()
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if db == "postgres" and (reason := postgres_available()):
+        pytest.fail(f"EXAMINE_TEST_LS_DB=postgres: {reason}", pytrace=False)
+    server = LabelStudioServer(executable=exe, db=db)
     try:
         server.start()
     except (RuntimeError, TimeoutError) as exc:

@@ -4,7 +4,9 @@ No Docker engine is needed (none exists on the development machines). The compos
 official Compose Specification JSON schema, vendored as tests/data/compose-spec.json from
 github.com/compose-spec/compose-spec, schema/compose-spec.json at commit 170098ba07d9f53c383a41bfd4c5166b0a4529a6.
 The other checks encode what the deployment needs to work with Label Studio 1.23 (see docs/label-studio.md in the
-project notes): the backend reachable on the private network, local files served, legacy tokens on, one worker.
+project notes): the backend reachable on the private network, local files served, legacy tokens on, one worker,
+Label Studio's database in PostgreSQL (its POSTGRE_* settings, a health-checked service it waits for, a named volume,
+no published port, no password in the file).
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 
 LS_SERVICE = "label-studio"
+PG_SERVICE = "postgres"
 GPU_SERVICE = "examine"
 CPU_SERVICE = "examine-cpu"
 BACKEND_SERVICES = (GPU_SERVICE, CPU_SERVICE)
 BACKEND_PORT = 9090
 LS_PORT = 8080
+PG_PORT = 5432
+PG_DATA = "/var/lib/postgresql/data"
 
 # The backend's settings (backend/settings). Every one is declared in each backend service; those in
 # REQUIRED_SETTINGS need a value, the others may be left to pass through from .env (a key with no value).
@@ -66,6 +71,7 @@ ADMIN_SECRETS = {
     "LABEL_STUDIO_PASSWORD": "not-a-real-password",
     "LABEL_STUDIO_USER_TOKEN": "0" * 40,
     "BASIC_AUTH_PASS": "not-a-real-backend-password",
+    "POSTGRES_PASSWORD": "not-a-real-database-password",
 }
 
 # Environment keys whose values are credentials and so must never be literals in the file.
@@ -335,7 +341,15 @@ def test_mandatory_variables_fail_with_a_message_when_missing(raw_compose):
             interpolate(raw_compose, env)
     # A personal access token for the backend alone is not enough: Label Studio still needs its own token.
     with pytest.raises(MissingVariable, match="LABEL_STUDIO_USER_TOKEN"):
-        interpolate(raw_compose, {"LABEL_STUDIO_PASSWORD": "pw", "LABEL_STUDIO_API_KEY": "pat", "BASIC_AUTH_PASS": "x"})
+        interpolate(
+            raw_compose,
+            {
+                "LABEL_STUDIO_PASSWORD": "pw",
+                "LABEL_STUDIO_API_KEY": "pat",
+                "BASIC_AUTH_PASS": "x",
+                "POSTGRES_PASSWORD": "y",
+            },
+        )
 
 
 def test_the_backend_requires_basic_auth_by_default(services):
@@ -345,8 +359,9 @@ def test_the_backend_requires_basic_auth_by_default(services):
 
 
 def test_services_and_profiles(services):
-    assert set(services) == {LS_SERVICE, GPU_SERVICE, CPU_SERVICE}
-    # `docker compose up -d` starts Label Studio and the GPU backend; the CPU backend only when asked for.
+    assert set(services) == {PG_SERVICE, LS_SERVICE, GPU_SERVICE, CPU_SERVICE}
+    # `docker compose up -d` starts PostgreSQL, Label Studio and the GPU backend; the CPU backend only when asked for.
+    assert not services[PG_SERVICE].get("profiles")
     assert not services[LS_SERVICE].get("profiles")
     assert not services[GPU_SERVICE].get("profiles")
     assert services[CPU_SERVICE].get("profiles") == ["cpu"]
@@ -486,7 +501,7 @@ def test_backends_build_from_the_dockerfile(name, variant, services):
     assert variant in services[name]["image"]
 
 
-@pytest.mark.parametrize("name", [LS_SERVICE, *BACKEND_SERVICES])
+@pytest.mark.parametrize("name", [PG_SERVICE, LS_SERVICE, *BACKEND_SERVICES])
 def test_every_service_has_healthcheck_and_restart_policy(name, services):
     service = services[name]
     assert service.get("restart") in ("unless-stopped", "always")
@@ -494,6 +509,68 @@ def test_every_service_has_healthcheck_and_restart_policy(name, services):
     assert not check.get("disable")
     assert check["test"][0] in ("CMD", "CMD-SHELL") and len(check["test"]) > 1
     assert check.get("start_period"), "first starts are slow (migrations, model loading)"
+
+
+# --------------------------------------------------------------------------------------------- PostgreSQL
+
+
+def test_postgres_image_is_pinned_to_15(services):
+    # The official image by default; POSTGRES_IMAGE names a mirror's copy or docker/postgres.Dockerfile's build.
+    assert services[PG_SERVICE]["image"] == "postgres:15"
+
+
+def test_postgres_image_can_be_replaced(raw_compose):
+    services = interpolate(raw_compose, dict(ADMIN_SECRETS, POSTGRES_IMAGE="examine/postgres:15"))["services"]
+    assert services[PG_SERVICE]["image"] == "examine/postgres:15"
+
+
+def test_label_studio_runs_on_the_postgres_service(services):
+    ls, pg = environment(services[LS_SERVICE]), environment(services[PG_SERVICE])
+    # Label Studio 1.23's settings: DJANGO_DB=default selects DATABASES_ALL["postgresql"], filled from POSTGRE_*.
+    assert ls["DJANGO_DB"] == "default"
+    assert ls["POSTGRE_HOST"] == PG_SERVICE and ls["POSTGRE_PORT"] == str(PG_PORT)
+    assert ls["POSTGRE_NAME"] == pg["POSTGRES_DB"] == "labelstudio"
+    assert ls["POSTGRE_USER"] == pg["POSTGRES_USER"] == "labelstudio"
+    assert ls["POSTGRE_PASSWORD"] == pg["POSTGRES_PASSWORD"] == ADMIN_SECRETS["POSTGRES_PASSWORD"]
+    # Label Studio starts once the database accepts connections (its first start runs the migrations there).
+    assert services[LS_SERVICE]["depends_on"][PG_SERVICE]["condition"] == "service_healthy"
+
+
+def test_database_name_and_user_follow_env(raw_compose):
+    env = dict(ADMIN_SECRETS, POSTGRES_DB="ls", POSTGRES_USER="ls_owner")
+    services = interpolate(raw_compose, env)["services"]
+    ls, pg = environment(services[LS_SERVICE]), environment(services[PG_SERVICE])
+    assert (ls["POSTGRE_NAME"], ls["POSTGRE_USER"]) == (pg["POSTGRES_DB"], pg["POSTGRES_USER"]) == ("ls", "ls_owner")
+
+
+def test_postgres_password_has_no_default(raw_compose):
+    for name in (PG_SERVICE, LS_SERVICE):
+        key = "POSTGRES_PASSWORD" if name == PG_SERVICE else "POSTGRE_PASSWORD"
+        assert environment(raw_compose["services"][name])[key].startswith("${POSTGRES_PASSWORD:?")
+
+
+def test_postgres_data_on_a_named_volume(compose, services):
+    data = [m for m in volume_mounts(services[PG_SERVICE]) if m["target"] == PG_DATA]
+    assert len(data) == 1 and data[0]["source"] in compose["volumes"], "PostgreSQL's data must be a named volume"
+    # Not shared with another service.
+    others = [m["source"] for name, svc in services.items() if name != PG_SERVICE for m in volume_mounts(svc)]
+    assert data[0]["source"] not in others
+
+
+def test_postgres_is_not_published(services):
+    # Only Label Studio connects, over the compose network; the host and the outside never need the port.
+    assert not services[PG_SERVICE].get("ports")
+    assert services[PG_SERVICE].get("network_mode") is None
+
+
+def test_postgres_healthcheck_uses_pg_isready(services):
+    check = services[PG_SERVICE]["healthcheck"]
+    command = " ".join(check["test"][1:])
+    assert check["test"][0] in ("CMD", "CMD-SHELL") and "pg_isready" in command
+    # Over TCP: the official image's first-start init listens on a socket only, and must not count as ready.
+    assert "-h 127.0.0.1" in command or "--host=127.0.0.1" in command
+    # $$ escapes: the container's own POSTGRES_USER / POSTGRES_DB, not the values Compose would interpolate.
+    assert "${POSTGRES_USER}" in command and "${POSTGRES_DB}" in command
 
 
 def test_label_studio_healthcheck_probes_health(services):

@@ -17,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "backend" / "Dockerfile"
 PROBE = ROOT / "docker" / "examine-healthcheck"
+PG_DOCKERFILE = ROOT / "docker" / "postgres.Dockerfile"
+PG_ENTRYPOINT = ROOT / "docker" / "postgres-entrypoint.sh"
 
 
 def instructions(path: Path) -> list[str]:
@@ -32,7 +34,7 @@ def instructions(path: Path) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("dockerfile", [DOCKERFILE, ROOT / "docker" / "label-studio.Dockerfile"])
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, ROOT / "docker" / "label-studio.Dockerfile", PG_DOCKERFILE])
 def test_dockerfile_needs_no_frontend_image(dockerfile):
     """No `# syntax=` line (it pulls a frontend image) and no heredocs (Docker 20.10's built-in frontend lacks them)."""
     text = dockerfile.read_text()
@@ -91,3 +93,103 @@ def test_backend_healthcheck_probe(auth, status, healthy):
         server.shutdown()
         server.server_close()
     assert (result.returncode == 0) == healthy, result.stderr.decode()
+
+
+# --------------------------------------------------------------------------------------------- PostgreSQL image
+
+
+def test_postgres_image_follows_the_official_interface():
+    """docker/postgres.Dockerfile stands in for postgres:15 in docker-compose.yml: same data path, pg_isready on
+    PATH, the entrypoint copied from the build context, a non-root user, fast shutdown."""
+    ins = instructions(PG_DOCKERFILE)
+    args = {i.split()[1].split("=")[0]: i.split("=", 1)[1] if "=" in i else None for i in ins if i.startswith("ARG ")}
+    assert "BASE_IMAGE" in args and args["PG_MAJOR"] == "15"
+    assert any(i.startswith("RUN ") and "apt-get install" in i and "postgresql-${PG_MAJOR}" in i for i in ins)
+    assert any("create_main_cluster = false" in i for i in ins), "the package must not create or start a cluster"
+    copies = [i for i in ins if i.startswith("COPY ")]
+    assert copies == ["COPY postgres-entrypoint.sh /usr/local/bin/docker-entrypoint.sh"]
+    env = " ".join(i for i in ins if i.startswith("ENV "))
+    assert "PGDATA=/var/lib/postgresql/data" in env and "PATH=/usr/lib/postgresql/${PG_MAJOR}/bin:" in env
+    assert [i for i in ins if i.startswith("USER ")][-1] == "USER postgres"
+    assert 'VOLUME ["/var/lib/postgresql/data"]' in ins and "STOPSIGNAL SIGINT" in ins
+    assert os.access(PG_ENTRYPOINT, os.X_OK) and PG_ENTRYPOINT.read_text().startswith("#!/bin/sh\n")
+
+
+def test_postgres_entrypoint_initializes_and_serves():
+    """The entrypoint run on the host's PostgreSQL 15: an empty PGDATA is initialized with POSTGRES_USER /
+    POSTGRES_PASSWORD / POSTGRES_DB, the server accepts that password over TCP and refuses another; a second start
+    on the same data keeps it; without POSTGRES_PASSWORD an empty PGDATA is refused."""
+    import secrets
+    import shutil
+    import tempfile
+    import time
+
+    from scripts.pg_cluster import PostgresCluster, postgres_available
+
+    if reason := postgres_available():
+        pytest.skip(reason)
+    helper = PostgresCluster()  # only for the OS user to run as (initdb refuses root) and the binaries
+    bin_dir = helper.bin_dir
+    folder = Path(tempfile.mkdtemp(prefix="examine-pg-entry-"))  # not under pytest's root-only tmp_path
+    kw: dict = {}
+    if helper.os_user:
+        import pwd
+
+        entry = pwd.getpwnam(helper.os_user)
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+        kw = dict(user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+    port = free_port()
+    password = secrets.token_hex(8)
+    base = {"PATH": f"{bin_dir}:/usr/bin:/bin", "PGDATA": str(folder / "data"), "PGPORT": str(port), "LANG": "C"}
+    env = dict(base, POSTGRES_USER="labelstudio", POSTGRES_DB="labelstudio", POSTGRES_PASSWORD=password)
+    cmd = ["sh", str(PG_ENTRYPOINT), "postgres", "-c", "listen_addresses=127.0.0.1"]
+    cmd += ["-c", f"unix_socket_directories={folder}"]
+
+    def psql(pw: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(bin_dir / "psql"), "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(port), "-U", "labelstudio"]
+            + ["-d", "labelstudio", "-c", "SELECT current_database() || ' ' || current_user"],
+            env={**os.environ, "PGPASSWORD": pw},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def serve() -> None:
+        server = subprocess.Popen(cmd, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+        try:
+            deadline = time.monotonic() + 60
+            while subprocess.run([str(bin_dir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode:
+                assert server.poll() is None and time.monotonic() < deadline, server.communicate()[0]
+                time.sleep(0.3)
+            ok = psql(password)
+            assert ok.returncode == 0 and ok.stdout.strip() == "labelstudio labelstudio", ok.stderr
+            assert psql("wrong").returncode != 0
+        finally:
+            server.send_signal(2)  # SIGINT, the image's STOPSIGNAL: fast shutdown
+            server.wait(30)
+
+    try:
+        serve()
+        assert (folder / "data" / "PG_VERSION").is_file()
+        serve()  # the initialized data is reused
+        refused = subprocess.run(
+            ["sh", str(PG_ENTRYPOINT), "postgres"],
+            env=dict(base, PGDATA=str(folder / "empty")),
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **kw,
+        )
+        assert refused.returncode == 1 and "POSTGRES_PASSWORD is not set" in refused.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
