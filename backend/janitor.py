@@ -5,7 +5,8 @@ Label Studio on SQLite holds its write lock while it deletes a version (~70 s fo
 predictions in place; a new version for the whole pool is only due after a new encoder
 or lost predictions, and when a publish job could not do it the janitor queues it once
 the project has been quiet for ``EXAMINE_FULL_PUBLISH_IDLE_S``. It queues a
-reconciliation every ``EXAMINE_RECONCILE_S`` (missed events are caught up), and deletes
+reconciliation every ``EXAMINE_RECONCILE_S`` (missed events are caught up), a check of the project's
+prediction versions every ``EXAMINE_VERSIONS_CHECK_S`` (predictions deleted by hand), and deletes
 superseded or aborted versions one at a time after ``EXAMINE_CLEANUP_IDLE_S`` without
 events. It never deletes the project's current version nor the last complete one.
 """
@@ -31,6 +32,7 @@ class Janitor(threading.Thread):
         self.backend = backend
         self.tick = tick
         self._stop_event = threading.Event()
+        self._versions_at: dict[int, float] = {}  # when each project's versions were last checked
 
     def stop(self) -> None:
         """Ask the thread to end after its current step."""
@@ -60,6 +62,15 @@ class Janitor(threading.Thread):
             backend.last_reconcile[pid] = time.monotonic()
             backend.submit(pid, ["sync"], event=False)
             return
+        if state.published_version and time.monotonic() - self._versions_at.get(pid, 0.0) >= s.versions_check_s:
+            # Predictions deleted by hand, or the project switched to another version, between reconciliations:
+            # the next re-rank checks the versions (two small requests, no listing of the tasks).
+            self._versions_at[pid] = time.monotonic()
+            if last is not None and time.monotonic() - last >= s.versions_check_s:
+                with state.lock:
+                    state.versions_due = True
+                backend.submit(pid, ["rank"], event=False)
+                return
         with state.lock:
             keep = {state.published_version, state.complete_version}
             stale = [v for v in state.stale_versions if v not in keep]

@@ -200,6 +200,13 @@ class Settings:
             "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)",
         },
     )
+    versions_check_s: float = field(
+        default=30.0,
+        metadata={
+            "env": "EXAMINE_VERSIONS_CHECK_S",
+            "doc": "seconds between checks that Label Studio still holds every prediction of the project's version (one small request; lost ones are published again)",
+        },
+    )
     setup_reconcile_s: float = field(
         default=30.0,
         metadata={

@@ -183,3 +183,25 @@ def test_a_model_version_changed_by_hand_is_restored_after_the_next_annotation(s
     assert s.client.get_project(s.pid)["model_version"] == s.status()["published_version"], version
     assert took <= 10, took
     print(f"hand-changed model version restored {took:.1f} s after the annotation")
+
+
+def test_predictions_deleted_by_hand_outside_the_head_come_back_before_the_periodic_reconciliation(setup_factory):
+    s = setup_factory(extra={"EXAMINE_RECONCILE_S": "600", "EXAMINE_VERSIONS_CHECK_S": "3"})
+    s.import_tiles(N_TILES)
+    s.connect()
+    s.converged()
+    head = set(s.status()["queue_head"])
+    current = s.client.get_project(s.pid)["model_version"]
+    gone = 0
+    for t in s.client.iter_tasks(s.pid, fields="all"):
+        if t["id"] in head:
+            continue
+        for p in t.get("predictions") or []:
+            if p.get("model_version") == current and gone < 5:
+                s.client.request("DELETE", f"/api/predictions/{p['id']}/")
+                gone += 1
+    assert gone == 5
+    t0 = time.monotonic()
+    took = s.converged(timeout=60)
+    print(f"5 predictions deleted by hand outside the head: every task holds one again {took:.1f} s later")
+    assert time.monotonic() - t0 <= 60
