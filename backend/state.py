@@ -1,8 +1,11 @@
 """Per-project state on disk: which task shows which image, what is labeled, what was pushed.
 
-Written atomically (temporary file + fsync + rename) so a crash never leaves half a
-file; it lives in ``MODEL_DIR/projects/<id>/state.json`` (the pending work in
-``pending.json``) and survives restarts. A damaged file affects its project only:
+Written atomically so a crash never leaves half a file: the small fields in
+``MODEL_DIR/projects/<id>/state.json`` (temporary file + fsync + rename), the tasks,
+their predictions and the annotation index in ``tasks.db`` beside it, where a save
+writes only the rows that changed (:mod:`backend.task_rows`; a 200,000-task project
+is not rewritten whole for every label), the pending work in ``pending.json``. It
+survives restarts. A damaged file affects its project only:
 it is moved aside (``state.json.damaged``), the problem is reported at
 ``/projects/<id>/status`` naming the file, and the state is rebuilt from Label
 Studio by the next reconciliation; nothing is published before that.
@@ -15,35 +18,16 @@ import logging
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backend.publish import Published
+from backend.task_info import TaskInfo
+from backend.task_rows import FILE as ROWS_FILE
+from backend.task_rows import RowPlan, RowSnapshot, load_rows, write_rows
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskInfo:
-    """What the backend knows of one task."""
-
-    uri: str | None = None  # the image reference in task.data
-    key: str | None = None  # sha256 of the image bytes once embedded
-    labeled: bool = False
-    label: str | None = None  # first class label of its latest annotation, for label-aware policies
-    error: str | None = None  # why the task has no embedding (shown per task)
-    labels: list[str] | None = None  # every choice of its latest annotation (multi-choice configs)
-    predicted: list[str] | None = None  # the probe's choice(s) (pre-annotation) while unlabeled
-    predicted_p: float | None = None  # its probability (the lowest of several choices)
-    flag: str | None = None  # why the screening judged its image unusable (served after the clean pool)
-    failures: int = 0  # downloads in a row that failed for passing reasons
-    retry_at: float | None = None  # unix time before which such a failure is not fetched again
-
-    def take_labels(self, labels: list[str]) -> None:
-        """Record an annotation's labels (an annotation without any keeps the earlier ones)."""
-        if labels:
-            self.labels, self.label = list(labels), labels[0]
 
 
 @dataclass
@@ -110,14 +94,13 @@ class ProjectState:
     # ------------------------------------------------------------ storage
 
     def to_json(self) -> dict[str, Any]:
-        """The saved form (no pending work, no problems, no lock)."""
+        """The saved form of the small fields (no tasks, predictions nor annotations: see :mod:`backend.task_rows`;
+        no pending work, no problems, no lock)."""
         return {
             "pid": self.pid,
             "image_key": self.image_key,
             "choices": self.choices,
             "probe": self.probe,
-            "tasks": {str(t): asdict(i) for t, i in self.tasks.items()},
-            "annotation_task": {str(a): t for a, t in self.annotation_task.items()},
             "encoder_version": self.encoder_version,
             "published_version": self.published_version,
             "complete_version": self.complete_version,
@@ -125,7 +108,6 @@ class ProjectState:
             "queue_groups": self.queue_groups,
             "queue_labels": self.queue_labels,
             "batch": self.batch,
-            "predictions": {str(t): p.to_json() for t, p in self.predictions.items()},
             "next_cluster": self.next_cluster,
             "stale_versions": self.stale_versions,
             "synced": self.synced,
@@ -137,7 +119,8 @@ class ProjectState:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> ProjectState:
-        """Inverse of :meth:`to_json`; raises ValueError/TypeError/KeyError on a malformed dict."""
+        """Inverse of :meth:`to_json` (a state.json written before ``tasks.db`` holds the tasks too); raises
+        ValueError/TypeError/KeyError on a malformed dict."""
         return cls(
             pid=int(raw["pid"]),
             image_key=raw.get("image_key"),
@@ -170,6 +153,8 @@ class StateStore:
         self.root = Path(root) / "projects"
         self.root.mkdir(parents=True, exist_ok=True)
         self._cache: dict[int, ProjectState] = {}
+        self._rows: dict[int, RowSnapshot] = {}  # what tasks.db holds, per project
+        self._saving: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def folder(self, pid: int) -> Path:
@@ -211,11 +196,14 @@ class StateStore:
             problems.append(self._set_aside(folder, f"projects/{pid} (the project's folder)"))
         if path.exists() and not path.is_file():
             problems.append(self._set_aside(path, f"projects/{pid}/state.json"))
+        rows, loaded = folder / ROWS_FILE, False
         if path.is_file():
             try:
-                state = ProjectState.from_json(json.loads(path.read_text()))
+                raw = json.loads(path.read_text())
+                state = ProjectState.from_json(raw)
                 if state.pid != pid:
                     raise ValueError(f"it belongs to project {state.pid}")
+                loaded = "tasks" not in raw  # a state.json from before tasks.db holds the tasks itself
             except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
                 try:
                     os.replace(path, path.with_name("state.json.damaged"))
@@ -229,6 +217,20 @@ class StateStore:
                 )
         elif (folder / "state.json.damaged").exists():
             problems.append(f"projects/{pid}/state.json.damaged is an earlier damaged state; the state was rebuilt")
+        snapshot = RowSnapshot()
+        if loaded:
+            try:
+                state.tasks, state.predictions, state.annotation_task, snapshot = load_rows(rows)
+            except ValueError as exc:
+                problems.append(
+                    f"projects/{pid}/{exc}; "
+                    + self._set_aside(
+                        rows, f"projects/{pid}/{ROWS_FILE}", "its tasks are listed again from Label Studio"
+                    )
+                )
+        elif rows.exists():  # rows without the state they belong to (or an older state.json holding its own)
+            rows.unlink()
+        self._rows[pid] = snapshot
         pending = folder / "pending.json"
         if pending.is_file():
             try:
@@ -263,12 +265,24 @@ class StateStore:
             found.append(self._set_aside(folder, f"projects/{pid} (the project's folder)", "the state is written anew"))
         if (folder / "state.json").is_dir():
             found.append(self._set_aside(folder / "state.json", f"projects/{pid}/state.json", "it is written anew"))
-        with state.lock:
-            for p in found:
-                log.error("project %s: %s", pid, p)
-                state.problems = [*state.problems, p][-20:]
-            data = json.dumps(state.to_json())
-        self._write(state.pid, "state.json", data)
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            saving = self._saving.setdefault(pid, threading.Lock())
+        with saving:  # one save of a project at a time: each writes its difference to the last
+            with self._lock:
+                snapshot = self._rows.setdefault(pid, RowSnapshot())
+            if not (folder / ROWS_FILE).exists():
+                snapshot = self._rows[pid] = RowSnapshot()  # every row is written
+            with state.lock:
+                for p in found:
+                    log.error("project %s: %s", pid, p)
+                    state.problems = [*state.problems, p][-20:]
+                plan = RowPlan(snapshot, state.tasks, state.predictions, state.annotation_task)
+                data = json.dumps(state.to_json())
+            # The rows first, then the small fields: a crash between them leaves a state.json that is older than
+            # its rows, which the reconciliation repairs like a state restored from a backup.
+            write_rows(folder / ROWS_FILE, snapshot, plan)
+            self._write(state.pid, "state.json", data)
         self.save_pending(state)
 
     def save_pending(self, state: ProjectState) -> None:

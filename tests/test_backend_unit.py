@@ -616,3 +616,65 @@ def test_labels_outside_the_config_are_counted_never_learned_nor_proposed(tmp_pa
     # A rename: the old proposals are never sent, whatever was stored.
     state.choices = {"name": "c", "to_name": "img", "choices": ["a2", "b"], "multiple": False}
     assert not any(r and r[0]["value"]["choices"][0] == "a" for r in (result_for(state, info) for _, info in rows))
+
+
+def test_the_tasks_are_saved_row_by_row_and_only_what_changed(tmp_path):
+    import json
+
+    from backend.publish import Published
+    from backend.state import StateStore
+    from backend.task_rows import RowPlan, RowSnapshot
+
+    store = StateStore(tmp_path)
+    state = store.get(4)
+    for t in range(1, 301):
+        state.tasks[t] = TaskInfo(uri=f"/data/upload/4/{t}.png", key=f"{t:064x}")
+        state.predictions[t] = Published(1000 + t, t / 301)
+    state.annotation_task[77] = 3
+    store.save(state)
+    assert "tasks" not in json.loads((tmp_path / "projects" / "4" / "state.json").read_text())
+    state.tasks[3].labeled, state.tasks[3].labels, state.tasks[3].label = True, ["x"], "x"
+    state.predictions[9].score = 0.5
+    del state.tasks[300], state.predictions[300]
+    plan = RowPlan(store._rows[4], state.tasks, state.predictions, state.annotation_task)
+    assert (len(plan.put_tasks), len(plan.put_preds), len(plan.gone_tasks), len(plan.gone_preds)) == (1, 1, 1, 1)
+    state.tasks[5].labels = None  # a change in place after the plan is still seen by the next one
+    store.save(state)
+    again = StateStore(tmp_path).get(4)
+    assert again.tasks == state.tasks and again.predictions == state.predictions
+    assert again.annotation_task == {77: 3} and again.tasks[3].labels == ["x"] and 300 not in again.tasks
+    assert RowPlan(RowSnapshot(), {}, {}, {}).changed() == 0
+
+
+def test_a_state_json_from_before_tasks_db_is_read_and_moved_to_rows(tmp_path):
+    import json
+
+    folder = tmp_path / "projects" / "5"
+    folder.mkdir(parents=True)
+    old = {
+        "pid": 5,
+        "tasks": {"1": {"uri": "/data/upload/5/1.png", "labeled": True, "label": "a"}},
+        "predictions": {"2": [11, 0.25, None, None]},
+        "annotation_task": {"8": 1},
+        "published_version": "examine-v",
+    }
+    (folder / "state.json").write_text(json.dumps(old))
+    _, backend = make_app(tmp_path)
+    state = backend.states.get(5)
+    assert state.tasks[1].label == "a" and state.predictions[2].score == 0.25 and state.annotation_task == {8: 1}
+    backend.states.save(state)
+    assert "tasks" not in json.loads((folder / "state.json").read_text()) and (folder / "tasks.db").is_file()
+    _, again = make_app(tmp_path)
+    assert again.states.get(5).tasks == state.tasks and again.states.get(5).published_version == "examine-v"
+
+
+def test_a_damaged_tasks_db_is_set_aside_named_and_its_tasks_listed_again(tmp_path):
+    _, backend = make_app(tmp_path)
+    known(backend, 6, 1, 2)
+    (tmp_path / "projects" / "6" / "tasks.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)
+    _, again = make_app(tmp_path)
+    state = again.states.get(6)
+    assert state.tasks == {} and not state.synced
+    assert "tasks.db is unreadable" in state.problems[0] and "listed again" in state.problems[0], state.problems
+    again.states.save(state)  # a fresh tasks.db
+    assert (tmp_path / "projects" / "6" / "tasks.db").is_file()
