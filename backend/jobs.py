@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger(__name__)
 
 #: The order in which one run handles a project's pending kinds of work.
-KINDS = ("sync", "pretrain", "embed", "rank", "full")
+KINDS = ("sync", "pretrain", "embed", "rank", "full", "fill")
 
 
 class JobFailed(RuntimeError):

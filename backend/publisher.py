@@ -25,6 +25,10 @@ __all__ = ["Publisher"]
 SAMPLING_LS = {"uncertainty": "Uncertainty sampling", "sequential": "Sequential sampling"}
 _BULK_BATCH = 20000
 _SINGLE_MAX = 200  # more new predictions than this go in one bulk import
+#: A new version is pushed head first: the first tasks of the queue, then the project is switched to it and
+#: annotators are served; the rest of the pool follows in chunks, one per ``fill`` job (re-ranks run between).
+FIRST_PUSH = 2000
+FILL_CHUNK = 10000
 _THREADS = 4  # concurrent prediction updates (Label Studio answers ~2x faster than one by one)
 _UNKNOWN = 0  # a prediction id not looked up yet (bulk imports answer none)
 
@@ -63,7 +67,10 @@ class Publisher:
             if full:
                 self._push_version(client, task_ids)
             else:
-                self._ensure_predictions(client, task_ids)
+                with self.state.lock:
+                    filling = self.state.filling
+                # While the pool is being filled, only the tasks near the head get theirs here; the fill does the rest.
+                self._ensure_predictions(client, task_ids, limit=2 * self.settings.head_size if filling else None)
             sent = self._update_head(client, task_ids, clusters)
             if flagged:
                 self._ensure_flagged_view(client)
@@ -73,6 +80,8 @@ class Publisher:
             raise
         elapsed = time.perf_counter() - t0
         with self.state.lock:
+            if self.state.filling:
+                self.backend.submit(self.pid, ["fill"], event=False)
             self.state.queue, self.state.queue_groups = list(task_ids), list(clusters)
             self.state.queue_labels = ranked_labels
             self.state.publishes += 1
@@ -90,20 +99,22 @@ class Publisher:
         )
 
     def _push_version(self, client: LabelStudio, task_ids: list[int]) -> None:
-        """One bulk import of the whole queue as a new version, then switch the project to it."""
+        """A new version: the queue's first :data:`FIRST_PUSH` tasks in one bulk import, then the project is
+        switched to it (annotators are served from the new ranking at once); the rest follows (``fill``)."""
         version = new_version()
         n, head = len(task_ids), self.settings.head_size
+        first = task_ids[:FIRST_PUSH]
         with self.state.lock:
-            proposals = {t: self.state.tasks[t].predicted if t in self.state.tasks else None for t in task_ids}
-            results = {t: self._result(t) for t in task_ids}
-        scores = {t: queue_order(pos, n, head, self.clean) for pos, t in enumerate(task_ids)}
-        preds = [{"task": t, "model_version": version, "score": scores[t], "result": results[t]} for t in task_ids]
+            proposals = {t: self.state.tasks[t].predicted if t in self.state.tasks else None for t in first}
+            results = {t: self._result(t) for t in first}
+        scores = {t: queue_order(pos, n, head, self.clean) for pos, t in enumerate(first)}
+        preds = [{"task": t, "model_version": version, "score": scores[t], "result": results[t]} for t in first]
         try:
             # Label Studio's bulk import costs ~13 s per request on a 20,000-task project whatever its size.
             created = client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
             # A bulk import answers no ids: each is looked up when its prediction is first updated (the head),
             # so a 200,000-task project is never listed whole; only a partial import is listed to see what is in.
-            ids = self._prediction_ids(client, version) if created < len(preds) else dict.fromkeys(task_ids, _UNKNOWN)
+            ids = self._prediction_ids(client, version) if created < len(preds) else dict.fromkeys(first, _UNKNOWN)
             self.switch_project(client, version)
         except Exception:
             with self.state.lock:  # whatever of it reached Label Studio is deleted by the janitor
@@ -112,8 +123,9 @@ class Publisher:
         with self.state.lock:
             previous = {self.state.published_version, self.state.complete_version}
             self.state.published_version = self.state.complete_version = version
-            self.state.predictions = {t: Published(ids[t], scores[t], None, proposals[t]) for t in task_ids if t in ids}
+            self.state.predictions = {t: Published(ids[t], scores[t], None, proposals[t]) for t in first if t in ids}
             self.state.full_due = False
+            self.state.filling = n > len(first)
             for v in sorted(v for v in previous if v and v != version):
                 if v not in self.state.stale_versions:
                     self.state.stale_versions.append(v)
@@ -129,13 +141,37 @@ class Publisher:
             self.state.switching = version
         client.update_project(self.pid, **fields)
 
-    def _ensure_predictions(self, client: LabelStudio, task_ids: list[int]) -> None:
-        """Give every queued task without a prediction of the current version one (new tasks, annotations deleted)."""
+    def fill(self) -> int:
+        """One chunk of the pool's missing predictions of the current version (after a head-first push), in queue
+        order; queues the next chunk while tasks are missing. Returns how many are still missing."""
+        client = self.backend.client(self.pid)
+        with self.state.lock:
+            queue = [t for t in self.state.queue if t in self.state.tasks and not self.state.tasks[t].labeled]
+            tasks = self.state.tasks
+            flagged = next((k for k, t in enumerate(reversed(queue)) if not tasks[t].flag), len(queue))
+        self.clean = len(queue) - flagged
+        left = self._ensure_predictions(client, queue, limit=FILL_CHUNK) if queue else 0
+        with self.state.lock:
+            self.state.filling = left > 0
+        self.save()
+        if left:
+            self.backend.submit(self.pid, ["fill"], event=False)
+        else:
+            log.info(
+                "project %s: every unlabeled task holds a prediction of %s", self.pid, self.state.published_version
+            )
+        return left
+
+    def _ensure_predictions(self, client: LabelStudio, task_ids: list[int], limit: int | None = None) -> int:
+        """Give queued tasks without a prediction of the current version one (new tasks, annotations deleted, the
+        rest of a head-first push), at most ``limit`` of them in queue order; returns how many are still missing."""
         with self.state.lock:
             version = self.state.published_version
             missing = [t for t in task_ids if t not in self.state.predictions]
+        left = max(0, len(missing) - limit) if limit is not None else 0
+        missing = missing[:limit] if limit is not None else missing
         if not missing:
-            return
+            return left
         n, head, position = len(task_ids), self.settings.head_size, {t: i for i, t in enumerate(task_ids)}
         scores = {t: queue_order(position[t], n, head, self.clean) for t in missing}
         with self.state.lock:
@@ -164,6 +200,7 @@ class Publisher:
                 if t in made:
                     self.state.predictions[t] = Published(made[t], scores[t], None, proposals.get(t))
         log.info("project %s: %d tasks got their first prediction of %s", self.pid, len(made), version)
+        return left + len(missing) - len(made)
 
     def _update_head(self, client: LabelStudio, task_ids: list[int], clusters: list[int]) -> int:
         """Send the fewest in-place updates that put the queue's head first; returns how many were sent."""

@@ -46,6 +46,7 @@ JOBS: dict[str, Callable[[ProjectWorker], list[str] | None]] = {
     "embed": ProjectWorker.embed,
     "rank": ProjectWorker.rank,
     "full": ProjectWorker.publish_full,
+    "fill": ProjectWorker.fill,
 }
 assert set(JOBS) == set(KINDS)
 

@@ -51,6 +51,7 @@ class ProjectState:
     stale_versions: list[str] = field(default_factory=list)  # pushed or aborted, to delete in the background
     synced: bool = False  # reconciled with Label Studio since this state was created
     full_due: bool = False  # the next publish pushes a new version for the whole pool (new encoder, lost predictions)
+    filling: bool = False  # a version pushed head first: the rest of the pool's predictions are being added
     last_publish: float | None = None  # unix time of the last successful publish
     last_publish_s: float | None = None  # its duration
     publishes: int = 0  # publishes so far
@@ -112,6 +113,7 @@ class ProjectState:
             "stale_versions": self.stale_versions,
             "synced": self.synced,
             "full_due": self.full_due,
+            "filling": self.filling,
             "last_publish": self.last_publish,
             "last_publish_s": self.last_publish_s,
             "publishes": self.publishes,
@@ -140,6 +142,7 @@ class ProjectState:
             stale_versions=list(raw.get("stale_versions", [])),
             synced=bool(raw.get("synced", False)),
             full_due=bool(raw.get("full_due", False)),
+            filling=bool(raw.get("filling", False)),
             last_publish=raw.get("last_publish"),
             last_publish_s=raw.get("last_publish_s"),
             publishes=int(raw.get("publishes") or 0),

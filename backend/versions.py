@@ -48,13 +48,21 @@ def check_versions(backend: BackendContext, state: ProjectState, client: LabelSt
         ours = sum(1 for t in state.predictions if t in state.tasks)
         covered = sum(1 for t in state.predictions if t in state.tasks and not state.tasks[t].labeled)
         held = counts.get(current, 0) if current else 0
-        whole = current is not None and current in counts and (held < 0 or held >= ours) and 2 * covered >= pool
+        filling = state.filling  # a head-first push whose rest is being added: whole so far
+        whole = (
+            current is not None
+            and current in counts
+            and (held < 0 or held >= ours)
+            and (2 * covered >= pool or filling)
+        )
         if pool and not whole:
             state.full_due = True  # predictions lost, or a state older than Label Studio: a new version
             follow.add("full")
         due = state.full_due
     if due and pool:
         follow.add("full")
+    elif filling:
+        follow.add("fill")
     if current and not due and live != current:
         try:
             Publisher(backend, state.pid).switch_project(client, current)

@@ -403,6 +403,11 @@ class ProjectWorker:
         if not done:
             self._rank_and_publish(full=True)
 
+    def fill(self) -> None:
+        """Add one chunk of the pool's missing predictions after a head-first push (re-ranks run between chunks)."""
+        if self.state.filling and not self.state.config_problem:
+            Publisher(self.backend, self.pid).fill()
+
     def _rank_and_publish(self, *, full: bool) -> None:
         if not self.state.synced:
             self.reconcile()  # never publish what Label Studio has not confirmed

@@ -678,3 +678,51 @@ def test_a_damaged_tasks_db_is_set_aside_named_and_its_tasks_listed_again(tmp_pa
     assert "tasks.db is unreadable" in state.problems[0] and "listed again" in state.problems[0], state.problems
     again.states.save(state)  # a fresh tasks.db
     assert (tmp_path / "projects" / "6" / "tasks.db").is_file()
+
+
+def test_a_new_version_is_pushed_head_first_and_the_pool_filled_in_chunks_with_re_ranks_between(tmp_path, monkeypatch):
+    """The project is switched to a new version once its head is in Label Studio; the rest follows one chunk
+    per fill job, each in queue order; a label between chunks re-ranks in place; at the end every unlabeled
+    task holds exactly one prediction of the version."""
+    import hashlib
+
+    import numpy as np
+
+    import backend.publisher as publisher
+    from examine.encoder import EncoderConfig, create_encoder
+
+    monkeypatch.setattr(publisher, "FIRST_PUSH", 8)
+    monkeypatch.setattr(publisher, "FILL_CHUNK", 10)
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
+    _, backend = make_app(tmp_path, head_size=4)
+    submitted = []
+    monkeypatch.setattr(backend, "submit", lambda pid, kinds, event=True: submitted.append(list(kinds)))
+    enc = backend.encoder(1)
+    store = backend.workspace.store(enc)
+    n = 35
+    state = known(backend, 1, *range(1, n + 1))
+    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, n + 1)]
+    store.add(keys, np.random.default_rng(1).normal(size=(n, enc.dim)))
+    for t, k in zip(range(1, n + 1), keys):
+        state.tasks[t].key = k
+    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
+    fake = _FakeLabelStudio(tasks=list(range(1, n + 1)))
+    backend._clients[(1, "api")] = fake
+    worker = ProjectWorker(backend, 1)
+    worker.rank()
+    version = state.published_version
+    assert [len(b) for b in fake.imported] == [8] and fake.project["model_version"] == version
+    assert sorted(p["task"] for p in fake.imported[0]) == sorted(state.queue[:8]) and state.filling
+    assert ["fill"] in submitted
+    worker.fill()  # tasks 9-18 of the queue
+    holding = {p["task"] for p in fake.preds.values() if p["model_version"] == version}
+    assert holding == set(state.queue[:18])
+    served = state.queue[0]
+    state.tasks[served].labeled = True
+    worker.rank()  # a label between two chunks: in place, no new version
+    assert state.published_version == version and state.filling
+    while state.filling:
+        worker.fill()
+    unlabeled = [t for t, i in state.tasks.items() if not i.labeled]
+    per_task = [sum(p["task"] == t and p["model_version"] == version for p in fake.preds.values()) for t in unlabeled]
+    assert per_task == [1] * len(unlabeled)
