@@ -89,7 +89,9 @@ class ProjectProtocol:
             with self.state.lock:
                 info = self.state.tasks.get(tid)
                 result = result_for(self.state, info) if info is not None else []
-            item: dict[str, Any] = {"result": result, "model_version": version}
+            # A task not published yet is answered under the pending version: Label Studio stores what /predict
+            # answers, and a prediction of the current version here would be a second one once it is published.
+            item: dict[str, Any] = {"result": result, "model_version": version if tid in scores else PENDING_VERSION}
             if tid in scores:
                 item["score"] = scores[tid]
             out.append(item)

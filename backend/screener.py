@@ -1,5 +1,8 @@
 """Screen one project's images: measure each task's image once, flag the unusable ones with reasons.
 
+The image's bytes go to :func:`examine.image_checks.source_checks`, which decodes them within bounded memory
+(a native-pixel centre crop and a view of at most 1,024 pixels a side, never a full-size RGB copy).
+
 The measurements (:mod:`examine.image_checks`) are stored by image hash beside the embeddings, so
 a restart or a new encoder measures nothing again. At every full re-rank the pool is screened
 (:func:`examine.screening.screen`) with its embeddings; flagged unlabeled tasks are served after

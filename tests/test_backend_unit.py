@@ -726,3 +726,19 @@ def test_a_new_version_is_pushed_head_first_and_the_pool_filled_in_chunks_with_r
     unlabeled = [t for t, i in state.tasks.items() if not i.labeled]
     per_task = [sum(p["task"] == t and p["model_version"] == version for p in fake.preds.values()) for t in unlabeled]
     assert per_task == [1] * len(unlabeled)
+
+
+def test_predict_answers_a_task_not_published_yet_under_the_pending_version(tmp_path):
+    """Label Studio stores what /predict answers: a task without our prediction must not get a second one of
+    the current version once the publish reaches it."""
+    from backend.payload import PENDING_VERSION
+    from backend.protocol import ProjectProtocol
+    from backend.publish import Published
+
+    _, backend = make_app(tmp_path)
+    state = known(backend, 2, 1, 2)
+    state.published_version = "examine-v1"
+    state.predictions[1] = Published(11, 0.25)
+    out = ProjectProtocol(backend, 2).predict([{"id": 1}, {"id": 2}])
+    assert out[0]["model_version"] == "examine-v1" and out[0]["score"] == 0.25
+    assert out[1]["model_version"] == PENDING_VERSION and "score" not in out[1]
