@@ -112,32 +112,47 @@ def main() -> None:
     )
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        pg = stack.enter_context(PostgresCluster()) if args.ls_db == "postgres" else None
-        ls = stack.enter_context(LabelStudioServer(Path(tmp) / "ls", postgres=pg))
-        print(f"Label Studio on {'PostgreSQL ' + str(pg.port) if pg else 'SQLite'}")
-        tmp = Path(tmp)
-        truth = write_tiles(Path(ls.files_root) / "bench", args.tasks, args.size)
-        backend = start_backend(ls, tmp)
-        try:
-            run(args, ls, backend, truth)
-        finally:
-            backend.stop()
+        ls, backend, truth = start_stack(stack, args.ls_db, args.tasks, args.size)
+        run(args, ls, backend, truth)
 
 
-def run(args: argparse.Namespace, ls: LabelStudioServer, backend: BackendServer, truth: list[str]) -> None:
+def start_stack(
+    stack: contextlib.ExitStack, ls_db: str, tasks: int, size: int, task_lock_ttl: int | None = 3
+) -> tuple[LabelStudioServer, BackendServer, list[str]]:
+    """Label Studio (on ``ls_db``, ``task_lock_ttl``; None: its default) and the backend, stopped by ``stack``, and
+    ``tasks`` tiles written under its files root; the class of each tile."""
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    pg = stack.enter_context(PostgresCluster()) if ls_db == "postgres" else None
+    ls = stack.enter_context(LabelStudioServer(tmp / "ls", postgres=pg, task_lock_ttl=task_lock_ttl))
+    print(f"Label Studio on {'PostgreSQL ' + str(pg.port) if pg else 'SQLite'}")
+    truth = write_tiles(Path(ls.files_root) / "bench", tasks, size)
+    backend = start_backend(ls, tmp)
+    stack.callback(backend.stop)
+    return ls, backend, truth
+
+
+def make_project(
+    ls: LabelStudioServer, backend: BackendServer, truth: list[str], title: str
+) -> tuple[LabelStudio, int, list[int]]:
+    """A project of the tiles (one task each), the backend connected and its first ranking in Label Studio: the
+    admin's client, the project id and the task ids (in tile order)."""
     client = LabelStudio(ls.url, ls.token, timeout=300)
-    pid = client.create_project("annotator", config(truth))["id"]
+    pid = client.create_project(title, config(truth))["id"]
     client.add_local_storage(pid, str(Path(ls.files_root) / "bench"), sync=False)
     ids: list[int] = []
-    tasks = [{"image": f"/data/local-files/?d=bench/t{i:06d}.png"} for i in range(args.tasks)]
+    tasks = [{"image": f"/data/local-files/?d=bench/t{i:06d}.png"} for i in range(len(truth))]
     for s in range(0, len(tasks), 5000):
         ids += list(client.import_tasks(pid, tasks[s : s + 5000]))
-    cls = dict(zip(ids, truth))
     t0 = time.perf_counter()
     client.add_ml_backend(pid, backend.url, "examine")
     backend.wait(pid, lambda s: s["published_version"] and not s["pending"], timeout=3600)
-    print(f"{args.tasks} tasks: connect → first ranking in Label Studio {time.perf_counter() - t0:.1f} s")
+    print(f"{len(truth)} tasks: connect → first ranking in Label Studio {time.perf_counter() - t0:.1f} s")
+    return client, pid, ids
+
+
+def run(args: argparse.Namespace, ls: LabelStudioServer, backend: BackendServer, truth: list[str]) -> None:
+    client, pid, ids = make_project(ls, backend, truth, "annotator")
+    cls = dict(zip(ids, truth))
     labeled = 0
     for tid in ids[: args.labeled]:
         client.create_annotation(tid, answer(cls[tid]))

@@ -7,7 +7,8 @@ so the tests can import them from here instead of keeping their own copies:
     from scripts.services import LabelStudioServer, BackendServer, free_port, label_studio_bin
 
 Differences a caller may use (all optional keyword arguments): ``host``, ``files_root``, ``log_path``,
-``credentials`` (username, password, token), ``task_lock_ttl`` and ``db`` for Label Studio; ``host``, ``port`` and
+``credentials`` (username, password, token), ``task_lock_ttl`` and ``db`` for Label Studio, and its ``add_user()``
+(a teammate signed up through the invite link, for several annotators); ``host``, ``port`` and
 ``cwd`` for the backend. ``db="postgres"`` runs Label Studio on a throw-away PostgreSQL cluster
 (``scripts/pg_cluster.py``) instead of SQLite, as a deployment would; tests and benchmarks pick it with
 ``EXAMINE_TEST_LS_DB=postgres`` (``ls_db_from_env``). SQLite stays the default, and the demo's. Every server runs in its own process group, waits for ``GET /health`` and is stopped
@@ -330,6 +331,33 @@ class LabelStudioServer(Service):
                 raise ServiceError(f"POST /api/token/ -> {resp.status_code}: {resp.text[:200]}")
             self._pat = resp.json()["token"]
         return self._pat
+
+    def add_user(self, email: str, password: str | None = None) -> str:
+        """Sign a new user up through the organization's invite link, as a teammate would; returns their legacy token.
+
+        ``GET /api/invite`` (as the admin) gives the link; the signup form (``/user/signup/?token=…``, CSRF
+        included) creates the user as a member of the organization and logs them in; ``GET
+        /api/current-user/token`` in that session answers their legacy API token.
+        """
+        admin = {"Authorization": f"Token {self.token}"}
+        resp = requests.get(f"{self.url}/api/invite", headers=admin, timeout=30)
+        if resp.status_code != 200:
+            raise ServiceError(f"GET /api/invite -> {resp.status_code}: {resp.text[:200]}")
+        signup = f"{self.url}/user/signup/?token={resp.json()['token']}"
+        with requests.Session() as session:
+            session.get(signup, timeout=30)
+            form = {
+                "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
+                "email": email,
+                "password": password or secrets.token_urlsafe(12),
+            }
+            resp = session.post(signup, data=form, headers={"Referer": signup}, timeout=30, allow_redirects=False)
+            if resp.status_code != 302:
+                raise ServiceError(f"signing {email} up -> {resp.status_code}: {resp.text[-300:]}")
+            resp = session.get(f"{self.url}/api/current-user/token", timeout=30)
+            if resp.status_code != 200:
+                raise ServiceError(f"GET /api/current-user/token for {email} -> {resp.status_code}: {resp.text[:200]}")
+            return str(resp.json()["token"])
 
     def stop(self, timeout: float = 20.0) -> bool:
         """Stop the process group; a temporary data dir is removed (unless LS_E2E_KEEP_DATA=1), and so is a
