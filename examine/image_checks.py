@@ -6,13 +6,35 @@ check that does not apply to an image (``one_shade`` of a colour image) is −1.
 What counts as unusual is decided later, against the pool (:mod:`examine.screening`).
 The vectors are cheap (a few milliseconds per image) and stored like embeddings,
 keyed by the image's sha256 (version :data:`VERSION`).
+
+Memory is bounded whatever the image's size: focus, noise and JPEG blocking look at
+the centred :data:`CROP` × :data:`CROP` native pixels, everything else at a view of
+at most :data:`VIEW_SIDE` pixels a side (the whole image when it is no larger).
+:func:`source_checks` decodes a file or bytes straight to those two
+(:func:`examine.images.load_image_view`), never to a full-size RGB array.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import os
 
-__all__ = ["CHECKS", "COLOUR_BINS", "N_VALUES", "VERSION", "image_checks", "pool_checks", "thumbnail"]
+import numpy as np
+from PIL import Image
+
+from examine.pixels import centre_box
+
+__all__ = [
+    "CHECKS",
+    "COLOUR_BINS",
+    "CROP",
+    "N_VALUES",
+    "VERSION",
+    "VIEW_SIDE",
+    "image_checks",
+    "pool_checks",
+    "source_checks",
+    "thumbnail",
+]
 
 #: Scalar measurements, in vector order.
 CHECKS: tuple[str, ...] = (
@@ -27,6 +49,7 @@ CHECKS: tuple[str, ...] = (
     "log_area",  # log of width × height (odd size)
     "log_aspect",  # log of width / height (odd aspect)
     "one_shade",  # grey images: largest share of pixels at one exact mid grey (6–249): drawn ink, overlays
+    "content",  # share of the image's 8 × 8 cells holding more than flat background at noise level (near-empty: low)
 )
 #: Levels per channel of the colour histogram (levels³ bins).
 COLOUR_LEVELS = 6
@@ -35,14 +58,21 @@ COLOUR_BINS = COLOUR_LEVELS**3
 THUMB = 16
 N_VALUES = len(CHECKS) + COLOUR_BINS + THUMB * THUMB
 #: Store version of these vectors; change it whenever a measurement changes.
-VERSION = "image-checks-v2"
+VERSION = "image-checks-v3"
 
-_CROP = 512  # focus, noise and blockiness look at most at a centred 512 × 512 crop (native pixels)
+#: Focus, noise and blockiness look at most at a centred CROP × CROP crop (native pixels).
+CROP = 512
+#: Every other check looks at a view of at most this many pixels a side.
+VIEW_SIDE = 1024
+#: content: the view is cut into CELLS × CELLS cells; a cell is flat background when its grey spread is
+#: within its noise (2σ + 0.5 grey levels) and its mean within twice that of the median cell's.
+CELLS = 8
 _LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
 _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
+    """Grey levels in float32 (only ever of a bounded view or crop)."""
     if image.ndim == 2:
         return image.astype(np.float32)
     return image[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -105,27 +135,51 @@ def thumbnail(grey: np.ndarray) -> np.ndarray:
     return (t / norm if norm > 1e-6 else np.zeros_like(t)).astype(np.float32)
 
 
-def image_checks(image: np.ndarray) -> np.ndarray:
-    """The measurement vector (length :data:`N_VALUES`) of one uint8 image, (H, W) or (H, W, 3).
+def _content(grey: np.ndarray, sigma: float) -> float:
+    """Share of the CELLS × CELLS cells that hold more than flat background: a grey spread past the
+    image's noise ``sigma`` (2σ + 0.5), or a mean off the median cell's by more than twice that."""
+    h, w = grey.shape
+    limit = 2.0 * sigma + 0.5
+    if h < CELLS or w < CELLS:
+        return 1.0 if float(grey.std()) > limit else 0.0
+    ys = np.linspace(0, h, CELLS + 1).astype(int)
+    xs = np.linspace(0, w, CELLS + 1).astype(int)
+    area = np.diff(ys)[:, None] * np.diff(xs)[None, :]
+    g = grey.astype(np.float64)
+    mean = np.add.reduceat(np.add.reduceat(g, ys[:-1], axis=0), xs[:-1], axis=1) / area
+    square = np.add.reduceat(np.add.reduceat(g * g, ys[:-1], axis=0), xs[:-1], axis=1) / area
+    std = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    busy = (std > limit) | (np.abs(mean - np.median(mean)) > 2.0 * limit)
+    return float(busy.mean())
 
-    Raises ValueError for an image that is not 2-D grey or 3-channel uint8.
-    """
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
-        raise ValueError(f"image checks take a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
-    h, w = image.shape[:2]
-    g = _grey(image)
-    y0, x0 = max(0, (h - _CROP) // 2) // 8 * 8, max(0, (w - _CROP) // 2) // 8 * 8
-    crop = g[y0 : y0 + _CROP, x0 : x0 + _CROP]
-    if min(crop.shape) >= 3:
-        focus = float(np.log(_filter3(crop, _LAPLACE).var() + 1e-3))
-        sigma = np.sqrt(np.pi / 2) / 6 * float(np.abs(_filter3(crop, _IMMERKAER)).mean())
+
+def _view(image: np.ndarray) -> np.ndarray:
+    """The image itself when its longer side is at most VIEW_SIDE, else shrunk to it (integer box reduction, then Lanczos)."""
+    if max(image.shape[:2]) <= VIEW_SIDE:
+        return image
+    im = Image.fromarray(image)
+    factor = max(im.size) // (2 * VIEW_SIDE)
+    if factor >= 2:
+        im = im.reduce(factor)
+    im.thumbnail((VIEW_SIDE, VIEW_SIDE), Image.Resampling.LANCZOS)
+    return np.asarray(im)
+
+
+def _measure(view: np.ndarray, crop: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The vector from the bounded view, the native-pixel centre crop and the native size."""
+    g = _grey(view)  # float32, at most VIEW_SIDE² pixels
+    c = _grey(crop)
+    if min(c.shape) >= 3:
+        focus = float(np.log(_filter3(c, _LAPLACE).var() + 1e-3))
+        sigma = np.sqrt(np.pi / 2) / 6 * float(np.abs(_filter3(c, _IMMERKAER)).mean())
     else:
         focus, sigma = float(np.log(1e-3)), 0.0
-    hist = np.bincount(np.clip(g, 0, 255).astype(np.int64).ravel() // 4, minlength=64) / g.size
+    hist = np.bincount((np.clip(g, 0, 255).astype(np.uint8) >> 2).ravel(), minlength=64) / g.size
     nz = hist[hist > 0]
-    rgb = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-    q = (rgb.astype(np.int64) * COLOUR_LEVELS) // 256
+    rgb = view[..., :3] if view.ndim == 3 else view[..., None]
+    q = (rgb.astype(np.uint16) * COLOUR_LEVELS) >> 8
+    if q.shape[2] == 1:
+        q = np.repeat(q, 3, axis=2)
     colour = np.bincount(
         ((q[..., 0] * COLOUR_LEVELS + q[..., 1]) * COLOUR_LEVELS + q[..., 2]).ravel(), minlength=COLOUR_BINS
     )
@@ -137,12 +191,39 @@ def image_checks(image: np.ndarray) -> np.ndarray:
         float(g.mean()),
         float((g >= 250).mean()),
         float((g <= 5).mean()),
-        _blockiness(crop),
+        _blockiness(c),
         float(np.log(h * w)),
         float(np.log(w / h)),
-        _one_shade(image),
+        _one_shade(view),
+        _content(g, sigma),
     ]
     return np.concatenate([np.asarray(scalars, np.float32), colour / g.size, thumbnail(g)]).astype(np.float32)
+
+
+def image_checks(image: np.ndarray) -> np.ndarray:
+    """The measurement vector (length :data:`N_VALUES`) of one uint8 image, (H, W) or (H, W, 3).
+
+    Raises ValueError for an image that is not 2-D grey or 3-channel uint8.
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise ValueError(f"image checks take a uint8 (H, W) or (H, W, 3) image, got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = centre_box(w, h, CROP)
+    return _measure(
+        _view(np.ascontiguousarray(image[..., :3]) if image.ndim == 3 else image), image[y0:y1, x0:x1], h, w
+    )
+
+
+def source_checks(
+    source: str | os.PathLike[str] | bytes, *, item: str | None = None, max_pixels: int | None = None
+) -> np.ndarray:
+    """:func:`image_checks` of an image file or its bytes, decoded within bounded memory
+    (:func:`examine.images.load_image_view`); raises :class:`examine.images.ImageLoadError` as ``load_image``."""
+    from examine.images import DEFAULT_MAX_PIXELS, load_image_view
+
+    v = load_image_view(source, item=item, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, max_side=VIEW_SIDE, crop=CROP)
+    return _measure(v.image, v.centre, v.height, v.width)
 
 
 def pool_checks(images: list[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -26,20 +26,27 @@ import math
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from examine.medical_formats import load_dicom, read_tiff
 from examine.pixels import (
     DEFAULT_PERCENTILES,
     ImageLoadError,
     window_to_uint8,
 )
 from examine.pixels import array_to_rgb as _array_to_rgb
+from examine.pixels import centre_box as _centre_box
+from examine.pixels import check_pixels as _check_pixels
+from examine.pixels import corrupt as _corrupt
 from examine.pixels import fit as _fit
+from examine.pixels import percentile_window as _percentile_window
 from examine.pixels import shrink as _shrink
 
 __all__ = [
@@ -47,8 +54,10 @@ __all__ = [
     "DEFAULT_PERCENTILES",
     "IMAGE_EXTENSIONS",
     "ImageLoadError",
+    "ImageView",
     "list_images",
     "load_image",
+    "load_image_view",
     "load_images",
     "read_bytes",
     "sha256_bytes",
@@ -107,8 +116,64 @@ _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
-class _UsePillow(Exception):
-    """tifffile handed a TIFF to Pillow (palette, CMYK, YCbCr, missing codec)."""
+# ---------------------------------------------------------------- memory of large decodes
+
+#: Images of at least this many pixels decode within :data:`DECODE_BUDGET` (smaller ones cost ≤ 16 MB each).
+LARGE_PIXELS = 1 << 22
+#: Pixels that decodes of large images may hold at once in this process, over all threads (one image over it
+#: decodes alone): a few job threads each meeting a decompression-bomb-sized image wait for each other.
+DECODE_BUDGET = DEFAULT_MAX_PIXELS
+# A JPEG decoded with a native-pixel centre (load_image_view) over this many pixels is decoded at 1/2, 1/4 or 1/8.
+_VIEW_DECODE_PIXELS = 1 << 24
+
+
+class _PixelBudget:
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self.cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        if pixels < LARGE_PIXELS:
+            yield
+            return
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.total)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.used -= pixels
+                self.cond.notify_all()
+
+
+_BUDGET = _PixelBudget(DECODE_BUDGET)
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """An image decoded within bounded memory (:func:`load_image_view`)."""
+
+    image: np.ndarray  #: (h, w, 3) uint8, the whole image with its longer side at most ``max_side``
+    centre: np.ndarray  #: (≤ crop, ≤ crop, 3) uint8: the centre at native pixels
+    height: int  #: of the stored image (after EXIF orientation)
+    width: int
+
+
+class _Centre:
+    """What :func:`load_image_view` asks of a loader besides the image: the native-pixel centre crop."""
+
+    def __init__(self, side: int) -> None:
+        self.side = side
+        self.rgb: np.ndarray | None = None
+        self.size = (0, 0)  # (height, width) native
+
+    def take(self, rgb: np.ndarray) -> None:
+        h, w = rgb.shape[:2]
+        x0, y0, x1, y1 = _centre_box(w, h, self.side)
+        self.rgb, self.size = np.ascontiguousarray(rgb[y0:y1, x0:x1]), (h, w)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -238,6 +303,45 @@ def load_image(
         raise _os_error(label, exc) from exc
 
 
+def load_image_view(
+    source: Source,
+    *,
+    item: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int,
+    crop: int,
+    window: tuple[float, float] | None = None,
+) -> ImageView:
+    """Decode one image to a view of at most ``max_side`` pixels a side *and* its centred ``crop`` × ``crop``
+    pixels at native resolution (corner on the 8-pixel JPEG grid), never holding an RGB copy of the
+    full-size image: what the image checks (:mod:`examine.image_checks`) measure.
+
+    Memory: PNG, BMP, GIF, WebP and the like are decoded at full size in their stored mode (a 1-bit
+    11,000² PNG: 121 MB), then cropped and reduced band by band; a JPEG over 16.7 million pixels is
+    decoded at 1/2, 1/4 or 1/8 scale (so its "native" centre is at that scale); TIFF and DICOM as
+    :func:`load_image`. Large decodes share :data:`DECODE_BUDGET` across threads.
+    Errors as :func:`load_image`.
+    """
+    if crop < 1 or max_side < 1:
+        raise ValueError(f"max_side and crop must be ≥ 1, got {max_side}, {crop}")
+    centre = _Centre(crop)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = item if item is not None else f"<{len(source)} bytes>"
+        rgb = _load_stream(io.BytesIO(bytes(source)), label, item or "", max_pixels, max_side, window, centre)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        label = item if item is not None else path
+        try:
+            with _open_file(path, label) as fh:
+                rgb = _load_stream(fh, label, path, max_pixels, max_side, window, centre)
+        except OSError as exc:
+            raise _os_error(label, exc) from exc
+    else:
+        raise TypeError(f"load_image_view takes a path or bytes, not {type(source).__name__}")
+    assert centre.rgb is not None
+    return ImageView(rgb, centre.rgb, *centre.size)
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -248,6 +352,7 @@ def _load_stream(
     max_pixels: int,
     max_side: int | None,
     window: tuple[float, float] | None,
+    centre: _Centre | None = None,
 ) -> np.ndarray:
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be ≥ 1, got {max_side}")
@@ -262,11 +367,13 @@ def _load_stream(
     is_dicom = head[128:132] == b"DICM" or name.lower().endswith(_DICOM_SUFFIXES)
     try:
         if is_dicom:
-            rgb = _load_dicom(fh, label, head[128:132] == b"DICM", max_pixels, max_side, window)
+            rgb = load_dicom(fh, label, head[128:132] == b"DICM", max_pixels, max_side, window)
         elif head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            rgb = _load_tiff(fh, label, max_pixels, max_side, window)
+            rgb = _load_tiff(fh, label, max_pixels, max_side, window, centre)
         else:
-            rgb = _load_pillow(fh, label, head, max_pixels, max_side, window)
+            rgb = _load_pillow(fh, label, head, max_pixels, max_side, window, centre)
+        if centre is not None and centre.rgb is None:  # TIFF, DICOM: cut from the full-size RGB
+            centre.take(rgb)
     except ImageLoadError:
         raise
     except MemoryError as exc:
@@ -290,12 +397,13 @@ def _load_pillow(
     max_pixels: int,
     max_side: int | None,
     window: tuple[float, float] | None,
+    centre: _Centre | None = None,
 ) -> np.ndarray:
     try:
         im = _open_pillow(fh)
     except UnidentifiedImageError as exc:
         raise _not_an_image(label, head) from exc
-    return _pillow_to_rgb(im, label, max_pixels, max_side, window)
+    return _pillow_to_rgb(im, label, max_pixels, max_side, window, centre)
 
 
 def _pillow_to_rgb(
@@ -304,17 +412,40 @@ def _pillow_to_rgb(
     max_pixels: int,
     max_side: int | None,
     window: tuple[float, float] | None,
+    centre: _Centre | None = None,
 ) -> np.ndarray:
     _check_pixels(label, im.size[0], im.size[1], max_pixels)
-    if max_side is not None and im.format == "JPEG":
+    native = im.size
+    if centre is not None and im.format == "JPEG":
+        # the centre should keep native pixels: a scaled decode only for a JPEG too large to hold whole
+        scale = 1
+        while scale < 8 and native[0] * native[1] > _VIEW_DECODE_PIXELS * scale * scale:
+            scale *= 2
+        if scale > 1:
+            im.draft(None, (max(1, native[0] // scale), max(1, native[1] // scale)))
+    elif max_side is not None and im.format == "JPEG":
         w, h = _fit(im.size[0], im.size[1], max_side)
         # Decode at 1/2, 1/4 or 1/8 scale, never below the target: libjpeg's scaled IDCT is itself a clean
         # downsample, and callers already ask for a margin over what they finally use (the embedder 4×).
         im.draft(None, (w, h))
-    im.load()
-    ImageOps.exif_transpose(im, in_place=True)
-    if max_side is not None:
-        im = _reduce_in_bands(im, max_side)
+    with _BUDGET.hold(im.size[0] * im.size[1]):
+        im.load()
+        loaded = im.size
+        ImageOps.exif_transpose(im, in_place=True)
+        centre_im = None
+        if centre is not None:
+            centre.size = (native[1], native[0]) if im.size == loaded else (native[0], native[1])
+            centre_im = im.crop(_centre_box(im.size[0], im.size[1], centre.side))
+        if max_side is not None:
+            im = _reduce_in_bands(im, max_side)
+        if centre_im is not None and centre is not None:
+            if im.mode in _HIGH_DEPTH_MODES and window is None:  # the centre in the whole image's window
+                window = _percentile_window(np.asarray(im), DEFAULT_PERCENTILES)
+            centre.rgb = _pillow_array(centre_im, label, window)
+        return _pillow_array(im, label, window)
+
+
+def _pillow_array(im: Image.Image, label: str, window: tuple[float, float] | None) -> np.ndarray:
     if im.mode in _HIGH_DEPTH_MODES:
         return _array_to_rgb(np.asarray(im), label, window)
     if im.mode in _ALPHA_MODES or "transparency" in im.info:
@@ -387,25 +518,23 @@ def _load_tiff(
     max_pixels: int,
     max_side: int | None,
     window: tuple[float, float] | None,
+    centre: _Centre | None = None,
 ) -> np.ndarray:
-    import tifffile
+    with ExitStack() as budget:
+        return _load_tiff_within(fh, label, max_pixels, max_side, window, centre, budget)
 
+
+def _load_tiff_within(
+    fh: IO[bytes],
+    label: str,
+    max_pixels: int,
+    max_side: int | None,
+    window: tuple[float, float] | None,
+    centre: _Centre | None,
+    budget: ExitStack,
+) -> np.ndarray:
     try:
-        with tifffile.TiffFile(fh) as tif:
-            page = _tiff_page(tif, max_side)
-            _check_pixels(label, page.imagewidth, page.imagelength, max_pixels)
-            if page.photometric not in (
-                tifffile.PHOTOMETRIC.MINISBLACK,
-                tifffile.PHOTOMETRIC.MINISWHITE,
-                tifffile.PHOTOMETRIC.RGB,
-            ):
-                raise _UsePillow(f"photometric {page.photometric.name}")
-            try:
-                arr = page.asarray()
-            except (ValueError, KeyError, ImportError) as exc:
-                raise _UsePillow(str(exc)) from exc
-            arr = _tiff_yxs(arr, page.axes)
-            inverted = page.photometric == tifffile.PHOTOMETRIC.MINISWHITE
+        arr, inverted = read_tiff(fh, label, max_pixels, max_side, lambda px: budget.enter_context(_BUDGET.hold(px)))
     except (ImageLoadError, MemoryError):
         raise
     except Exception as exc:  # tifffile raises many types on damaged files; Pillow gets a second try
@@ -418,113 +547,9 @@ def _load_tiff(
                     label, f"cannot decode this TIFF ({exc})", "pip install imagecodecs, or save the TIFF uncompressed"
                 ) from exc
             raise _corrupt(label, exc) from exc
-        return _pillow_to_rgb(im, label, max_pixels, max_side, window)
+        budget.close()  # Pillow holds its own share
+        return _pillow_to_rgb(im, label, max_pixels, max_side, window, centre)
     return _array_to_rgb(arr, label, window, inverted=inverted)
-
-
-def _tiff_page(tif: Any, max_side: int | None) -> Any:
-    """First page, or the smallest pyramid level whose longer side is ≥ max_side."""
-    levels = [lvl.keyframe for lvl in tif.series[0].levels] if tif.series else [tif.pages[0]]
-    chosen = levels[0]
-    if max_side is not None:
-        for page in levels[1:]:
-            if max(page.imagewidth, page.imagelength) >= max_side:
-                chosen = page
-    return chosen
-
-
-def _tiff_yxs(arr: np.ndarray, axes: str) -> np.ndarray:
-    """Reduce a page's array to (Y, X) or (Y, X, S): first of any other axis."""
-    if len(axes) != arr.ndim:
-        return np.squeeze(arr)
-    arr = arr[tuple(slice(None) if a in "YXS" else 0 for a in axes)]
-    axes = "".join(a for a in axes if a in "YXS")
-    return np.moveaxis(arr, 0, -1) if axes == "SYX" else arr
-
-
-def _load_dicom(
-    fh: IO[bytes],
-    label: str,
-    has_preamble: bool,
-    max_pixels: int,
-    max_side: int | None,
-    window: tuple[float, float] | None,
-) -> np.ndarray:
-    try:
-        import pydicom
-    except ImportError as exc:
-        raise ImageLoadError(
-            label,
-            "DICOM needs pydicom, which is not installed",
-            "pip install pydicom (or pip install 'examine-al[dicom]')",
-        ) from exc
-    try:
-        ds = pydicom.dcmread(fh, force=not has_preamble)
-    except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, struct.error, ...
-        raise ImageLoadError(
-            label, f"not a readable DICOM file ({exc})", "export it again from the PACS or viewer"
-        ) from exc
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ImageLoadError(label, "DICOM file has no pixel data (e.g. a report)", "leave it out of the image set")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    _check_pixels(label, cols, rows, max_pixels)
-    if hasattr(ds, "pixel_array_options"):  # pydicom ≥ 3 decodes one frame only
-        ds.pixel_array_options(index=0)
-    try:
-        arr = ds.pixel_array
-    except MemoryError:
-        raise
-    except Exception as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", syntax) or "unknown transfer syntax"
-        raise ImageLoadError(
-            label,
-            f"cannot decode DICOM pixel data ({name}): {exc}",
-            "for compressed DICOM pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)",
-        ) from exc
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1 and arr.shape[0] == frames and arr.ndim >= 3 and not hasattr(ds, "pixel_array_options"):
-        arr = arr[0]
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric.startswith("MONOCHROME"):
-        arr = _dicom_modality_lut(arr, ds)
-        if window is None:
-            window = _dicom_window(ds)
-        return _array_to_rgb(arr, label, window, inverted=photometric == "MONOCHROME1")
-    if photometric == "PALETTE COLOR":
-        arr = _dicom_color_lut(arr, ds)
-    return _array_to_rgb(arr, label, window)
-
-
-def _dicom_modality_lut(arr: np.ndarray, ds: Any) -> np.ndarray:
-    try:
-        from pydicom.pixels import apply_modality_lut
-    except ImportError:  # pydicom 2.x
-        from pydicom.pixel_data_handlers.util import apply_modality_lut  # type: ignore[no-redef]  # same function, older path
-    return apply_modality_lut(arr, ds)
-
-
-def _dicom_color_lut(arr: np.ndarray, ds: Any) -> np.ndarray:
-    try:
-        from pydicom.pixels import apply_color_lut
-    except ImportError:  # pydicom 2.x
-        from pydicom.pixel_data_handlers.util import apply_color_lut  # type: ignore[no-redef]  # same function, older path
-    return apply_color_lut(arr, ds)
-
-
-def _dicom_window(ds: Any) -> tuple[float, float] | None:
-    """The first WindowCenter/Width pair as (lo, hi) (DICOM PS3.3 C.11.2.1.2.1), or None."""
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-    if center is None or width is None:
-        return None
-    try:
-        c = float(center[0] if isinstance(center, Sequence) and not isinstance(center, str) else center)
-        w = float(width[0] if isinstance(width, Sequence) and not isinstance(width, str) else width)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if not (math.isfinite(c) and math.isfinite(w)) or w <= 1:
-        return None
-    return c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
 
 
 # ---------------------------------------------------------------- arrays
@@ -546,15 +571,6 @@ def _os_error(label: str, exc: OSError) -> ImageLoadError:
     return _corrupt(label, exc)
 
 
-def _corrupt(label: str, exc: BaseException) -> ImageLoadError:
-    detail = str(exc) or type(exc).__name__
-    return ImageLoadError(
-        label,
-        f"image data is truncated or corrupt ({detail})",
-        "the file is incomplete or damaged; copy or export it again",
-    )
-
-
 def _not_an_image(label: str, head: bytes) -> ImageLoadError:
     if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return _corrupt(label, ValueError("the header cannot be read"))
@@ -570,14 +586,3 @@ def _not_an_image(label: str, head: bytes) -> ImageLoadError:
         kind = "an SVG drawing" if "<svg" in text else "a text file"
         return ImageLoadError(label, f"not an image: {kind}", hint)
     return ImageLoadError(label, f"not an image in a known format (starts with {head[:8]!r})", hint)
-
-
-def _check_pixels(label: str, width: int, height: int, max_pixels: int) -> None:
-    pixels = int(width) * int(height)
-    if pixels > max_pixels:
-        raise ImageLoadError(
-            label,
-            f"image has {pixels:,} pixels ({width} × {height}), over the limit of {max_pixels:,} "
-            "(decompression-bomb protection)",
-            f"if the file is trusted, pass max_pixels={pixels} or more; or tile the image first",
-        )

@@ -24,7 +24,7 @@ from examine.device import resolve_device
 from examine.embed import EmbedReport, embed_sources, path_sources
 from examine.encoder import Encoder, EncoderConfig, create_encoder, is_pretrained_name, saved_version
 from examine.file_index import file_stamp
-from examine.images import ImageLoadError, list_images, load_image
+from examine.images import ImageLoadError, list_images
 from examine.mae import PretrainConfig, default_pretrain_config, pretrain, sized_config
 from examine.phases import Phases
 from examine.probe import Probe
@@ -309,7 +309,8 @@ def rank_folder(
         have = np.flatnonzero(labeled)
         probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
     with ph.phase("screening"):
-        ws.measure((k, partial(load_image, paths[i])) for k, i in zip(keys, ok))  # an unreadable one: not screened
+        # decoded within bounded memory whatever the image's size; an unreadable one: not screened
+        ws.measure((k, partial(str, paths[i])) for k, i in zip(keys, ok))
         checks, measured = ws.checks(keys)
         root = Path(folder)
         names = [str(paths[i].relative_to(root)) if paths[i].is_relative_to(root) else str(paths[i]) for i in ok]

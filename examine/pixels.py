@@ -8,7 +8,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["DEFAULT_PERCENTILES", "ImageLoadError", "window_to_uint8", "array_to_rgb", "fit", "shrink"]
+__all__ = [
+    "DEFAULT_PERCENTILES",
+    "ImageLoadError",
+    "window_to_uint8",
+    "array_to_rgb",
+    "check_pixels",
+    "corrupt",
+    "centre_box",
+    "fit",
+    "shrink",
+]
 
 #: Intensity percentiles that map to 0 and 255 when no window is given (16-bit and float data).
 DEFAULT_PERCENTILES: tuple[float, float] = (0.5, 99.5)
@@ -134,6 +144,13 @@ def fit(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+def centre_box(width: int, height: int, side: int) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the centred ``side`` × ``side`` crop (smaller images: all of it), its
+    corner on the 8-pixel grid so that JPEG blocks keep their place."""
+    x0, y0 = max(0, (width - side) // 2) // 8 * 8, max(0, (height - side) // 2) // 8 * 8
+    return x0, y0, min(width, x0 + side), min(height, y0 + side)
+
+
 def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
     im = Image.fromarray(rgb)
     im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
@@ -141,3 +158,25 @@ def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- errors
+
+
+def corrupt(label: str, exc: BaseException) -> ImageLoadError:
+    """The error for image data that cannot be decoded (truncated or damaged)."""
+    detail = str(exc) or type(exc).__name__
+    return ImageLoadError(
+        label,
+        f"image data is truncated or corrupt ({detail})",
+        "the file is incomplete or damaged; copy or export it again",
+    )
+
+
+def check_pixels(label: str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image over ``max_pixels`` before it is decoded (decompression bombs)."""
+    pixels = int(width) * int(height)
+    if pixels > max_pixels:
+        raise ImageLoadError(
+            label,
+            f"image has {pixels:,} pixels ({width} × {height}), over the limit of {max_pixels:,} "
+            "(decompression-bomb protection)",
+            f"if the file is trusted, pass max_pixels={pixels} or more; or tile the image first",
+        )

@@ -2,7 +2,7 @@
 
     MODEL_DIR/encoder/   encoder.json + encoder.safetensors (+ MAE checkpoint)
     MODEL_DIR/store/     <encoder version>/vectors.f32, keys.tsv, meta.json
-                         image-checks-v2/… the screening's image checks, same layout
+                         image-checks-v3/… the screening's image checks, same layout
 
 The CLI and the Label Studio backend both work through this object, so a model
 directory made by ``examine pretrain`` serves the backend unchanged.
@@ -10,6 +10,7 @@ directory made by ``examine pretrain`` serves the backend unchanged.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -62,15 +63,17 @@ class Workspace:
 
     def measure(
         self,
-        items: Iterable[tuple[str, Callable[[], np.ndarray]]],
+        items: Iterable[tuple[str, Callable[[], np.ndarray | bytes | str | os.PathLike[str]]]],
         on_error: Callable[[str, Exception], None] = lambda key, exc: None,
     ) -> int:
         """Store the image checks of every image whose sha256 has none yet; returns how many were measured.
 
-        ``items`` yields ``(sha256, load)`` with ``load()`` giving the decoded image. A failing image is
-        passed to ``on_error(sha256, exception)`` and skipped: one bad image never stops the batch.
+        ``items`` yields ``(sha256, load)`` with ``load()`` giving the image's bytes or path (decoded
+        within bounded memory, whatever the image's size: :func:`examine.image_checks.source_checks`) or
+        the decoded image. A failing image is passed to ``on_error(sha256, exception)`` and skipped: one
+        bad image never stops the batch.
         """
-        from examine.image_checks import image_checks
+        from examine.image_checks import image_checks, source_checks
 
         store = self.checks_store()
         keys: list[str] = []
@@ -80,7 +83,8 @@ class Workspace:
             if key in store or key in keys:
                 continue
             try:
-                rows.append(image_checks(load()))
+                image = load()
+                rows.append(image_checks(image) if isinstance(image, np.ndarray) else source_checks(image))
                 keys.append(key)
             except Exception as exc:
                 on_error(key, exc)

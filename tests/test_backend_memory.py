@@ -1,14 +1,20 @@
 """Memory bound of the backend's image path: a 15 KB PNG bomb (11,000² pixels, 1 bit, under the pixel
 limit) goes through the backend's fetcher and the embedder in a subprocess; its peak RSS may grow by
-less than 300 MB (it grew by ~1.27 GB when the image was converted to RGB at full size)."""
+less than 300 MB (it grew by ~1.27 GB when the image was converted to RGB at full size). The same bomb
+imported into a real Label Studio project served by the real backend, screening on: the backend's
+peak RSS may grow by at most 300 MiB (the image checks on int64 full-size copies took 5.3 GB)."""
 
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
+import time
 import zlib
+
+import pytest
 
 from tests.lsserver import REPO_ROOT
 
@@ -64,3 +70,53 @@ def test_png_bomb_under_the_pixel_limit_stays_under_300_mb(tmp_path):
     print(f"15 KB PNG bomb, 11,000² pixels: +{result['extra_mb']:.0f} MB peak RSS")
     assert result["added"] == 1 and not result["errors"]
     assert result["extra_mb"] < 300
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def _processes(root: int) -> list[int]:
+    """``root`` and its descendants (the gunicorn arbiter, its worker, any decoding processes)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as fh:
+                todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_png_bomb_with_screening_on_adds_at_most_300_mib_to_the_real_backend(setup_factory):
+    s = setup_factory()  # screening is on by default
+    s.import_tiles(6)
+    s.connect()
+    s.converged()
+    procs = _processes(s.backend.proc.pid)
+    base = {}
+    for pid in procs:  # peak RSS reset to the current RSS (Linux: 5 > clear_refs), so the peak after is the bomb's
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")
+        base[pid] = _status_kib(pid, "VmRSS")
+    t0 = time.monotonic()
+    [bomb] = s.client.import_files(s.pid, {"bomb.png": png_bomb(11000)})
+    s.converged(timeout=240, must_rank=(bomb,))
+    end = time.monotonic() + 120
+    while str(bomb) not in s.status()["flagged"]["tasks"]:  # screened: a 1-bit black image is blank
+        assert time.monotonic() < end, s.status()["flagged"]
+        time.sleep(0.5)
+    took = time.monotonic() - t0
+    extra = {}
+    for pid in _processes(s.backend.proc.pid):
+        if os.path.exists(f"/proc/{pid}/status"):
+            extra[pid] = (_status_kib(pid, "VmHWM") - base.get(pid, 0)) / 1024
+    reason = s.status()["flagged"]["tasks"][str(bomb)]
+    print(f"PNG bomb 11,000² with screening on: +{max(extra.values()):.0f} MiB peak RSS, {took:.0f} s; {reason}")
+    assert "blank" in reason
+    assert max(extra.values()) <= 300, extra

@@ -457,3 +457,55 @@ def test_window_to_uint8_edge_cases():
     ramp = np.linspace(-1000, 3000, 10_000).reshape(100, 100)
     out = window_to_uint8(ramp)
     assert out.min() == 0 and out.max() == 255
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "JPEG"])
+def test_load_image_view_gives_the_shrunk_image_and_the_native_centre(fmt):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    full = images.load_image(buf.getvalue())
+    view = images.load_image_view(buf.getvalue(), max_side=300, crop=256)
+    assert (view.height, view.width) == (700, 900) and max(view.image.shape[:2]) <= 300
+    x0, y0 = (900 - 256) // 2 // 8 * 8, (700 - 256) // 2 // 8 * 8
+    assert np.array_equal(view.centre, full[y0 : y0 + 256, x0 : x0 + 256])
+    shrunk = images.load_image(buf.getvalue(), max_side=300)  # a JPEG there: decoded at reduced scale
+    assert view.image.shape == shrunk.shape
+    assert np.array_equal(view.image, shrunk) or np.abs(view.image.astype(int) - shrunk).mean() < 8
+
+
+def test_load_image_view_of_a_1_bit_bomb_never_holds_a_full_size_rgb_copy():
+    from tests.test_backend_memory import png_bomb
+
+    view = images.load_image_view(png_bomb(4000), max_side=1024, crop=512)
+    assert (view.height, view.width) == (4000, 4000) and view.centre.shape == (512, 512, 3)
+    assert view.image.shape == (1024, 1024, 3) and not view.image.any()
+
+
+def test_large_decodes_share_a_pixel_budget_across_threads():
+    import threading
+    import time
+
+    budget = images._PixelBudget(total=10 * images.LARGE_PIXELS)
+    inside, peak, lock = [0], [0], threading.Lock()
+
+    def decode(pixels: int) -> None:
+        with budget.hold(pixels):
+            with lock:
+                inside[0] += pixels
+                peak[0] = max(peak[0], inside[0])
+            time.sleep(0.05)
+            with lock:
+                inside[0] -= pixels
+
+    threads = [threading.Thread(target=decode, args=(4 * images.LARGE_PIXELS,)) for _ in range(6)]
+    threads += [threading.Thread(target=decode, args=(20 * images.LARGE_PIXELS,))]  # over the budget: alone
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] <= 20 * images.LARGE_PIXELS and budget.used == 0
+    small = images._PixelBudget(total=1)
+    with small.hold(images.LARGE_PIXELS - 1), small.hold(images.LARGE_PIXELS - 1):  # small images never wait
+        pass

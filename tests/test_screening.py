@@ -101,7 +101,8 @@ def test_an_image_holding_nothing_but_its_noise_is_blank(ihc_tiles):
     s = screen(checks)
     assert s.flagged[60] and s.kinds[60][0] == "blank" and not s.flagged[:60].any()
     z, driver = _findings(checks, None)
-    assert driver["blank"][60] == "structure" and "structure above the noise" in s.reasons[60]
+    # its spread is within its noise: blank by what it is (the fixed floor), not only against the pool
+    assert driver["blank"][60] == "structure_floor" and "within its noise" in s.reasons[60]
     g = np.asarray(Image.fromarray(faint).convert("L"), np.float64)  # brute force: log spread − log noise
     k = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]])
     conv = sum(k[a, b] * g[a : a + 62, b : b + 62] for a in range(3) for b in range(3))
@@ -186,7 +187,8 @@ def test_a_small_rare_group_is_not_flagged_as_isolated():
     common = rng.normal(size=(200, 16))
     rare = rng.normal(size=(4, 16)) * 0.05 + 6.0  # four similar images far from the rest
     Z = np.vstack([common, rare])
-    checks = np.tile(image_checks(np.full((8, 8), 100, np.uint8)), (204, 1))
+    ramp = np.add.outer(np.arange(8), np.arange(8)).astype(np.uint8) * 12  # the same plain image (a flat one is blank)
+    checks = np.tile(image_checks(ramp), (204, 1))
     s = screen(checks, Z)
     assert not s.flagged[200:].any()
 
@@ -197,8 +199,10 @@ def test_screen_validates_and_handles_tiny_pools():
     with pytest.raises(ValueError, match="embeddings"):
         screen(np.zeros((3, N_VALUES)), np.zeros((2, 4)))
     assert screen(np.zeros((0, N_VALUES))).flagged.shape == (0,)
-    one = screen(pool_checks([np.zeros((4, 4), np.uint8)]))
+    one = screen(pool_checks([np.add.outer(np.arange(4), np.arange(4)).astype(np.uint8) * 30]))
     assert one.quality.shape == (1,) and not one.flagged[0]
+    empty = screen(pool_checks([np.zeros((4, 4), np.uint8)]))  # alone in its pool, yet blank by what it is
+    assert empty.flagged[0] and empty.kinds[0] == ("blank",)
 
 
 def test_rank_serves_deferred_rows_last_in_their_order():
@@ -215,3 +219,39 @@ def test_rank_serves_deferred_rows_last_in_their_order():
     assert (r.cluster[[9, 3]] == -1).all()
     with pytest.raises(ValueError, match="deferred"):
         rank(X, deferred=[30])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "medical-tiles",
+        pytest.param(
+            "fashion-mnist",
+            marks=pytest.mark.skipif(
+                not Path(FASHION_MNIST_DIR).is_dir(), reason=f"no Fashion-MNIST in {FASHION_MNIST_DIR}"
+            ),
+        ),
+    ],
+)
+def test_the_screening_holds_when_a_quarter_is_blank_and_a_quarter_near_duplicates(name):
+    """Blanks are found by what they are, duplicates still kept once, clean images hardly flagged, and the
+    first 50 served waste at most two images (pixel PCA stands in for the MAE here; the MAE: RESULTS.md)."""
+    from examine.evaluate.data import load_labeled_set
+    from examine.evaluate.embedders import pixel_pca_embedder
+    from examine.evaluate.screening import COMMON_FRACTION, COMMON_KINDS, common_defects_evidence, screening_pool
+
+    data = load_labeled_set(name, 300, 450)
+    _, _, pca = pixel_pca_embedder(32)(data)
+    grey = data.test.ndim == 3
+
+    def embed(rgb: np.ndarray) -> np.ndarray:  # the evidence hands RGB (what the MAE takes)
+        return pca(rgb[..., 0] if grey else rgb)
+
+    pools = [screening_pool(data, 400, seed=s, kinds=COMMON_KINDS, fraction=COMMON_FRACTION) for s in (0, 1)]
+    assert np.mean(pools[0].kind == "blank") == pytest.approx(0.25, abs=0.01)
+    ev = common_defects_evidence(pools, embed, log=lambda _: None)
+    print(name, ev["flagged"], ev["first"], ev["first_worst"])
+    assert ev["flagged"]["blank"] >= 0.9 and ev["flagged"]["duplicate groups kept once"] >= 0.9
+    # ≤ 2 % with the MAE (RESULTS.md: 1.9 %); the pixel-PCA stand-in flags 8 of the ~200 clean medical tiles
+    assert ev["flagged"]["clean"] <= (0.02 if name == "fashion-mnist" else 0.05)
+    assert ev["first_worst"]["deferring examine screening's flags"] <= 2 / 50

@@ -15,7 +15,13 @@ import numpy as np
 from examine.evaluate.data import DATASETS, LabeledSet, load_labeled_set
 from examine.evaluate.embedders import EMBEDDERS, Embedder, EmbedFn, mae_embedder, pixel_pca_embedder
 from examine.evaluate.results import Report, SetResult, write_report
-from examine.evaluate.screening import screening_evidence, screening_pool
+from examine.evaluate.screening import (
+    COMMON_FRACTION,
+    COMMON_KINDS,
+    common_defects_evidence,
+    screening_evidence,
+    screening_pool,
+)
 from examine.evaluate.selectors import SLOW_METHODS, selectors
 from examine.evaluate.simulation import BUDGETS, probe_accuracy, simulate_annotation, single_thread, standardize
 from examine.evaluate.valuation import plant_corruptions, valuation_curves
@@ -121,6 +127,11 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
             )
             with single_thread():
                 ev = screening_evidence(pools, fitted[(ds, emb)], baselines=not cfg.quick, log=log)
+                common = [
+                    screening_pool(sets[ds], cfg.n_screen, seed=seed, kinds=COMMON_KINDS, fraction=COMMON_FRACTION)
+                    for seed in range(max(1, cfg.screen_pools))
+                ]
+                ev["common"] = common_defects_evidence(common, fitted[(ds, emb)], log=log)
             ev["dataset"], ev["embedder"] = sets[ds].name, f"{emb} fitted on {sets[ds].name}'s training images"
             report.screening.append(ev)
         report.timings["screening"] = time.perf_counter() - t0

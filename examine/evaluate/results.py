@@ -170,7 +170,33 @@ def screening_section(evidence: list[dict[str, Any]]) -> list[str]:
                 + "; ".join(f"#{i}: {r}" for i, r in ev["examples"][:3]),
             ]
         L.append("")
+        L += _common_defects_table(ev.get("common"))
     return L
+
+
+def _common_defects_table(common: dict[str, Any] | None) -> list[str]:
+    if not common:
+        return []
+    planted = ", ".join(f"{v} {k}" for k, v in common["planted"].items())
+    L = [
+        f"When defects are common: {common['pools']} pools of {common['n']} images, each with {planted} "
+        "(copies of clean images still in the pool); a near-duplicate group (a clean image and its copies) "
+        "counts as handled when exactly one of it is left unflagged, and clean images are those without a "
+        "planted copy.",
+        "",
+        "| "
+        + " | ".join(f"{k} flagged" if k != "duplicate groups kept once" else k for k in common["flagged"])
+        + f" | wasted among the first {FIRST}: no screening | with screening (worst pool) |",
+        "|" + "---|" * (len(common["flagged"]) + 2),
+    ]
+    screened = "deferring examine screening's flags"
+    L.append(
+        "| "
+        + " | ".join(f"{v:.1%}" for v in common["flagged"].values())
+        + f" | {common['first']['no screening']:.1%} | {common['first'][screened]:.1%}"
+        + f" ({common['first_worst'][screened]:.1%}) |"
+    )
+    return [*L, ""]
 
 
 def _bands(sim: SimulationResult) -> list[tuple[int, int]]:
