@@ -132,6 +132,12 @@ class ProjectProtocol:
             info.take_labels(annotation_labels(ann, name))
             if aid is not None:
                 self.state.annotation_task[aid] = tid
+            who = ann.get("completed_by")
+            who = who.get("id") if isinstance(who, dict) else who
+            if isinstance(who, int) and not isinstance(who, bool):
+                self.state.annotated_by[who] = time.monotonic()
+                if len(self.state.annotated_by) > 1000:  # a forged stream of ids cannot grow it without bound
+                    del self.state.annotated_by[min(self.state.annotated_by, key=self.state.annotated_by.__getitem__)]
         return None
 
     def _on_annotations_deleted(self, data: dict) -> list[str] | None:

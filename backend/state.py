@@ -66,9 +66,16 @@ class ProjectState:
     recheck: set[int] = field(default_factory=set)
     config_problem: str | None = None  # why the project's labeling config cannot be ranked (not saved either)
     labeled_at: dict[int, float] = field(default_factory=dict)
+    annotated_by: dict[int, float] = field(default_factory=dict)  # user id → when their last label arrived (not saved)
     switching: str | None = None  # the version a publish is switching the project to (its own event is no change)
     versions_due: bool = False  # an event showed the project serving another version: checked at the next re-rank
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    def annotators(self, window_s: float = 600.0) -> int:
+        """How many people labeled in the last ``window_s`` seconds (at least 1): tasks Label Studio serves at once."""
+        now = time.monotonic()
+        with self.lock:
+            return max(1, sum(1 for at in self.annotated_by.values() if now - at <= window_s))
 
     def counts(self) -> dict[str, int]:
         """How many tasks, embedded, labeled and failed."""

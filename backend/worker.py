@@ -488,18 +488,26 @@ class ProjectWorker:
         return *self._keep_batch(order, groups), n_labeled
 
     def _within_batch(self, unlabeled: set[int]) -> tuple[list[int], list[int]] | None:
-        """The queue in force minus the tasks labeled since, while its batch has two or more tasks left.
+        """The queue in force minus the tasks labeled since, while its batch has more tasks left than people
+        labeling the project at once.
 
         Within a batch nothing but the labeled tasks changes what is served next, so the queue is not
         chosen again: a label costs the probe's refit (pre-annotations) and a few updates, whatever the
-        size of the project. The queue is chosen again (None) when one task of the batch is left, so the
-        next batch is in Label Studio before the last one is submitted, and whenever tasks were added
-        or a new version is due.
+        size of the project. The queue is chosen again (None) when as many tasks of the batch are left as
+        people label at once (one for a single annotator; a team holds several tasks of the batch at the
+        same time), so the next batch is in Label Studio before they are submitted, and whenever tasks were
+        added or a new version is due.
         """
         with self.state.lock:
             queue, groups = self.state.queue, self.state.queue_groups
             remaining = [t for t, _ in self.state.batch if t in unlabeled]
-            if self.state.full_due or len(remaining) < 2 or len(groups) != len(queue) or not unlabeled <= set(queue):
+            ahead = 1 + self.state.annotators()  # tasks served at once: the next batch is there before they are
+            if (
+                self.state.full_due
+                or len(remaining) < ahead
+                or len(groups) != len(queue)
+                or not unlabeled <= set(queue)
+            ):
                 return None
             self.state.batch = [[t, g] for t, g in self.state.batch if t in unlabeled]
             kept = [(t, g) for t, g in zip(queue, groups) if t in unlabeled]
@@ -517,7 +525,7 @@ class ProjectWorker:
         ranked = set(order)
         with self.state.lock:
             batch = [(t, g) for t, g in self.state.batch if t in ranked]
-            if len(batch) < 2:  # the next batch follows the last task of this one
+            if len(batch) < 1 + self.state.annotators():  # the next batch follows the last tasks of this one
                 taken = {t for t, _ in batch}
                 batch += [(t, g) for t, g in zip(order, groups) if t not in taken][:BATCH]
             self.state.batch = [[t, g] for t, g in batch]

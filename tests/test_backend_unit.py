@@ -742,3 +742,31 @@ def test_predict_answers_a_task_not_published_yet_under_the_pending_version(tmp_
     out = ProjectProtocol(backend, 2).predict([{"id": 1}, {"id": 2}])
     assert out[0]["model_version"] == "examine-v1" and out[0]["score"] == 0.25
     assert out[1]["model_version"] == PENDING_VERSION and "score" not in out[1]
+
+
+def test_a_team_gets_the_next_batch_before_its_members_run_out_of_the_current_one(tmp_path):
+    """Each person labeling at once holds one task of the batch: the next batch is chosen while as many are left."""
+    app, backend = make_app(tmp_path)
+    state = known(backend, 7, *range(1, 31))
+    assert state.annotators() == 1
+    c = app.test_client()
+    ok = [
+        c.post(
+            "/webhook",
+            json={
+                "action": "ANNOTATION_CREATED",
+                "project": {"id": 7},
+                "annotation": {"id": a, "task": a, "completed_by": u},
+            },
+        ).status_code
+        for a, u in ((1, 5), (2, {"id": 6}), (3, 7), (4, 5))
+    ]
+    assert all(code < 300 for code in ok) and state.annotators() == 3
+    worker = ProjectWorker(backend, 7)
+    state.queue, state.queue_groups = list(range(5, 31)), [0] * 26
+    state.batch = [[t, 0] for t in range(5, 9)]  # 4 left: more than the 3 people hold at once
+    assert worker._within_batch(set(range(5, 31))) is not None
+    state.batch = [[t, 0] for t in range(5, 8)]  # 3 left, each held by someone: the next batch is chosen now
+    assert worker._within_batch(set(range(5, 31))) is None
+    state.annotated_by = {}  # one person: the batch is served to its last task
+    assert worker._within_batch(set(range(5, 31))) is not None
