@@ -502,6 +502,8 @@ def _rank_deferring(
     keep[later] = False
     rows = np.flatnonzero(keep)
     sub_opts = {k: v for k, v in opts.items() if k != "raw"}
+    if not (keep & ~mask).any():  # every unlabeled row is deferred: they are served in the policy's order
+        return rank(X, labeled=mask, labels=labels, policy=policy, seed=seed, preprocess=preprocess, **sub_opts)
     sub = rank(
         X[rows],
         labeled=mask[rows],

@@ -221,6 +221,17 @@ def test_rank_serves_deferred_rows_last_in_their_order():
         rank(X, deferred=[30])
 
 
+def test_rank_when_every_unlabeled_row_is_deferred_serves_them_all_in_the_policys_order():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(12, 5))
+    labeled = np.zeros(12, bool)
+    labeled[[0, 1]] = True
+    r = rank(X, labeled=labeled, deferred=list(range(2, 12)))  # a pool the screening judged wholly unusable
+    plain = rank(X, labeled=labeled)
+    assert list(r.order) == list(plain.order) and len(r.order) == 10
+    assert list(rank(X[:1], deferred=[0]).order) == [0]
+
+
 @pytest.mark.parametrize(
     "name",
     [
