@@ -186,7 +186,7 @@ def test_a_refused_config_mended_in_label_studio_restarts_the_project(tmp_path):
     ],
 )
 def test_the_start_up_warnings_name_gunicorns_real_bind(argv, env, host, port):
-    from backend._wsgi import with_gunicorn_bind
+    from backend.bind import with_gunicorn_bind
     from backend.settings import Settings
 
     s = with_gunicorn_bind(Settings(host="127.0.0.1", port=9090), argv, env)
