@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from examine.encoder import EncoderConfig, create_encoder
+from scripts.services import LS_DATABASES, ls_db_from_env
 from tests.backend_server import BackendServer
 from tests.lsserver import LabelStudioServer
 
@@ -24,3 +26,14 @@ def start_backend(ls: LabelStudioServer, tmp: Path) -> BackendServer:
         },
         tmp / "backend.log",
     ).start()
+
+
+def add_ls_db_argument(ap: argparse.ArgumentParser) -> None:
+    """``--ls-db``: the database the benchmark's Label Studio runs on."""
+    ap.add_argument(
+        "--ls-db",
+        choices=LS_DATABASES,
+        default=ls_db_from_env(),
+        help="Label Studio's database: SQLite, or a throw-away PostgreSQL cluster (fsync on, as deployed) "
+        "(default: $EXAMINE_TEST_LS_DB or sqlite)",
+    )

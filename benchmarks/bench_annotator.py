@@ -36,10 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.labelstudio import LabelStudio  # noqa: E402
 from backend.publish import HEAD_BAND  # noqa: E402
-from benchmarks._services import start_backend  # noqa: E402
+from benchmarks._services import add_ls_db_argument, start_backend  # noqa: E402
 from examine.datasets import medical_tiles_with_sources  # noqa: E402
 from scripts.pg_cluster import PostgresCluster  # noqa: E402
-from scripts.services import LS_DATABASES, ls_db_from_env  # noqa: E402
 from tests.backend_server import BackendServer  # noqa: E402
 from tests.lsserver import LabelStudioServer  # noqa: E402
 
@@ -103,13 +102,7 @@ def main() -> None:
     ap.add_argument("--annotations", type=int, default=30)
     ap.add_argument("--labeled", type=int, default=0, help="tasks labeled through the API before the annotator starts")
     ap.add_argument("--size", type=int, default=32, help="tile side in pixels")
-    ap.add_argument(
-        "--ls-db",
-        choices=LS_DATABASES,
-        default=ls_db_from_env(),
-        help="Label Studio's database: SQLite, or a throw-away PostgreSQL cluster (fsync on, as deployed) "
-        "(default: $EXAMINE_TEST_LS_DB or sqlite)",
-    )
+    add_ls_db_argument(ap)
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:
         ls, backend, truth = start_stack(stack, args.ls_db, args.tasks, args.size)

@@ -27,10 +27,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.labelstudio import LabelStudio  # noqa: E402
-from benchmarks._services import start_backend  # noqa: E402
+from benchmarks._services import add_ls_db_argument, start_backend  # noqa: E402
 from examine.datasets import medical_tiles  # noqa: E402
 from scripts.pg_cluster import PostgresCluster  # noqa: E402
-from scripts.services import LS_DATABASES, ls_db_from_env  # noqa: E402
 from tests.lsserver import LabelStudioServer  # noqa: E402
 
 CONFIG = """<View><Image name="image" value="$image"/>
@@ -58,13 +57,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--annotations", type=int, default=5)
     ap.add_argument("--labeled", type=int, default=40, help="tasks labeled before the measured annotations")
-    ap.add_argument(
-        "--ls-db",
-        choices=LS_DATABASES,
-        default=ls_db_from_env(),
-        help="Label Studio's database: SQLite, or a throw-away PostgreSQL cluster (fsync on, as deployed) "
-        "(default: $EXAMINE_TEST_LS_DB or sqlite)",
-    )
+    add_ls_db_argument(ap)
     args = ap.parse_args()
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())

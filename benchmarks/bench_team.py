@@ -42,8 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._services import add_ls_db_argument  # noqa: E402
 from benchmarks.bench_annotator import answer, exact_per_task, make_project, start_stack  # noqa: E402
-from scripts.services import LS_DATABASES, LabelStudioServer, ls_db_from_env  # noqa: E402
+from scripts.services import LabelStudioServer  # noqa: E402
 from tests.team import StatusRecorder, evaluate, run_team  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,12 +123,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32, help="tile side in pixels")
     ap.add_argument("--lock-ttl", type=int, default=86400, help="Label Studio's task lock, seconds")
     ap.add_argument("--poll", type=float, default=0.1, help="seconds between the backend status polls")
-    ap.add_argument(
-        "--ls-db",
-        choices=LS_DATABASES,
-        default=ls_db_from_env(),
-        help="Label Studio's database (default: $EXAMINE_TEST_LS_DB or sqlite)",
-    )
+    add_ls_db_argument(ap)
     ap.add_argument("--raw", help="write the serves, labels and rankings seen here (JSON)")
     ap.add_argument("--backend-log", help="copy the backend's log here at the end")
     ap.add_argument("--verbose", action="store_true", help="print every serve as it happens")

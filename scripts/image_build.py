@@ -293,44 +293,31 @@ def build_images(engine: Engine, logdir: Path) -> dict[str, float]:
         log=logdir / "build-backend.log",
     )
     times[BACKEND_IMAGE] = time.monotonic() - t
-    t = time.monotonic()
-    say(f"building {LS_IMAGE} (log {logdir / 'build-label-studio.log'})")
-    run(
-        [
-            *build,
-            "--network",
-            "host",
-            "-f",
-            str(REPO / "docker" / "label-studio.Dockerfile"),
-            "--build-arg",
-            f"BASE_IMAGE={BASE_IMAGE}",
-            "-t",
-            LS_IMAGE,
-            str(REPO / "docker"),
-        ],
-        env=env,
-        log=logdir / "build-label-studio.log",
-    )
-    times[LS_IMAGE] = time.monotonic() - t
-    t = time.monotonic()
-    say(f"building {PG_IMAGE}: Debian's postgresql-15 (log {logdir / 'build-postgres.log'})")
-    run(
-        [
-            *build,
-            "--network",
-            "host",
-            "-f",
-            str(REPO / "docker" / "postgres.Dockerfile"),
-            "--build-arg",
-            f"BASE_IMAGE={BASE_IMAGE}",
-            "-t",
-            PG_IMAGE,
-            str(REPO / "docker"),
-        ],
-        env=env,
-        log=logdir / "build-postgres.log",
-    )
-    times[PG_IMAGE] = time.monotonic() - t
+
+    def on_debian_base(image: str, dockerfile: str, logname: str, what: str = "") -> None:
+        """Build one of the images made from docker/ on the Debian base (Label Studio, PostgreSQL)."""
+        t = time.monotonic()
+        say(f"building {image}{what} (log {logdir / logname})")
+        run(
+            [
+                *build,
+                "--network",
+                "host",
+                "-f",
+                str(REPO / "docker" / dockerfile),
+                "--build-arg",
+                f"BASE_IMAGE={BASE_IMAGE}",
+                "-t",
+                image,
+                str(REPO / "docker"),
+            ],
+            env=env,
+            log=logdir / logname,
+        )
+        times[image] = time.monotonic() - t
+
+    on_debian_base(LS_IMAGE, "label-studio.Dockerfile", "build-label-studio.log")
+    on_debian_base(PG_IMAGE, "postgres.Dockerfile", "build-postgres.log", ": Debian's postgresql-15")
     return times
 
 

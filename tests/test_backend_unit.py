@@ -36,6 +36,27 @@ def known(backend, pid, *tids):
     return state
 
 
+def embedded_project(tmp_path, n, vectors, *, listed=None, **settings):
+    """A backend whose project 1 holds tasks 1..n, embedded (``vectors(dim)`` gives their rows), reconciled, and
+    talking to a fake Label Studio that lists ``listed`` (default: all); returns (backend, state, fake)."""
+    import hashlib
+
+    from examine.encoder import EncoderConfig, create_encoder
+
+    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
+    _, backend = make_app(tmp_path, **settings)
+    enc = backend.encoder(1)
+    state = known(backend, 1, *range(1, n + 1))
+    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, n + 1)]
+    backend.workspace.store(enc).add(keys, vectors(enc.dim))
+    for t, k in zip(range(1, n + 1), keys):
+        state.tasks[t].key = k
+    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
+    fake = _FakeLabelStudio(tasks=list(range(1, n + 1)) if listed is None else listed)
+    backend._clients[(1, "api")] = fake
+    return backend, state, fake
+
+
 def basic(user, pw):
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
 
@@ -383,24 +404,11 @@ class _FakeLabelStudio:
 
 
 def test_a_full_publish_that_hits_a_deleted_task_reconciles_and_recovers(tmp_path):
-    import hashlib
-
     import numpy as np
 
-    from examine.encoder import EncoderConfig, create_encoder
-
-    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
-    _, backend = make_app(tmp_path)
-    enc = backend.encoder(1)
-    store = backend.workspace.store(enc)
-    state = known(backend, 1, *range(1, 7))
-    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, 7)]
-    store.add(keys, np.random.default_rng(0).normal(size=(6, enc.dim)))
-    for t, k in zip(range(1, 7), keys):
-        state.tasks[t].key = k
-    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
-    fake = _FakeLabelStudio(tasks=[1, 2, 3, 4, 5])  # task 6 was deleted while events were missed
-    backend._clients[(1, "api")] = fake
+    backend, state, fake = embedded_project(  # task 6 was deleted while events were missed
+        tmp_path, 6, lambda d: np.random.default_rng(0).normal(size=(6, d)), listed=[1, 2, 3, 4, 5]
+    )
     ProjectWorker(backend, 1).publish_full()
     assert [sorted(p["task"] for p in batch) for batch in fake.imported] == [[1, 2, 3, 4, 5]]
     assert 6 not in state.tasks and state.complete_version == fake.project["model_version"]
@@ -411,31 +419,21 @@ def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_h
     """First publish: one bulk version. Then each label costs a few in-place updates: no new version, no
     second prediction on any task, Label Studio's order starts with the new queue's head, whose
     predictions carry the probe's choice and their group as `cluster`."""
-    import hashlib
-
     import numpy as np
 
     from backend.payload import choices_from_config
-    from examine.encoder import EncoderConfig, create_encoder
 
-    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
-    _, backend = make_app(tmp_path, head_size=5)
-    enc = backend.encoder(1)
-    store = backend.workspace.store(enc)
     n = 40
-    state = known(backend, 1, *range(1, n + 1))
-    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, n + 1)]
-    rng = np.random.default_rng(0)
-    store.add(keys, rng.normal(size=(n, enc.dim)) + np.repeat(rng.normal(size=(4, enc.dim)) * 3, n // 4, axis=0))
-    for t, k in zip(range(1, n + 1), keys):
-        state.tasks[t].key = k
+
+    def four_groups(dim):
+        rng = np.random.default_rng(0)
+        return rng.normal(size=(n, dim)) + np.repeat(rng.normal(size=(4, dim)) * 3, n // 4, axis=0)
+
+    backend, state, fake = embedded_project(tmp_path, n, four_groups, head_size=5)
     state.tasks[1].labeled, state.tasks[1].label = True, "x"
     state.tasks[40].labeled, state.tasks[40].label = True, "y"
     two = CONFIG.replace('<Choice value="x"/>', '<Choice value="x"/><Choice value="y"/>')
     state.choices = choices_from_config(two).as_dict()
-    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
-    fake = _FakeLabelStudio(tasks=list(range(1, n + 1)))
-    backend._clients[(1, "api")] = fake
     worker = ProjectWorker(backend, 1)
     worker.rank()
     version = state.published_version
@@ -684,30 +682,18 @@ def test_a_new_version_is_pushed_head_first_and_the_pool_filled_in_chunks_with_r
     """The project is switched to a new version once its head is in Label Studio; the rest follows one chunk
     per fill job, each in queue order; a label between chunks re-ranks in place; at the end every unlabeled
     task holds exactly one prediction of the version."""
-    import hashlib
-
     import numpy as np
 
     import backend.publisher as publisher
-    from examine.encoder import EncoderConfig, create_encoder
 
     monkeypatch.setattr(publisher, "FIRST_PUSH", 8)
     monkeypatch.setattr(publisher, "FILL_CHUNK", 10)
-    create_encoder(EncoderConfig("vit_tiny_patch16_224", img_size=32, patch_size=8), seed=0).save(tmp_path / "encoder")
-    _, backend = make_app(tmp_path, head_size=4)
+    n = 35
+    backend, state, fake = embedded_project(
+        tmp_path, n, lambda d: np.random.default_rng(1).normal(size=(n, d)), head_size=4
+    )
     submitted = []
     monkeypatch.setattr(backend, "submit", lambda pid, kinds, event=True: submitted.append(list(kinds)))
-    enc = backend.encoder(1)
-    store = backend.workspace.store(enc)
-    n = 35
-    state = known(backend, 1, *range(1, n + 1))
-    keys = [hashlib.sha256(str(t).encode()).hexdigest() for t in range(1, n + 1)]
-    store.add(keys, np.random.default_rng(1).normal(size=(n, enc.dim)))
-    for t, k in zip(range(1, n + 1), keys):
-        state.tasks[t].key = k
-    state.synced, state.image_key, state.encoder_version = True, "picture", enc.version
-    fake = _FakeLabelStudio(tasks=list(range(1, n + 1)))
-    backend._clients[(1, "api")] = fake
     worker = ProjectWorker(backend, 1)
     worker.rank()
     version = state.published_version

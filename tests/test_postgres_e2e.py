@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from scripts.pg_cluster import PostgresCluster, postgres_available
-from scripts.services import LabelStudioServer, label_studio_bin
+from scripts.services import LabelStudioServer
 from tests.fault_setup import N_TILES, Setup
+from tests.lsserver import running_label_studio
 
 pytestmark = pytest.mark.e2e
 
@@ -28,21 +29,10 @@ def pg_label_studio() -> Iterator[LabelStudioServer]:
     reason = postgres_available()
     if reason:
         pytest.skip(reason)
-    exe = label_studio_bin()
-    if not exe.is_file():
-        pytest.fail(f"e2e tests need Label Studio at {exe}: run `make setup-ls`", pytrace=False)
     t0 = time.monotonic()
-    with PostgresCluster(fsync=False) as pg:
-        server = LabelStudioServer(executable=exe, postgres=pg, startup_timeout=300)
-        try:
-            server.start()
-        except (RuntimeError, TimeoutError) as exc:
-            pytest.fail(str(exc), pytrace=False)
+    with PostgresCluster(fsync=False) as pg, running_label_studio(postgres=pg, startup_timeout=300) as server:
         print(f"Label Studio on PostgreSQL {pg.host}:{pg.port}: first start {time.monotonic() - t0:.1f} s")
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield server
 
 
 def test_ranking_converges_and_next_serves_the_head_on_postgres(pg_label_studio, tmp_path, encoder_dir):

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts.pg_cluster import postgres_available
-from scripts.services import LabelStudioServer, ServiceError, label_studio_bin, ls_db_from_env
+from scripts.services import LabelStudioServer
 from tests.fault_setup import Setup
+from tests.lsserver import db_from_env, running_label_studio
 from tests.team import StatusRecorder, evaluate, run_team
 
 pytestmark = pytest.mark.e2e
@@ -44,24 +44,9 @@ ANSWER = [{"from_name": "tissue", "to_name": "image", "type": "choices", "value"
 
 @pytest.fixture(scope="module")
 def team_label_studio() -> Iterator[LabelStudioServer]:
-    exe = label_studio_bin()
-    if not exe.is_file():
-        pytest.fail(f"e2e tests need Label Studio at {exe}: run `make setup-ls`", pytrace=False)
-    try:
-        db = ls_db_from_env()
-    except ServiceError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if db == "postgres" and (reason := postgres_available()):
-        pytest.fail(f"EXAMINE_TEST_LS_DB=postgres: {reason}", pytrace=False)
-    server = LabelStudioServer(executable=exe, db=db, task_lock_ttl=None, startup_timeout=300)  # its 86400 s
-    try:
-        server.start()
-    except (RuntimeError, TimeoutError) as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
+    # Label Studio's own task lock (86,400 s), not the session's 3 s: a lock that outlives a Submit is the point.
+    with running_label_studio(db=db_from_env(), task_lock_ttl=None, startup_timeout=300) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_three_annotators_get_distinct_tasks_that_reflect_every_earlier_label(team_label_studio, tmp_path, encoder_dir):
