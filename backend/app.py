@@ -201,7 +201,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 last_publish=state.last_publish,
                 last_publish_s=state.last_publish_s,
                 stale_versions=len(state.stale_versions),
-                problems=[shown(p) for p in backend.project_problems(pid_)],
+                problems=[shown(p) for p in [*backend.project_problems(pid_), *backend.problems]],
                 errors={str(k): shown(v) for k, v in state.errors().items()},
                 probe=dict(state.probe),
                 flagged=flag_report(state.tasks),

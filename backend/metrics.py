@@ -45,7 +45,7 @@ class _Collector:
             per["tasks_labeled"].add_metric(label, c["labeled"])
             per["tasks_failed"].add_metric(label, c["failed"])
             per["jobs_pending"].add_metric(label, len(b.jobs.pending(pid)))
-            per["problems"].add_metric(label, len(b.project_problems(pid)) - len(b.problems))
+            per["problems"].add_metric(label, len(b.project_problems(pid)))
             per["stale_versions"].add_metric(label, len(st.stale_versions))
             if st.last_publish is not None:
                 per["last_publish_timestamp_seconds"].add_metric(label, st.last_publish)

@@ -57,12 +57,7 @@ class Publisher:
             return
         client = self.backend.client(self.pid)
         t0 = time.perf_counter()
-        with self.state.lock:
-            tasks = self.state.tasks
-            flagged = next(
-                (k for k, t in enumerate(reversed(task_ids)) if not (t in tasks and tasks[t].flag)), len(task_ids)
-            )
-        self.clean = len(task_ids) - flagged
+        self.clean = self._clean_count(task_ids)
         try:
             if full:
                 self._push_version(client, task_ids)
@@ -72,7 +67,7 @@ class Publisher:
                 # While the pool is being filled, only the tasks near the head get theirs here; the fill does the rest.
                 self._ensure_predictions(client, task_ids, limit=2 * self.settings.head_size if filling else None)
             sent = self._update_head(client, task_ids, clusters)
-            if flagged:
+            if self.clean < len(task_ids):
                 self._ensure_flagged_view(client)
         except Exception:
             self.backend.publish_failures += 1
@@ -97,6 +92,15 @@ class Publisher:
             self.state.published_version,
             elapsed,
         )
+
+    def _clean_count(self, task_ids: list[int]) -> int:
+        """How many tasks of a queue come before the flagged ones that close it."""
+        with self.state.lock:
+            tasks = self.state.tasks
+            flagged = next(
+                (k for k, t in enumerate(reversed(task_ids)) if not (t in tasks and tasks[t].flag)), len(task_ids)
+            )
+        return len(task_ids) - flagged
 
     def _push_version(self, client: LabelStudio, task_ids: list[int]) -> None:
         """A new version: the queue's first :data:`FIRST_PUSH` tasks in one bulk import, then the project is
@@ -147,9 +151,7 @@ class Publisher:
         client = self.backend.client(self.pid)
         with self.state.lock:
             queue = [t for t in self.state.queue if t in self.state.tasks and not self.state.tasks[t].labeled]
-            tasks = self.state.tasks
-            flagged = next((k for k, t in enumerate(reversed(queue)) if not tasks[t].flag), len(queue))
-        self.clean = len(queue) - flagged
+        self.clean = self._clean_count(queue)
         left = self._ensure_predictions(client, queue, limit=FILL_CHUNK) if queue else 0
         with self.state.lock:
             self.state.filling = left > 0

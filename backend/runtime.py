@@ -350,7 +350,7 @@ class Backend:
             return None
 
     def project_problems(self, pid: int) -> list[str]:
-        """The project's problems for /status and /metrics: its own, a run failing again and again, the backend's."""
+        """The project's own problems for /status and /metrics, a run failing again and again among them."""
         state = self.states.get(pid)
         with state.lock:
             out = list(state.problems)
@@ -360,7 +360,7 @@ class Backend:
                 f"the project's work has failed {failed} times in a row and is retried with backoff "
                 f"(last: {self.jobs.last_error.get(pid, 'unknown')}); see the backend log"
             )
-        return out + list(self.problems)
+        return out
 
     def add_problem(self, msg: str) -> None:
         """Record a backend-wide problem for /status (once; the last 20), from any project's thread."""
