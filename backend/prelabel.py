@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from backend.payload import ChoicesTag
 from backend.state import ProjectState, TaskInfo
-from examine.probe import Probe
+from examine.probe import Probe, column_moments
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,14 @@ def choices_tag(state: ProjectState) -> ChoicesTag | None:
         return None
 
 
-def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], *, enabled: bool) -> Probe | None:
+def learn(
+    state: ProjectState,
+    X: np.ndarray,
+    rows: list[tuple[int, TaskInfo]],
+    *,
+    enabled: bool,
+    moments: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] = column_moments,
+) -> Probe | None:
     """Fit the probe on the labeled rows of ``X`` and record each unlabeled task's choice (caller holds no lock).
 
     ``rows[j]`` is the task of ``X[j]``. Single-choice configs get one multinomial probe; multi-choice
@@ -57,7 +65,9 @@ def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], 
     uncertainty uses it too), or None.
 
     The cross-validation (five more fits) is redone only when the labels grew by a tenth (at least 10)
-    since it last ran, so a re-rank after one more label costs one fit.
+    since it last ran, so a re-rank after one more label costs one fit. ``moments`` gives the pool's
+    column moments (the backend keeps them while the pool is unchanged); every row of ``X`` is predicted
+    in blocks and the unlabeled ones kept (a gather of the unlabeled rows would copy the pool).
     """
     tag = choices_tag(state)
     classes = list(tag.choices) if tag else []
@@ -104,13 +114,14 @@ def learn(state: ProjectState, X: np.ndarray, rows: list[tuple[int, TaskInfo]], 
         summary["why"] = "no pre-annotations yet: the probe needs labels of at least 2 classes"
     else:
         t0 = time.perf_counter()
+        scale = moments(X)
         if tag.multiple:
-            predicted, cv = _multi_choice(X, labeled, label_sets, unlabeled, classes, rows, redo_cv)
+            predicted, cv = _multi_choice(X, labeled, label_sets, unlabeled, classes, rows, redo_cv, scale)
         else:
-            probe = Probe(cv=redo_cv).fit(X[labeled], [c[0] for c in label_sets], classes=classes, reference=X)
+            probe = Probe(cv=redo_cv).fit(X[labeled], [c[0] for c in label_sets], classes=classes, moments=scale)
             cv = probe.cv_accuracy_
             if unlabeled:
-                P = probe.predict_proba(X[unlabeled])
+                P = probe.predict_proba(X)[unlabeled]
                 best = np.argmax(P, axis=1)
                 for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
                     predicted[rows[j][0]] = ([str(probe.classes_[k])], float(p))
@@ -139,6 +150,7 @@ def _multi_choice(
     classes: list[str],
     rows: list[tuple[int, TaskInfo]],
     cv: bool,
+    scale: tuple[np.ndarray, np.ndarray],
 ) -> tuple[dict[int, tuple[list[str], float]], float | None]:
     """One yes/no probe per choice; a task is proposed every choice whose probability exceeds one half.
 
@@ -151,11 +163,11 @@ def _multi_choice(
         if len(set(yes)) < 2:  # always or never chosen so far: propose what the labels say
             P[:, k] = 1.0 if yes and yes[0] == "yes" else 0.0
             continue
-        probe = Probe(cv=cv).fit(X[labeled], yes, classes=["no", "yes"], reference=X)
+        probe = Probe(cv=cv).fit(X[labeled], yes, classes=["no", "yes"], moments=scale)
         if probe.cv_accuracy_ is not None:
             accs.append(probe.cv_accuracy_)
         if unlabeled:
-            P[:, k] = probe.predict_proba(X[unlabeled])[:, 1]
+            P[:, k] = probe.predict_proba(X)[unlabeled, 1]
     out: dict[int, tuple[list[str], float]] = {}
     for i, j in enumerate(unlabeled):
         chosen = [k for k in range(len(classes)) if P[i, k] > 0.5]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backend.pool_matrix import PoolMatrix
 from backend.publish import Published
 from backend.task_info import TaskInfo
 from backend.task_rows import FILE as ROWS_FILE
@@ -69,6 +70,7 @@ class ProjectState:
     annotated_by: dict[int, float] = field(default_factory=dict)  # user id → when their last label arrived (not saved)
     switching: str | None = None  # the version a publish is switching the project to (its own event is no change)
     versions_due: bool = False  # an event showed the project serving another version: checked at the next re-rank
+    pool: PoolMatrix = field(default_factory=PoolMatrix, repr=False, compare=False)  # kept embeddings (not saved)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def annotators(self, window_s: float = 600.0) -> int:

@@ -461,7 +461,7 @@ class ProjectWorker:
             if not rows:
                 return None
             try:
-                X = store.get([cast(str, i.key) for _, i in rows])  # rows hold only tasks with a key
+                X = self.state.pool.get(store, [cast(str, i.key) for _, i in rows])  # rows hold only tasks with a key
                 break
             except StoreError as exc:  # truncated while open: reopening repairs it
                 if attempt:
@@ -469,7 +469,7 @@ class ProjectWorker:
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
         deferred = Screener(self.backend, self.pid).deferred(rows, X, labeled) if self.settings.screening else []
-        probe = learn(self.state, X, rows, enabled=self.settings.prelabel)
+        probe = learn(self.state, X, rows, enabled=self.settings.prelabel, moments=self.state.pool.moments)
         n_labeled = int(labeled.sum())
         if (~labeled).sum() <= 1 or len(rows) < 2:
             rest = [t for (t, i) in rows if not i.labeled]

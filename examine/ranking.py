@@ -63,6 +63,7 @@ import numpy as np
 from examine.coverage import cluster_pool, coverage_order
 from examine.linear_probe import LinearProbe
 from examine.probe import Probe, labeled_rows
+from examine.queue_space import PREPROCESSING, preprocess_embeddings, queue_space
 from examine.scoring import examine_scores, value_order
 from examine.validation import as_labels, as_mask, as_matrix
 
@@ -121,26 +122,6 @@ def _order_unlabeled(value: np.ndarray, unlabeled: np.ndarray) -> np.ndarray:
     """Unlabeled indices sorted by descending ``value`` (ties by index)."""
     idx = np.flatnonzero(unlabeled)
     return idx[value_order(value[idx])].astype(np.int64)
-
-
-def preprocess_embeddings(X: np.ndarray, mode: str) -> np.ndarray:
-    """Return a float64 copy of ``X`` centred and/or L2-normalised per ``mode``.
-
-    ``mode`` is one of :data:`PREPROCESSING`.  Zero rows stay zero under L2
-    normalisation.
-    """
-    if mode not in PREPROCESSING:
-        raise ValueError(f"unknown preprocess {mode!r}; choose one of {sorted(PREPROCESSING)}")
-    X = np.array(X, dtype=np.float64, copy=True)
-    if "center" in mode:
-        X -= X.mean(axis=0, keepdims=True)
-    if "l2" in mode:
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        np.divide(X, norms, out=X, where=norms > 0)
-    return X
-
-
-PREPROCESSING: tuple[str, ...] = ("none", "center", "l2", "center-l2")
 
 
 def _encode_labels(labels: Sequence[Any] | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, list]:
@@ -325,7 +306,23 @@ def _policy_margin(X, labeled, labels, seed, opts):
     return value, rows[np.lexsort((rows, m[0][rows]))].astype(np.int64)
 
 
+def _classes_seen(labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict) -> int:
+    """Classes with at least one label: the given probe's, else those of ``labels`` on the labeled rows."""
+    if opts["probe"] is not None:
+        return sum(1 for n in opts["probe"].counts_.values() if n)
+    return len(set(labeled_rows(labels, np.flatnonzero(labeled))[1]))
+
+
+def _before_switch(labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict) -> bool:
+    """Still the cold start: fewer than two classes, or fewer labels than :func:`switch_budget` (no probe
+    needed to tell, so a cold-start re-rank of a large pool costs no probe fit and no pass over it)."""
+    seen = _classes_seen(labeled, labels, opts)
+    return seen < 2 or labeled.sum() < switch_budget(seen)
+
+
 def _policy_tcm(X, labeled, labels, seed, opts):
+    if _before_switch(labeled, labels, opts):
+        return _policy_clusters(X, labeled, labels, seed, opts)
     m = _margins(X, labeled, labels, opts)
     if m is None or labeled.sum() < switch_budget(m[1]):
         return _policy_clusters(X, labeled, labels, seed, opts)
@@ -343,6 +340,8 @@ def _policy_coverage_margin(X, labeled, labels, seed, opts):
 
 
 def _policy_adaptive(X, labeled, labels, seed, opts):
+    if _before_switch(labeled, labels, opts):
+        return _policy_clusters(X, labeled, labels, seed, opts)
     m = _margins(X, labeled, labels, opts)
     if m is None or labeled.sum() < switch_budget(m[1]):
         return _policy_clusters(X, labeled, labels, seed, opts)
@@ -388,6 +387,7 @@ def rank(
     max_clusters: int = 500,
     probe: Probe | None = None,
     deferred: Sequence[int] | np.ndarray | None = None,
+    dims: int | None = None,
 ) -> Ranking:
     """Rank the unlabeled rows of ``X`` by a policy of :data:`POLICIES`.
 
@@ -432,6 +432,10 @@ def rank(
         Unlabeled rows served after every other one, in this order (images that
         :func:`examine.screening.screen` flagged, most usable first).  They take no part in
         ranking the others; their value is the lowest of the others' and their cluster −1.
+    dims : int, optional
+        Dimensions of the rows the policy clusters and scores (:func:`examine.queue_space.queue_space`):
+        None reduces pools of 20,000 rows or more to 256 principal directions, 0 never reduces.  The
+        probe always reads the full embeddings.
 
     Returns
     -------
@@ -454,7 +458,6 @@ def rank(
     as_labels(labels, n)
     if preprocess is None:
         preprocess = "none" if policy == "paper" else DEFAULT_PREPROCESS
-    Xp = preprocess_embeddings(X, preprocess)
     if int(deflation_greedy) < 1:
         raise ValueError(f"deflation_greedy must be >= 1, got {deflation_greedy}")
     opts = {
@@ -467,6 +470,7 @@ def rank(
         "max_clusters": int(max_clusters),
         "raw": X if X.dtype.kind == "f" else X.astype(np.float64),  # the probe works in float64 row blocks
         "probe": probe,
+        "dims": dims,
     }
     if class_fallback not in POLICIES or class_fallback == "class-aware":
         raise ValueError(
@@ -474,6 +478,7 @@ def rank(
         )
     if deferred is not None and len(deferred):
         return _rank_deferring(X, mask, labels, deferred, policy, seed, preprocess, opts)
+    Xp = queue_space(X, preprocess, dims=dims, seed=int(seed))
     out: tuple[np.ndarray, ...] = POLICIES[policy](Xp, mask, labels, int(seed), opts)
     value, order, rest = out[0], out[1], out[2:]
     value = np.asarray(value, dtype=np.float64)

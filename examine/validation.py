@@ -30,10 +30,20 @@ def as_matrix(X: Any) -> np.ndarray:
         raise ValueError(f"X must be 2-D (one row per image), got shape {arr.shape}")
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"X must have at least one row and one column, got shape {arr.shape}")
-    bad = ~np.isfinite(arr).all(axis=1) if arr.dtype.kind == "f" else None
-    if bad is not None and bad.any():
-        raise ValueError(f"X holds NaN or inf in rows {np.flatnonzero(bad)[:5].tolist()} (first shown)")
+    if arr.dtype.kind == "f":  # in row blocks: a (n, d) mask of a large pool costs more than the check
+        for start in range(0, arr.shape[0], _FINITE_BLOCK):
+            block = arr[start : start + _FINITE_BLOCK]
+            with np.errstate(over="ignore", invalid="ignore"):
+                sums = block.sum(axis=1)
+            if not np.isfinite(sums).all():  # a sum is finite only if every term is (or it overflowed)
+                bad = ~np.isfinite(block).all(axis=1)
+                if bad.any():
+                    rows = (start + np.flatnonzero(bad))[:5].tolist()
+                    raise ValueError(f"X holds NaN or inf in rows {rows} (first shown)")
     return arr
+
+
+_FINITE_BLOCK = 1024
 
 
 def as_mask(labeled: Any, n: int) -> np.ndarray:

@@ -202,3 +202,33 @@ def test_label_policies_ignore_rows_whose_label_is_unknown():
     for p in ("adaptive", "margin", "tcm", "coverage-margin"):
         r = rank(X, labeled=labeled, labels=labels, policy=p)
         assert sorted(r.order.tolist()) == list(range(40, 200))
+
+
+def test_non_finite_rows_are_named_past_the_first_block():
+    X = np.random.default_rng(0).normal(size=(3000, 4))
+    X[2500, 2] = np.inf
+    X[2501, 0] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf in rows \[2500, 2501\]"):
+        rank(X)
+    big = X.astype(np.float32)
+    big[2500:2502] = 3e38  # finite float32 rows whose float32 sum overflows are not refused
+    assert len(rank(big, policy="pool").order) == 3000
+
+
+def test_cold_start_fits_no_probe(monkeypatch):
+    """Before the switch the adaptive and TCM queues are the coverage order: no probe is fitted to say so."""
+    import examine.ranking as ranking
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 8))
+    labeled = np.zeros(300, bool)
+    labeled[:12] = True
+    labels = [k % 3 if k < 12 else None for k in range(300)]  # 12 labels < switch_budget(3) = 15
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("a probe was fitted before the switch")
+
+    want = rank(X, labeled=labeled, labels=labels, policy="clusters").order
+    monkeypatch.setattr(ranking, "_margins", no_fit)
+    for policy in ("adaptive", "tcm"):
+        np.testing.assert_array_equal(rank(X, labeled=labeled, labels=labels, policy=policy).order, want)

@@ -61,6 +61,7 @@ class EvalConfig(argparse.Namespace):
     model_dir: str | None = None
     pretrain_epochs: int | None = None
     quick: bool = False
+    methods: list[str] = []
     command: str = "examine evaluate"
 
 
@@ -68,6 +69,14 @@ def _embedder(name: str, cfg: EvalConfig) -> Embedder:
     if name == "mae":
         return mae_embedder(cfg.cache, model_dir=cfg.model_dir, epochs=cfg.pretrain_epochs, progress=not cfg.quick)
     return pixel_pca_embedder(64)
+
+
+def _chosen(methods: dict, names: list[str]) -> dict:
+    """Only the methods named (all when none are), in the simulation's order; an unknown name is an error."""
+    unknown = sorted(set(names) - set(methods))
+    if unknown:
+        raise SystemExit(f"examine evaluate: unknown methods {unknown}; choose from {sorted(methods)}")
+    return {k: v for k, v in methods.items() if not names or k in names}
 
 
 def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
@@ -100,7 +109,7 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
                         data.y_train,
                         T,
                         data.y_test,
-                        selectors(data.n_classes),
+                        _chosen(selectors(data.n_classes), cfg.methods),
                         budgets=budgets,
                         seeds=cfg.seeds,
                         pool_size=pool,
@@ -284,6 +293,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--screen-pools", type=_positive, default=d.screen_pools, help="planted pools per set (seeds 0, 1, ...)"
     )
     p.add_argument("--skip", type=_csv(str, ("simulation", "valuation", "screening")), default=[])
+    p.add_argument(
+        "--methods",
+        type=_csv(str),
+        default=[],
+        help="simulate only these queues (comma-separated, e.g. random,adaptive,adaptive[pca256]; default: all)",
+    )
     p.add_argument("--out", default=d.out, help="folder for RESULTS.md and the plots (default %(default)s)")
     p.add_argument("--cache", default=d.cache, help="folder for the pretrained encoders (reused by later runs)")
     p.add_argument(

@@ -105,7 +105,10 @@ def _uncertainty(strategy_cls: Any, name: str, X: np.ndarray, y: np.ndarray, n_c
 #: examine's policies simulated besides the default: the former default ``clusters`` (coverage only), the most
 #: unsure typical images of under-labeled clusters (``coverage-margin``) and the paper's static order.
 #: ``class-aware``, ``pool`` and ``deflation`` (measured below random before) can be added with ``policies=``.
-SIMULATED_POLICIES: tuple[str, ...] = ("clusters", "coverage-margin", "paper")
+SIMULATED_POLICIES: tuple[str, ...] = ("clusters", "coverage-margin", "paper", f"{DEFAULT_POLICY}[pca256]")
+#: The default queue in 256 PCA dimensions (:mod:`examine.queue_space`), as projects of 20,000 images or more
+#: are ranked: measured on the same pools as the unreduced default.
+REDUCED = f"{DEFAULT_POLICY}[pca256]"
 #: The baselines: scikit-activeml's TypiClust and uncertainty sampling, and TCM (TypiClust, then margin).
 BASELINES: tuple[str, ...] = ("typiclust", "margin", "entropy", "tcm")
 #: Methods whose every batch re-clusters the pool into labels + batch k-means clusters (or computes a static
@@ -131,6 +134,9 @@ def selectors(
     for policy in policies:
         if policy.endswith("[fixed k=20]"):  # what Label Studio serves by itself from predictions with a fixed cluster
             out[policy] = _policy(policy.split("[")[0], clusters=20)
+            continue
+        if policy.endswith("[pca256]"):
+            out[policy] = _policy(policy.split("[")[0], dims=256)
             continue
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; choose from {sorted(POLICIES)}")

@@ -1,0 +1,103 @@
+"""The rows the queue clusters and scores: preprocessed embeddings, on large pools reduced by PCA.
+
+The queue's k-means and its exact EXAMINE pass inside each cluster cost O(n·d·k) and O(k·d³): at
+200,000 images × 3,072 dimensions (the default CPU read-out) one re-rank took 817 s and 8 GB, most of
+it in d × d eigendecompositions, one per cluster. Above :data:`REDUCE_FROM_ROWS` rows the
+preprocessed rows are projected on their top :data:`QUEUE_DIMS` principal directions (scikit-learn's
+randomized PCA, fitted on a seeded sample of :data:`FIT_ROWS` rows), so clustering and EXAMINE run in
+256 dimensions; the probe keeps reading the full embeddings. Rows are preprocessed and projected in
+float32 blocks, so the pool is never copied to float64 whole. Below the threshold nothing changes:
+the committed simulation (``benchmarks/RESULTS.md``) measured the unreduced queue, and its
+``adaptive[pca256]`` rows measure the reduced one on the same pools.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["QUEUE_DIMS", "REDUCE_FROM_ROWS", "FIT_ROWS", "PREPROCESSING", "preprocess_embeddings", "queue_space"]
+
+#: Dimensions the queue works in on large pools.
+QUEUE_DIMS = 256
+#: Pools with at least this many rows (and more than QUEUE_DIMS columns) are reduced.
+REDUCE_FROM_ROWS = 20_000
+#: Rows the PCA is fitted on (a seeded sample): its cost stays bounded however large the pool.
+FIT_ROWS = 10_000
+_BLOCK = 256  # rows per float32 block (3 MB at 3,072 dims: it stays in cache)
+
+PREPROCESSING: tuple[str, ...] = ("none", "center", "l2", "center-l2")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in PREPROCESSING:
+        raise ValueError(f"unknown preprocess {mode!r}; choose one of {sorted(PREPROCESSING)}")
+
+
+def preprocess_embeddings(X: np.ndarray, mode: str) -> np.ndarray:
+    """Return a float64 copy of ``X`` centred and/or L2-normalised per ``mode``.
+
+    ``mode`` is one of :data:`PREPROCESSING`.  Zero rows stay zero under L2 normalisation.
+    """
+    _check_mode(mode)
+    X = np.array(X, dtype=np.float64, copy=True)
+    if "center" in mode:
+        X -= X.mean(axis=0, keepdims=True)
+    if "l2" in mode:
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        np.divide(X, norms, out=X, where=norms > 0)
+    return X
+
+
+def _column_mean(X: np.ndarray) -> np.ndarray:
+    total = np.zeros(X.shape[1])
+    for start in range(0, len(X), _BLOCK):
+        total += X[start : start + _BLOCK].sum(axis=0, dtype=np.float64)
+    return total / max(len(X), 1)
+
+
+def _prepare_block(block: np.ndarray, mean: np.ndarray | None, l2: bool) -> np.ndarray:
+    out = block - mean if mean is not None else np.array(block, dtype=np.float32, copy=True)
+    out = out.astype(np.float32, copy=False)
+    if l2:
+        norms = np.sqrt(np.einsum("ij,ij->i", out, out, dtype=np.float64)).astype(np.float32)[:, None]
+        np.divide(out, norms, out=out, where=norms > 0)
+    return out
+
+
+def queue_space(X: np.ndarray, mode: str, *, dims: int | None = None, seed: int = 0) -> np.ndarray:
+    """The float64 rows the queue clusters and scores.
+
+    ``dims=None`` reduces pools of at least :data:`REDUCE_FROM_ROWS` rows to :data:`QUEUE_DIMS`
+    dimensions; ``dims=0`` never reduces; a positive ``dims`` reduces any pool wider than it.  A
+    reduced pool is preprocessed per ``mode`` (as :func:`preprocess_embeddings`), then projected on the
+    top ``dims`` principal directions of a seeded sample of at most :data:`FIT_ROWS` preprocessed rows.
+    Unreduced, it is :func:`preprocess_embeddings` itself.
+    """
+    _check_mode(mode)
+    n, d = X.shape
+    if dims is None:
+        dims = QUEUE_DIMS if n >= REDUCE_FROM_ROWS else 0
+    if dims < 0:
+        raise ValueError(f"dims must be >= 0, got {dims}")
+    k = min(dims, n - 1, d)
+    if dims == 0 or d <= dims or k < 1:
+        return preprocess_embeddings(X, mode)
+    from sklearn.decomposition import PCA  # on first use (see examine.coverage)
+
+    mean = _column_mean(X).astype(np.float32) if "center" in mode else None
+    l2 = "l2" in mode
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, FIT_ROWS), replace=False))
+    pca = PCA(n_components=k, svd_solver="randomized", iterated_power=3, random_state=seed)
+    fit_rows = np.concatenate(
+        [_prepare_block(X[sample[i : i + _BLOCK]], mean, l2) for i in range(0, len(sample), _BLOCK)]
+    )
+    pca.fit(fit_rows)
+    del fit_rows
+    basis = pca.components_.astype(np.float32).T  # (d, k)
+    shift = (pca.mean_.astype(np.float32) @ basis).astype(np.float64)
+    out = np.empty((n, k), dtype=np.float64)
+    for start in range(0, n, _BLOCK):
+        out[start : start + _BLOCK] = _prepare_block(X[start : start + _BLOCK], mean, l2) @ basis
+    out -= shift
+    return out

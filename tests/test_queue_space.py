@@ -1,0 +1,73 @@
+"""examine.queue_space: the rows the queue clusters and scores, reduced by PCA on large pools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import examine.queue_space as qs
+from examine.queue_space import preprocess_embeddings, queue_space
+from examine.ranking import rank
+
+
+def _distances(Z: np.ndarray) -> np.ndarray:
+    sq = (Z**2).sum(1)
+    return sq[:, None] + sq[None, :] - 2 * Z @ Z.T
+
+
+def _low_rank(n: int, d: int, r: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, r)) @ rng.normal(size=(r, d)) + 50.0).astype(np.float32)  # far from zero
+
+
+@pytest.mark.parametrize("mode", ["none", "center", "l2", "center-l2"])
+def test_reduced_rows_keep_every_distance_when_the_pool_spans_fewer_dimensions(mode):
+    """Brute-force reference: the float64 preprocessed rows. A pool of rank 5 (+ an offset) in 40 dimensions
+    projected on 8 principal directions keeps every pairwise distance (up to float32 rounding)."""
+    X = _low_rank(300, 40, 5)
+    X[7] = 0.0  # a zero row stays zero under L2
+    want = _distances(preprocess_embeddings(X, mode))
+    Z = queue_space(X, mode, dims=8)
+    assert Z.shape == (300, 8) and Z.dtype == np.float64
+    np.testing.assert_allclose(_distances(Z), want, atol=1e-4 * np.abs(want).max())
+
+
+def test_the_sample_fits_the_basis_and_every_row_is_projected(monkeypatch):
+    monkeypatch.setattr(qs, "FIT_ROWS", 50)  # the PCA sees 50 of 400 rows; the pool still spans 5 dimensions
+    X = _low_rank(400, 30, 5, seed=1)
+    np.testing.assert_allclose(
+        _distances(queue_space(X, "center", dims=6)), _distances(preprocess_embeddings(X, "center")), atol=1e-2
+    )
+
+
+def test_small_or_narrow_pools_are_not_reduced(monkeypatch):
+    X = _low_rank(50, 12, 3)
+    for dims in (0, 12, 64):  # never, as wide as the pool, wider than it
+        np.testing.assert_array_equal(queue_space(X, "center-l2", dims=dims), preprocess_embeddings(X, "center-l2"))
+    np.testing.assert_array_equal(queue_space(X, "l2"), preprocess_embeddings(X, "l2"))  # below REDUCE_FROM_ROWS
+    monkeypatch.setattr(qs, "REDUCE_FROM_ROWS", 50)
+    monkeypatch.setattr(qs, "QUEUE_DIMS", 4)
+    assert queue_space(X, "l2").shape == (50, 4)  # automatic at the threshold
+    one = queue_space(X[:1], "center", dims=4)  # one row: nothing to fit, nothing reduced
+    assert one.shape == (1, 12)
+
+
+def test_bad_arguments_are_refused():
+    X = _low_rank(20, 8, 2)
+    with pytest.raises(ValueError, match="dims must be >= 0"):
+        queue_space(X, "none", dims=-1)
+    with pytest.raises(ValueError, match="unknown preprocess 'whiten'"):
+        queue_space(X, "whiten", dims=4)
+
+
+def test_the_reduced_queue_covers_every_cluster_first():
+    """Ten separated clusters in 512 dimensions: the first batch of the reduced cold-start queue holds one
+    image of each, as the unreduced queue's does, and the order is deterministic."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0, 4, (10, 512))
+    y = rng.integers(0, 10, 2000)
+    X = (centres[y] + rng.normal(size=(2000, 512))).astype(np.float32)
+    full = rank(X, dims=0).order[:10]
+    reduced = rank(X, dims=32).order[:10]
+    assert sorted(y[full]) == list(range(10)) and sorted(y[reduced]) == list(range(10))
+    np.testing.assert_array_equal(reduced, rank(X, dims=32).order[:10])
