@@ -269,3 +269,14 @@ def test_evaluate_argument_errors(capsys):
     with pytest.raises(SystemExit, match="no such MedMNIST file"):
         a = _parse(["evaluate", "--datasets", "/nonexistent/x.npz"])
         a.func(a)
+
+
+def test_methods_option_keeps_the_named_queues_in_order_and_names_unknown_ones():
+    from examine.evaluate.command import _chosen
+
+    methods = ev.selectors(3)
+    kept = _chosen(methods, ["adaptive[pca256]", "random"])
+    assert list(kept) == ["random", "adaptive[pca256]"]
+    assert list(_chosen(methods, [])) == list(methods)
+    with pytest.raises(SystemExit, match="unknown methods \\['typiclus'\\]"):
+        _chosen(methods, ["typiclus"])
