@@ -38,9 +38,10 @@ def flag_counts(tasks: dict[int, TaskInfo]) -> dict[str, int]:
 
 def flag_report(tasks: dict[int, TaskInfo]) -> dict:
     """For /status: counts by reason and the first flagged tasks with their reasons (caller holds the lock)."""
-    listed = {str(t): i.flag for t, i in sorted(tasks.items()) if i.flag and not i.labeled}
+    flagged = sorted((t, i.flag) for t, i in tasks.items() if i.flag and not i.labeled)  # few: sorted after the filter
+    listed = {str(t): flag for t, flag in flagged}
     return {
-        "by_reason": flag_counts(tasks),
+        "by_reason": dict(Counter(flag.split(":")[0] for _, flag in flagged)),
         "tasks": dict(list(listed.items())[:_LISTED]),
         "served": "after every clean task; an annotation unflags a task",
     }

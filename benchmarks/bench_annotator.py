@@ -125,21 +125,24 @@ def start_stack(
 
 
 def make_project(
-    ls: LabelStudioServer, backend: BackendServer, truth: list[str], title: str
+    ls: LabelStudioServer, backend: BackendServer, truth: list[str], title: str, *, wait: bool = True
 ) -> tuple[LabelStudio, int, list[int]]:
-    """A project of the tiles (one task each), the backend connected and its first ranking in Label Studio: the
-    admin's client, the project id and the task ids (in tile order)."""
+    """A project of the tiles (one task each), the backend connected and (``wait``) its first ranking in Label
+    Studio with every task's prediction: the admin's client, the project id and the task ids (in tile order)."""
     client = LabelStudio(ls.url, ls.token, timeout=300)
     pid = client.create_project(title, config(truth))["id"]
     client.add_local_storage(pid, str(Path(ls.files_root) / "bench"), sync=False)
     ids: list[int] = []
     tasks = [{"image": f"/data/local-files/?d=bench/t{i:06d}.png"} for i in range(len(truth))]
+    t0 = time.perf_counter()
     for s in range(0, len(tasks), 5000):
         ids += list(client.import_tasks(pid, tasks[s : s + 5000]))
+    print(f"{len(truth)} tasks imported in {time.perf_counter() - t0:.1f} s", flush=True)
     t0 = time.perf_counter()
     client.add_ml_backend(pid, backend.url, "examine")
-    backend.wait(pid, lambda s: s["published_version"] and not s["pending"], timeout=3600)
-    print(f"{len(truth)} tasks: connect → first ranking in Label Studio {time.perf_counter() - t0:.1f} s")
+    if wait:
+        backend.wait(pid, lambda s: s["published_version"] and not s["pending"], timeout=3600)
+        print(f"{len(truth)} tasks: connect → first ranking in Label Studio {time.perf_counter() - t0:.1f} s")
     return client, pid, ids
 
 

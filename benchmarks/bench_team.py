@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from backend.labelstudio import LabelStudio  # noqa: E402
 from benchmarks._services import add_ls_db_argument  # noqa: E402
 from benchmarks.bench_annotator import answer, exact_per_task, make_project, start_stack  # noqa: E402
 from scripts.services import LabelStudioServer  # noqa: E402
@@ -68,16 +69,18 @@ def header(argv: list[str]) -> str:
     )
 
 
-def group_rss_mb(leader: int) -> float:
-    """Resident memory of every process in ``leader``'s process group (gunicorn's master and workers), MiB."""
+def group_rss_mb(leader: int, field: str = "Rss") -> float:
+    """Memory of every process in ``leader``'s process group (gunicorn's master and workers, decoding processes),
+    MiB: ``Rss`` summed (pages shared by forked processes counted in each) or ``Pss`` (each shared page split
+    between its processes: what the group holds)."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
             if int(fields[2]) != leader:  # pgrp
                 continue
-            for line in (stat.parent / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in (stat.parent / "smaps_rollup").read_text().splitlines():
+                if line.startswith(field + ":"):
                     total += int(line.split()[1])
         except (OSError, IndexError, ValueError):
             continue
@@ -97,12 +100,14 @@ class Sampler:
 
     def __init__(self, leader: int, every: float = 2.0) -> None:
         self.leader, self.every, self.rss = leader, every, [group_rss_mb(leader)]
+        self.pss = [group_rss_mb(leader, "Pss")]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             self.rss.append(group_rss_mb(self.leader))
+            self.pss.append(group_rss_mb(self.leader, "Pss"))
 
     def __enter__(self) -> Sampler:
         self._thread.start()
@@ -112,6 +117,61 @@ class Sampler:
         self._stop.set()
         self._thread.join(5)
         self.rss.append(group_rss_mb(self.leader))
+        self.pss.append(group_rss_mb(self.leader, "Pss"))
+
+
+def watch_phases(
+    backend, checker: LabelStudio, pid: int, n: int, answer_of, t0: float, timeout: float = 4 * 3600
+) -> dict[str, float]:
+    """Seconds from connecting to each phase of the first run, from the backend's status (polled every second).
+
+    When the first ranking is in Label Studio, a first annotator (``checker``) asks ``/next`` as the UI does: the
+    first ranked serve; it is checked against the ranking's head and labeled (so no lock is left behind)."""
+    phases: dict[str, float] = {}
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            st = backend.status(pid)
+        except Exception:  # noqa: BLE001 - a busy backend: poll again
+            st = {}
+        now = time.perf_counter() - t0
+        c = st.get("counts")
+        if c is None:
+            time.sleep(1)
+            continue
+        marks = {
+            "tasks listed": st["synced"] and c["tasks"] >= n,
+            "encoder ready (pretrained)": bool(st["encoder_version"]),
+            "every image embedded": c["embedded"] + c["failed"] >= n,
+            "first ranking in Label Studio": bool(st["publishes"]),  # the publish done: its head is the queue's
+        }
+        for name, done in marks.items():
+            if done and name not in phases:
+                phases[name] = now
+                print(f"  {now:8.1f} s  {name}", flush=True)
+        if st["publishes"] and "first ranked serve" not in phases:
+            task = checker.next_task(pid)
+            phases["first ranked serve"] = time.perf_counter() - t0
+            head = list(st["queue_head"])
+            where = head.index(task["id"]) if task and task["id"] in head else None
+            print(
+                f"  {phases['first ranked serve']:8.1f} s  first ranked serve: task {task and task['id']}, "
+                f"position {where} of the ranking's head {head[:8]}",
+                flush=True,
+            )
+            phases["first serve position"] = -1 if where is None else where
+            if task:
+                checker.create_annotation(task["id"], answer_of(task["id"]))
+        if st["published_version"] and not st["pending"] and st["predictions"] >= c["tasks"] - c["labeled"]:
+            phases["all predictions in"] = now
+            print(
+                f"  {now:8.1f} s  all predictions in ({st['predictions']} for {c['tasks'] - c['labeled']} "
+                "unlabeled tasks)",
+                flush=True,
+            )
+            return phases
+        time.sleep(1)
+    raise TimeoutError(f"the first run did not finish within {timeout:.0f} s: {phases}")
 
 
 def main() -> None:
@@ -132,15 +192,22 @@ def main() -> None:
     print(header(sys.argv[1:]), flush=True)
     with contextlib.ExitStack() as stack:
         ls, backend, truth = start_stack(stack, args.ls_db, args.tasks, args.size, task_lock_ttl=args.lock_ttl)
-        client, pid, ids = make_project(ls, backend, truth, "team")
-        cls = dict(zip(ids, truth))
         t0 = time.perf_counter()
-        tokens = [ls.add_user(f"annotator{i + 1}@example.com") for i in range(args.annotators)]
-        print(f"{args.annotators} annotators signed up in {time.perf_counter() - t0:.1f} s", flush=True)
+        tokens = [ls.add_user(f"annotator{i + 1}@example.com") for i in range(args.annotators + 1)]
+        print(f"{args.annotators + 1} annotators signed up in {time.perf_counter() - t0:.1f} s", flush=True)
+        first, tokens = tokens[0], tokens[1:]  # the first annotator takes the first ranked serve
+        assert backend.proc is not None
+        with Sampler(backend.proc.pid, every=5.0) as first_run:
+            client, pid, ids = make_project(ls, backend, truth, "team", wait=False)
+            t0 = time.perf_counter()
+            cls = dict(zip(ids, truth))
+            checker = LabelStudio(ls.url, first, timeout=300)
+            phases = watch_phases(backend, checker, pid, len(ids), lambda tid: answer(cls[tid]), t0)
+        print(f"backend during the first run: max RSS {max(first_run.rss):.0f} MiB, PSS {max(first_run.pss):.0f} MiB")
         db_before = db_size_mb(ls)
         assert backend.proc is not None
         version = client.get_project(pid)["model_version"]
-        with Sampler(backend.proc.pid) as sampler, StatusRecorder(backend, pid, args.poll) as recorder:
+        with Sampler(backend.proc.pid) as sampler, StatusRecorder(backend, pid, args.poll, labels_before=1) as recorder:
             t0 = time.perf_counter()
             serves, labels = run_team(
                 ls.url,
@@ -154,7 +221,7 @@ def main() -> None:
                 log=print if args.verbose else None,
             )
             took = time.perf_counter() - t0
-            total = len({lb.task for lb in labels})  # the backend counts labeled tasks
+            total = len({lb.task for lb in labels}) + 1  # the backend counts labeled tasks (the first one too)
             backend.wait(pid, lambda s: s["queue_labels"] >= total and not s["pending"], timeout=300)
         report = evaluate(serves, labels, recorder.snapshots, args.annotators)
         if args.raw:
@@ -167,10 +234,22 @@ def main() -> None:
         db_after = db_size_mb(ls)
         if args.backend_log:
             shutil.copy(backend.log_path, args.backend_log)
-        print_report(args, report, took, labels, per_task, versions, sampler.rss, db_before, db_after, recorder)
+        print_report(args, report, took, labels, per_task, versions, sampler, db_before, db_after, recorder)
+        print_phases(phases, max(first_run.rss), max(first_run.pss))
 
 
-def print_report(args, report, took, labels, per_task, versions, rss, db_before, db_after, recorder) -> None:
+def print_phases(phases: dict[str, float], rss_mb: float, pss_mb: float) -> None:
+    """The first run's phases (seconds after connecting) and the backend's memory meanwhile."""
+    print("\n| first run, after connecting | minutes |\n|---|---|")
+    for name, t in phases.items():
+        if name != "first serve position":
+            print(f"| {name} | {t / 60:.1f} |")
+    print(f"| first ranked serve: position in the ranking's head | {phases.get('first serve position')} |")
+    print(f"| backend memory, max during the first run: RSS summed / PSS | {rss_mb:.0f} / {pss_mb:.0f} MiB |")
+
+
+def print_report(args, report, took, labels, per_task, versions, sampler, db_before, db_after, recorder) -> None:
+    rss, pss = sampler.rss, sampler.pss
     print("\nserves (requested in order; position = place among the unlabeled tasks of the ranking that knew every")
     print("label submitted before the request; race = that ranking landed after the request):")
     t0 = report.rows[0]["requested"] if report.rows else 0.0
@@ -234,7 +313,8 @@ def print_report(args, report, took, labels, per_task, versions, rss, db_before,
             "exactly 1",
         ),
         ("predictions in Label Studio (end)", f"{sum(versions.values())} in {len(versions)} version(s)", ""),
-        ("backend RSS (start / max / end)", f"{rss[0]:.0f} / {max(rss):.0f} / {rss[-1]:.0f} MiB", ""),
+        ("backend RSS summed (start / max / end)", f"{rss[0]:.0f} / {max(rss):.0f} / {rss[-1]:.0f} MiB", ""),
+        ("backend PSS (start / max / end)", f"{pss[0]:.0f} / {max(pss):.0f} / {pss[-1]:.0f} MiB", "≤ 6 GB"),
         ("Label Studio DB size (before / after labeling)", f"{db_before:.1f} / {db_after:.1f} MiB", ""),
         ("rankings published during the run", f"{len(recorder.snapshots) - 1} seen (polled every {args.poll:g} s)", ""),
     ]

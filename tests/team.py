@@ -74,10 +74,13 @@ class Label:
 
 
 class StatusRecorder:
-    """Polls ``/projects/<pid>/status`` every ``every`` seconds in a thread; keeps each new ranking it sees."""
+    """Polls ``/projects/<pid>/status`` every ``every`` seconds in a thread; keeps each new ranking it sees.
 
-    def __init__(self, backend: BackendServer, pid: int, every: float = 0.1) -> None:
-        self.backend, self.pid, self.every = backend, pid, every
+    ``labels_before``: tasks labeled before the team started; a snapshot's ``queue_labels`` counts the team's only.
+    """
+
+    def __init__(self, backend: BackendServer, pid: int, every: float = 0.1, labels_before: int = 0) -> None:
+        self.backend, self.pid, self.every, self.labels_before = backend, pid, every, labels_before
         self.snapshots: list[Snapshot] = []
         self.errors = 0
         self._stop = threading.Event()
@@ -107,7 +110,7 @@ class StatusRecorder:
         snap = Snapshot(
             time.time(),
             int(st.get("publishes") or 0),
-            int(st.get("queue_labels") or 0),
+            max(0, int(st.get("queue_labels") or 0) - self.labels_before),
             [int(t) for t in st.get("queue_head") or []],
             st.get("last_publish"),
         )
