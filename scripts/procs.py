@@ -36,12 +36,20 @@ def label_studio_env(
             "FRONTEND_SENTRY_DSN": "",
             "LABEL_STUDIO_ML_BLOCK_LOCAL_IP": "false",
             "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+            # Label Studio's own fix for bulk prediction imports: without it each import recounts every task of the
+            # project (10,000 predictions into a 200,000-task project: 48 s, 70 s, 102 s, 131 s, growing by ~30 s).
+            PREDICTIONS_IMPORT_FLAG: "true",
             "PYTHONUNBUFFERED": "1",
         }
     )
     if task_lock_ttl is not None:
         env["LABEL_STUDIO_TASK_LOCK_TTL"] = str(task_lock_ttl)
     return env
+
+
+#: Label Studio feature flag (an environment variable, read by its ``flag_set``): the bulk prediction import
+#: recounts only the tasks it touched (``data_import/api.py``, ``_create_memory_efficient``), not the whole project.
+PREDICTIONS_IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 
 
 def stop_process_group(proc: subprocess.Popen | None, timeout: float = 20.0) -> bool:
