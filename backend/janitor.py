@@ -24,6 +24,16 @@ from backend.payload import PENDING_VERSION
 log = logging.getLogger(__name__)
 
 
+#: A periodic reconciliation may take at most 1 / this of the time: it lists every task, and the project's re-ranks
+#: wait behind it (listing 200,000 tasks took 4 min, which every 5 min would stall re-ranks nearly half the time).
+RECONCILE_SPACING = 5
+
+
+def reconcile_interval(every_s: float, took_s: float) -> float:
+    """Seconds from the end of a reconciliation to the next: EXAMINE_RECONCILE_S, or more when it took long."""
+    return max(every_s, RECONCILE_SPACING * took_s)
+
+
 class Janitor(threading.Thread):
     """One daemon thread looking at every known project each ``tick`` seconds."""
 
@@ -58,7 +68,7 @@ class Janitor(threading.Thread):
             backend.submit(pid, ["full"], event=False)
             return
         last = backend.last_reconcile.get(pid)
-        if last is not None and time.monotonic() - last >= s.reconcile_s:
+        if last is not None and time.monotonic() - last >= reconcile_interval(s.reconcile_s, state.reconcile_took):
             backend.last_reconcile[pid] = time.monotonic()
             backend.submit(pid, ["sync"], event=False)
             return

@@ -197,7 +197,7 @@ class Settings:
         default=300.0,
         metadata={
             "env": "EXAMINE_RECONCILE_S",
-            "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook)",
+            "doc": "seconds between reconciliations of each project with Label Studio (tasks, annotations, model_version, webhook); at least 5× the last one's duration (a large project's listing takes minutes)",
         },
     )
     versions_check_s: float = field(

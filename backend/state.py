@@ -71,6 +71,7 @@ class ProjectState:
     switching: str | None = None  # the version a publish is switching the project to (its own event is no change)
     versions_due: bool = False  # an event showed the project serving another version: checked at the next re-rank
     pool: PoolMatrix = field(default_factory=PoolMatrix, repr=False, compare=False)  # kept embeddings (not saved)
+    reconcile_took: float = 0.0  # seconds the last reconciliation took (not saved): spaces the next one
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def annotators(self, window_s: float = 600.0) -> int:

@@ -84,7 +84,9 @@ class ProjectWorker:
     def reconcile(self) -> list[str]:
         """Compare Label Studio with the state and repair; returns the follow-up job kinds."""
         client = self.backend.client(self.pid)
-        self.backend.last_reconcile[self.pid] = time.monotonic()  # /setup calls it causes are not re-reconciled
+        started = self.backend.last_reconcile[self.pid] = (
+            time.monotonic()
+        )  # /setup calls it causes are not re-reconciled
         try:
             project = client.get_project(self.pid)
         except LabelStudioError as exc:
@@ -155,6 +157,7 @@ class ProjectWorker:
             self.state.problems = [p for p in self.state.problems if "no longer exists" not in p]
         self.save()
         self.backend.last_reconcile[self.pid] = time.monotonic()
+        self.state.reconcile_took = self.backend.last_reconcile[self.pid] - started
         log.info(
             "project %s: reconciled %d tasks (%s)%s",
             self.pid,

@@ -756,3 +756,11 @@ def test_a_team_gets_the_next_batch_before_its_members_run_out_of_the_current_on
     assert worker._within_batch(set(range(5, 31))) is None
     state.annotated_by = {}  # one person: the batch is served to its last task
     assert worker._within_batch(set(range(5, 31))) is not None
+
+
+def test_a_long_reconciliation_spaces_the_next_one():
+    from backend.janitor import RECONCILE_SPACING, reconcile_interval
+
+    assert reconcile_interval(300.0, 0.4) == 300.0  # a small project: EXAMINE_RECONCILE_S
+    assert reconcile_interval(5.0, 0.4) == 5.0
+    assert reconcile_interval(300.0, 240.0) == RECONCILE_SPACING * 240.0  # 200,000 tasks listed in 4 min: 20 min
