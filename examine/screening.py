@@ -299,20 +299,35 @@ def _findings(
         stronger = strength > z["blank"]
         z["blank"] = np.where(stronger, strength, z["blank"])
         driver["blank"] = np.where(stronger, name, driver["blank"])
-    # colours that the image's neighbours (or, without embeddings, the pool) hardly show
-    reference = hist[idx_all].mean(axis=1) if idx_all is not None else np.broadcast_to(hist.mean(axis=0), hist.shape)
-    # a colour next to one the reference shows (one level per channel) is a shade of it, not unseen
-    L = COLOUR_LEVELS
-    padded = np.pad(reference.reshape(n, L, L, L), ((0, 0), (1, 1), (1, 1), (1, 1)))
-    reference = np.max(
-        [padded[:, a : a + L, b : b + L, c : c + L] for a in range(3) for b in range(3) for c in range(3)], axis=0
-    ).reshape(n, -1)
-    z["colour"] = _robust_z((hist * (reference < _RARE_BIN)).sum(axis=1), +1, 0.01)
+    z["colour"] = _robust_z(_rare_colour(hist, idx_all), +1, 0.01)
     driver["colour"] = np.full(n, "rare_colour")
     if dist_all is not None:
         z["isolated"] = _robust_z(np.log(dist_all[:, :_K_ISOLATION].mean(axis=1) + 1e-9), +1, 0.05)
         driver["isolated"] = np.full(n, "knn_distance")
     return z, driver
+
+
+def _rare_colour(hist: np.ndarray, idx_all: np.ndarray | None) -> np.ndarray:
+    """Share of each image's pixels in colours that its neighbours (or, without embeddings, the pool) hardly show.
+
+    A colour next to one the reference shows (one level per channel) is a shade of it, not unseen. In row blocks:
+    at 200,000 images the whole-pool arrays (neighbours' histograms, 27 shifted copies) took 13 GB.
+    """
+    n, L = len(hist), COLOUR_LEVELS
+    out = np.empty(n)
+    pool_mean = hist.mean(axis=0)
+    for s in range(0, n, _BLOCK):
+        h = hist[s : s + _BLOCK]
+        m = len(h)
+        ref = hist[idx_all[s : s + m]].mean(axis=1) if idx_all is not None else np.broadcast_to(pool_mean, h.shape)
+        padded = np.pad(ref.reshape(m, L, L, L), ((0, 0), (1, 1), (1, 1), (1, 1)))
+        near = np.zeros((m, L, L, L))
+        for a in range(3):
+            for b in range(3):
+                for c in range(3):
+                    np.maximum(near, padded[:, a : a + L, b : b + L, c : c + L], out=near)
+        out[s : s + m] = (h * (near.reshape(m, -1) < _RARE_BIN)).sum(axis=1)
+    return out
 
 
 def _duplicates(

@@ -266,3 +266,22 @@ def test_the_screening_holds_when_a_quarter_is_blank_and_a_quarter_near_duplicat
     # ≤ 2 % with the MAE (RESULTS.md: 1.9 %); the pixel-PCA stand-in flags 8 of the ~200 clean medical tiles
     assert ev["flagged"]["clean"] <= (0.02 if name == "fashion-mnist" else 0.05)
     assert ev["first_worst"]["deferring examine screening's flags"] <= 2 / 50
+
+
+def test_rare_colour_in_blocks_equals_the_whole_pool_formula(monkeypatch):
+    """Brute-force reference: the former whole-pool arrays (neighbours' mean histogram, 27 shifted copies)."""
+    import examine.screening as sc
+    from examine.image_checks import COLOUR_LEVELS as L
+
+    rng = np.random.default_rng(0)
+    hist = rng.dirichlet(np.full(L**3, 0.05), size=37)
+    idx = rng.integers(0, 37, size=(37, 4))
+    monkeypatch.setattr(sc, "_BLOCK", 8)  # several blocks and a short last one
+    for neighbours in (idx, None):
+        ref = hist[neighbours].mean(axis=1) if neighbours is not None else np.broadcast_to(hist.mean(0), hist.shape)
+        padded = np.pad(ref.reshape(37, L, L, L), ((0, 0), (1, 1), (1, 1), (1, 1)))
+        near = np.max(
+            [padded[:, a : a + L, b : b + L, c : c + L] for a in range(3) for b in range(3) for c in range(3)], 0
+        )
+        want = (hist * (near.reshape(37, -1) < sc._RARE_BIN)).sum(axis=1)
+        np.testing.assert_allclose(sc._rare_colour(hist, neighbours), want, rtol=0, atol=1e-15)
