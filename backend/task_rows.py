@@ -25,11 +25,14 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS predictions (task INTEGER PRIMARY KEY, row TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS annotations (id INTEGER PRIMARY KEY, task INTEGER NOT NULL)",
 )
-_TASK_FIELDS = tuple(f.name for f in fields(TaskInfo))
+# The probe's proposal (predicted, predicted_p) is left out of the print: it is recomputed at every re-rank and a
+# refit moves nearly every task's probability, so counting it would rewrite every row after each label (200,000
+# rows at 200,000 tasks). A row written for another reason carries the current proposal along.
+_TASK_FIELDS = tuple(f.name for f in fields(TaskInfo) if f.name not in ("predicted", "predicted_p"))
 
 
 def _task_print(info: TaskInfo) -> tuple:
-    """Everything a task record holds, lists copied (a later change in place must not change the print)."""
+    """What a task record holds but its proposal, lists copied (a later change in place must not change it)."""
     return tuple(tuple(v) if isinstance(v, list) else v for v in map(info.__dict__.__getitem__, _TASK_FIELDS))
 
 

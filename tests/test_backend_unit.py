@@ -764,3 +764,18 @@ def test_a_long_reconciliation_spaces_the_next_one():
     assert reconcile_interval(300.0, 0.4) == 300.0  # a small project: EXAMINE_RECONCILE_S
     assert reconcile_interval(5.0, 0.4) == 5.0
     assert reconcile_interval(300.0, 240.0) == RECONCILE_SPACING * 240.0  # 200,000 tasks listed in 4 min: 20 min
+
+
+def test_a_new_proposal_alone_writes_no_row(tmp_path):
+    """The probe refits after every label and moves nearly every task's probability: that alone must not
+    rewrite the project's rows (a label would cost every row at 200,000 tasks)."""
+    from backend.task_rows import RowPlan, RowSnapshot, write_rows
+
+    tasks = {t: TaskInfo(uri=f"/x/{t}.png", key=f"{t:064x}") for t in range(5)}
+    snap = RowSnapshot()
+    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 5
+    for t, info in tasks.items():
+        info.predicted, info.predicted_p = ["cat"], 0.5 + t / 10
+    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 0
+    tasks[2].labeled = True  # a real change writes its row, with the current proposal
+    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 1
