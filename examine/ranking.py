@@ -324,7 +324,7 @@ def _policy_tcm(X, labeled, labels, seed, opts):
     if _before_switch(labeled, labels, opts):
         return _policy_clusters(X, labeled, labels, seed, opts)
     m = _margins(X, labeled, labels, opts)
-    if m is None or labeled.sum() < switch_budget(m[1]):
+    if m is None:  # the switch was checked above (_before_switch: the same classes seen)
         return _policy_clusters(X, labeled, labels, seed, opts)
     return _policy_margin(X, labeled, labels, seed, opts)
 
@@ -343,7 +343,7 @@ def _policy_adaptive(X, labeled, labels, seed, opts):
     if _before_switch(labeled, labels, opts):
         return _policy_clusters(X, labeled, labels, seed, opts)
     m = _margins(X, labeled, labels, opts)
-    if m is None or labeled.sum() < switch_budget(m[1]):
+    if m is None:  # the switch was checked above (_before_switch: the same classes seen)
         return _policy_clusters(X, labeled, labels, seed, opts)
     return _uncertain_and_diverse(X, labeled, m[0], opts["batch"], seed)
 
