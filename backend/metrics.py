@@ -66,7 +66,7 @@ class _Collector:
             "examine_probe_cv_accuracy", "cross-validated accuracy of the project's linear probe", labels=["project"]
         )
         per_class = GaugeMetricFamily(
-            "examine_labels", "labeled tasks per class of the config's Choices", labels=["project", "class"]
+            "examine_labels", "labeled tasks per class of the config's tags on the image", labels=["project", "class"]
         )
         prelabeled = GaugeMetricFamily(
             "examine_tasks_prelabeled", "unlabeled tasks carrying the probe's class", labels=["project"]

@@ -9,20 +9,15 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 __all__ = [
     "BadRequest",
-    "ChoicesTag",
     "MAX_ID",
     "PENDING_VERSION",
     "VERSION_PREFIX",
-    "annotation_label",
-    "annotation_labels",
-    "choices_from_config",
     "display_uri",
     "guess_image_key",
     "image_key_from_config",
@@ -106,76 +101,6 @@ def config_problem(label_config: Any) -> str | None:
         'the labeling config has no <Image value="$…"> tag, and examine ranks images only: nothing is changed in '
         'the project until the config shows an image (e.g. <Image name="image" value="$image"/>)'
     )
-
-
-@dataclass(frozen=True)
-class ChoicesTag:
-    """The labeling config's first ``<Choices>`` tag: what the probe learns and pre-annotates."""
-
-    name: str  # from_name of results
-    to_name: str  # the image tag it labels
-    choices: tuple[str, ...]  # the classes, in the config's order
-    multiple: bool  # choice="multiple"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON form kept in a project's state."""
-        return {"name": self.name, "to_name": self.to_name, "choices": list(self.choices), "multiple": self.multiple}
-
-    def result(self, values: list[str], score: float) -> dict[str, Any]:
-        """A Label Studio result item choosing ``values``, with the probe's probability as its score."""
-        return {
-            "from_name": self.name,
-            "to_name": self.to_name,
-            "type": "choices",
-            "value": {"choices": list(values)},
-            "score": round(float(score), 4),
-        }
-
-
-def choices_from_config(label_config: Any) -> ChoicesTag | None:
-    """The first ``<Choices>`` tag of an ``<Image>`` with a ``name`` and at least two ``<Choice value=…>``; else None."""
-    if not isinstance(label_config, str) or not label_config:
-        return None
-    try:
-        root = ET.fromstring(label_config)
-    except ET.ParseError:
-        return None
-    images = {el.attrib.get("name") for el in root.iter("Image") if el.attrib.get("name")}
-    for el in root.iter("Choices"):
-        name, to_name = el.attrib.get("name"), el.attrib.get("toName")
-        if images and not images & {t.strip() for t in (to_name or "").split(",")}:
-            continue  # it labels another object (a Text, a second view): says nothing of the image
-        found = (c.attrib.get("value") or c.attrib.get("alias") for c in el.iter("Choice"))
-        values = list(dict.fromkeys(v for v in found if v))
-        if name and to_name and len(values) >= 2:
-            return ChoicesTag(name, to_name, tuple(values), el.attrib.get("choice", "single") == "multiple")
-    return None
-
-
-def annotation_labels(annotation: Any, from_name: str | None = None) -> list[str]:
-    """The class labels of an annotation's first labeling result (choices, labels, rectanglelabels, …).
-
-    With ``from_name`` only result items of that control tag count (the config's Choices tag); a
-    multi-choice answer gives all its choices. Cancelled annotations give none.
-    """
-    if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
-        return []
-    result = annotation.get("result")
-    for item in result if isinstance(result, list) else []:
-        if from_name is not None and isinstance(item, dict) and item.get("from_name") != from_name:
-            continue
-        value = item.get("value") if isinstance(item, dict) else None
-        for key, v in value.items() if isinstance(value, dict) else ():
-            if key in ("choices", "labels") or key.endswith("labels"):
-                if isinstance(v, list) and v:
-                    return [str(x) for x in v]
-    return []
-
-
-def annotation_label(annotation: Any, from_name: str | None = None) -> str | None:
-    """The first of :func:`annotation_labels`, or None."""
-    labels = annotation_labels(annotation, from_name)
-    return labels[0] if labels else None
 
 
 def guess_image_key(data: dict) -> str | None:

@@ -1,10 +1,13 @@
-"""Pre-annotations: the project's linear probe, refit on every re-rank, and the results Label Studio shows.
+"""Pre-annotations: the project's linear probes, refit on every re-rank, and the results Label Studio shows.
 
-The probe (:class:`examine.probe.Probe`) learns the classes of the labeling config's first
-``<Choices>`` tag from the annotations' choices, on the stored embeddings. Each unlabeled task
-then carries the probe's class and probability; a published prediction turns them into a
-``choices`` result (its ``score`` stays the queue position). What the probe learned, or why it
-is off, is kept in the project's state for ``/status`` and ``/metrics``.
+The probes (:class:`examine.targets.TargetProbe`) learn every control tag of the labeling config tied to
+the image (:mod:`backend.label_config`) from the annotations, on the stored embeddings: the classes of each
+``<Choices>`` and ``<Taxonomy>`` question, and for region tags (boxes, polygons, masks, key points) whether
+the image holds each label. The queue's uncertainty comes from all of them. Each unlabeled task then carries
+a proposal and its probability for every image-level question; a published prediction turns them into
+``choices`` / ``taxonomy`` results (its ``score`` stays the queue position). Regions are not proposed: the
+probes know whether an image holds a nodule, not where. What the probes learned, or why they are off, is kept
+in the project's state for ``/status`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -16,36 +19,32 @@ from typing import Any
 
 import numpy as np
 
-from backend.payload import ChoicesTag
+from backend.label_config import ControlTag, controls_from_state
 from backend.state import ProjectState, TaskInfo
-from examine.probe import Probe, column_moments
+from examine.probe import ProbeError, column_moments
+from examine.targets import Target, TargetProbe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["choices_tag", "config_label", "learn", "result_for"]
+__all__ = ["controls", "learn", "queue_label", "result_for"]
 
 _SHOWN_OUTSIDE = 20  # labels outside the config listed at /status
 _SHOWN_CHARS = 60  # of each
 
 
-def config_label(state: ProjectState, info: TaskInfo) -> str | None:
-    """The task's first label if the config's Choices tag declares it now, else None (caller holds the lock)."""
-    raw = state.choices
-    if not raw or info.label is None or not info.labeled:
-        return None
-    labels = info.labels or [info.label]
-    return next((v for v in labels if v in raw.get("choices", ())), None)
+def controls(state: ProjectState) -> list[ControlTag]:
+    """The control tags of the project's config that the probes learn (caller may hold the lock)."""
+    return controls_from_state(state.controls)
 
 
-def choices_tag(state: ProjectState) -> ChoicesTag | None:
-    """The state's Choices tag, or None."""
-    raw = state.choices
-    if not raw:
+def queue_label(state: ProjectState, info: TaskInfo) -> str | None:
+    """The task's class for the label-aware comparison policies (``class-aware``): its answer to the config's
+    first single-class question, when the config declares it; else None (caller holds the lock)."""
+    if not info.labeled or not info.answers:
         return None
-    try:
-        return ChoicesTag(str(raw["name"]), str(raw["to_name"]), tuple(raw["choices"]), bool(raw["multiple"]))
-    except (KeyError, TypeError):
-        return None
+    tag = next((t for t in controls(state) if t.kind == "class"), None)
+    given = info.answers.get(tag.name) if tag else None
+    return next((v for v in given or () if v in tag.labels), None) if tag else None
 
 
 def learn(
@@ -55,86 +54,85 @@ def learn(
     *,
     enabled: bool,
     moments: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] = column_moments,
-) -> Probe | None:
-    """Fit the probe on the labeled rows of ``X`` and record each unlabeled task's choice (caller holds no lock).
+) -> TargetProbe | None:
+    """Fit the probes on the labeled rows of ``X`` and record each unlabeled task's proposals (caller holds no lock).
 
-    ``rows[j]`` is the task of ``X[j]``. Single-choice configs get one multinomial probe; multi-choice
-    configs one probe per choice (chosen or not), and every choice above one half is proposed. Nothing
-    is predicted when pre-annotation is off, the config has no Choices tag, or fewer than two classes
-    are labeled; ``state.probe["why"]`` says which. Returns the single-choice probe (the queue's
-    uncertainty uses it too), or None.
+    ``rows[j]`` is the task of ``X[j]``. Every control tag on the image is a target (single-choice: one
+    multinomial probe; multi-choice and taxonomy: one yes/no probe per class; region tags: one per label,
+    present or not). Nothing is proposed when pre-annotation is off, no tag is image-level, or no tag has
+    two classes labeled; ``state.probe["why"]`` says which. Returns the probes (the queue's uncertainty uses
+    them), or None when none can learn.
 
-    The cross-validation (five more fits) is redone only when the labels grew by a tenth (at least 10)
-    since it last ran, so a re-rank after one more label costs one fit. ``moments`` gives the pool's
-    column moments (the backend keeps them while the pool is unchanged); every row of ``X`` is predicted
-    in blocks and the unlabeled ones kept (a gather of the unlabeled rows would copy the pool).
+    The cross-validation (five more fits per probe) is redone only when the labels grew by a tenth (at least
+    10) since it last ran, so a re-rank after one more label costs one fit per probe. ``moments`` gives the
+    pool's column moments (the backend keeps them while the pool is unchanged); every row of ``X`` is
+    predicted in blocks and the unlabeled ones kept (a gather of the unlabeled rows would copy the pool).
     """
-    tag = choices_tag(state)
-    classes = list(tag.choices) if tag else []
+    tags = controls(state)
+    known = {t.name: t for t in tags}
     labeled: list[int] = []
-    label_sets: list[list[str]] = []
+    answers: list[dict[str, list[str]]] = []
     outside: dict[str, int] = {}
     for j, (_, info) in enumerate(rows):
-        if not (info.labeled and info.label is not None):
+        if not info.labeled or info.answers is None:
             continue
-        given = info.labels or [info.label]
-        given = given if tag is not None and tag.multiple else given[:1]
-        kept = [v for v in given if v in classes]
-        for v in given:
-            if v not in classes:
-                outside[v[:_SHOWN_CHARS]] = outside.get(v[:_SHOWN_CHARS], 0) + 1
-        if kept:  # a label the config does not declare (now) teaches nothing and is never proposed
-            labeled.append(j)
-            label_sets.append(kept)
-    counts = {c: 0 for c in classes}
-    for chosen in label_sets:
-        for v in chosen:
-            counts[v] += 1
-    summary: dict[str, Any] = {"labels": len(labeled), "counts": counts, "prelabel": False, "cv_accuracy": None}
+        mine = {k: v for k, v in info.answers.items() if k in known}
+        for name, given in mine.items():
+            for v in given:
+                if v not in known[name].labels:
+                    outside[v[:_SHOWN_CHARS]] = outside.get(v[:_SHOWN_CHARS], 0) + 1
+        labeled.append(j)
+        answers.append(mine)
+    summary: dict[str, Any] = {"labels": 0, "counts": {}, "prelabel": False, "cv_accuracy": None, "tags": {}}
     if outside:
         shown = dict(sorted(outside.items(), key=lambda kv: (-kv[1], kv[0]))[:_SHOWN_OUTSIDE])
         summary["outside_config"] = {
             "labeled_tasks": sum(outside.values()),
             "labels": shown,
-            "why": "labels that are not choices of the labeling config's tag: not learned, never proposed",
+            "why": "labels that are not classes of the labeling config's tag: not learned, never proposed",
         }
     unlabeled = [j for j, (_, info) in enumerate(rows) if not info.labeled]
-    predicted: dict[int, tuple[list[str], float]] = {}
-    probe: Probe | None = None
+    predicted: dict[int, tuple[dict[str, list[str]], dict[str, float]]] = {}
+    probe: TargetProbe | None = None
     with state.lock:
         last = dict(state.probe)
     last_n = int(last.get("cv_labels") or 0)
-    redo_cv = last.get("cv_accuracy") is None or len(labeled) >= last_n + max(10, last_n // 10) or len(labeled) < last_n
-    if tag is None:
+    n_answers = sum(1 for a in answers if a or any(t.kind == "presence" for t in tags))
+    redo_cv = last.get("cv_accuracy") is None or n_answers >= last_n + max(10, last_n // 10) or n_answers < last_n
+    if not tags:
         summary["why"] = (
-            "no pre-annotations: the labeling config has no <Choices> tag with two or more choices "
-            "(tasks are still ranked)"
+            "the labeling config has no control tag on the image (<Choices>, <Taxonomy>, <RectangleLabels>, "
+            "<PolygonLabels>, <BrushLabels>, <KeyPointLabels>, <EllipseLabels>, <Labels>) with classes: "
+            "nothing to learn, no pre-annotations (tasks are still ranked)"
         )
-    elif sum(1 for n in counts.values() if n) < 2:
-        summary["why"] = "no pre-annotations yet: the probe needs labels of at least 2 classes"
     else:
         t0 = time.perf_counter()
-        scale = moments(X)
-        if tag.multiple:
-            predicted, cv = _multi_choice(X, labeled, label_sets, unlabeled, classes, rows, redo_cv, scale)
-        else:
-            probe = Probe(cv=redo_cv).fit(X[labeled], [c[0] for c in label_sets], classes=classes, moments=scale)
-            cv = probe.cv_accuracy_
-            if unlabeled:
-                P = probe.predict_proba(X)[unlabeled]
-                best = np.argmax(P, axis=1)
-                for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
-                    predicted[rows[j][0]] = ([str(probe.classes_[k])], float(p))
-        if redo_cv:
-            summary["cv_accuracy"], summary["cv_labels"] = cv, len(labeled)
-        else:
-            summary["cv_accuracy"], summary["cv_labels"] = last.get("cv_accuracy"), last_n
-        summary["fit_s"] = round(time.perf_counter() - t0, 3)
-        if enabled:
-            summary["prelabel"] = True
-        else:
-            summary["why"] = "pre-annotations are off (EXAMINE_PRELABEL=0)"
-            predicted = {}
+        targets = [Target(t.name, t.labels, t.kind) for t in tags]
+        try:
+            probe = TargetProbe(targets, cv=redo_cv).fit(X[labeled], answers, moments=moments(X))
+        except ProbeError:
+            probe = None
+            summary["tags"] = _tag_summaries(tags, TargetProbe(targets).tally(answers))
+            summary["why"] = "nothing learned yet: each tag's probe needs labels of at least 2 classes"
+        if probe is not None:
+            summary["tags"] = _tag_summaries(tags, probe.per_target_)
+            if redo_cv:
+                summary["cv_accuracy"], summary["cv_labels"] = probe.cv_accuracy_, n_answers
+            else:
+                summary["cv_accuracy"], summary["cv_labels"] = last.get("cv_accuracy"), last_n
+            summary["fit_s"] = round(time.perf_counter() - t0, 3)
+            proposals = {t.name: t for t in tags if t.image_level and t.name in probe.heads_}
+            if not proposals:
+                summary["why"] = "no pre-annotations: no image-level question (<Choices>, <Taxonomy>) has learned yet"
+            elif not enabled:
+                summary["why"] = "pre-annotations are off (EXAMINE_PRELABEL=0)"
+            else:
+                summary["prelabel"] = True
+                predicted = _proposals(probe, X, unlabeled, rows, proposals)
+    summary["labels"] = probe.n_labels_ if probe is not None else sum(1 for a in answers if a)
+    for info in summary["tags"].values():
+        for c, n in info["counts"].items():
+            summary["counts"][c] = summary["counts"].get(c, 0) + n
     with state.lock:
         for tid, info in rows:
             info.predicted, info.predicted_p = predicted.get(tid, (None, None))
@@ -142,46 +140,62 @@ def learn(
     return probe
 
 
-def _multi_choice(
-    X: np.ndarray,
-    labeled: list[int],
-    label_sets: list[list[str]],
-    unlabeled: list[int],
-    classes: list[str],
-    rows: list[tuple[int, TaskInfo]],
-    cv: bool,
-    scale: tuple[np.ndarray, np.ndarray],
-) -> tuple[dict[int, tuple[list[str], float]], float | None]:
-    """One yes/no probe per choice; a task is proposed every choice whose probability exceeds one half.
+def _tag_summaries(tags: list[ControlTag], per_target: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """/status's view of each tag: what its probe learns, labels per class, cross-validated quality."""
+    learns = {"class": "its class", "multi": "each class, chosen or not", "presence": "each label, in the image or not"}
+    out = {}
+    for t in tags:
+        info = per_target[t.name]
+        out[t.name] = {
+            "tag": t.tag,
+            "learns": learns[t.kind] if info.get("learns") else None,
+            "labels": info["labels"],
+            "counts": info["counts"],
+            "cv_accuracy": info["cv_accuracy"],
+            **({"why": info["why"]} if info.get("why") else {}),
+        }
+    return out
 
-    Returns the proposals and the mean cross-validated accuracy of the per-choice probes.
-    """
-    P = np.zeros((len(unlabeled), len(classes)))
-    accs = []
-    for k, c in enumerate(classes):
-        yes = ["yes" if c in chosen else "no" for chosen in label_sets]
-        if len(set(yes)) < 2:  # always or never chosen so far: propose what the labels say
-            P[:, k] = 1.0 if yes and yes[0] == "yes" else 0.0
+
+def _proposals(
+    probe: TargetProbe,
+    X: np.ndarray,
+    unlabeled: list[int],
+    rows: list[tuple[int, TaskInfo]],
+    tags: dict[str, ControlTag],
+) -> dict[int, tuple[dict[str, list[str]], dict[str, float]]]:
+    """Per unlabeled task, each image-level tag's proposal and its probability: the most probable class of a
+    single-class question; every class above one half of a multi-class one (probability: the lowest)."""
+    out: dict[int, tuple[dict[str, list[str]], dict[str, float]]] = {}
+    if not unlabeled:
+        return out
+    for name, P in probe.predict_proba(X).items():
+        if name not in tags:
             continue
-        probe = Probe(cv=cv).fit(X[labeled], yes, classes=["no", "yes"], moments=scale)
-        if probe.cv_accuracy_ is not None:
-            accs.append(probe.cv_accuracy_)
-        if unlabeled:
-            P[:, k] = probe.predict_proba(X)[unlabeled, 1]
-    out: dict[int, tuple[list[str], float]] = {}
-    for i, j in enumerate(unlabeled):
-        chosen = [k for k in range(len(classes)) if P[i, k] > 0.5]
-        if chosen:
-            out[rows[j][0]] = ([classes[k] for k in chosen], float(P[i, chosen].min()))
-    return out, (float(np.mean(accs)) if accs else None)
+        tag, P = tags[name], P[unlabeled]
+        if tag.kind == "class":
+            best = np.argmax(P, axis=1)
+            for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
+                values, ps = out.setdefault(rows[j][0], ({}, {}))
+                values[name], ps[name] = [tag.labels[k]], float(p)
+            continue
+        on = P > 0.5
+        for i in np.flatnonzero(on.any(axis=1)):
+            chosen = np.flatnonzero(on[i])
+            values, ps = out.setdefault(rows[unlabeled[i]][0], ({}, {}))
+            values[name], ps[name] = [tag.labels[k] for k in chosen], float(P[i, chosen].min())
+    return out
 
 
 def result_for(state: ProjectState, info: TaskInfo) -> list[dict[str, Any]]:
-    """The Label Studio ``result`` of a task's prediction: the probe's choice, or [] when there is none."""
-    tag = choices_tag(state)
-    if tag is None or info.labeled or info.predicted is None:
+    """The Label Studio ``result`` of a task's prediction: one item per image-level tag the probes propose
+    (none for a labeled task, or a proposal from before a config change)."""
+    if info.labeled or not info.predicted:
         return []
-    values = [v for v in info.predicted if v in tag.choices]  # a proposal from before a config change: none
-    if len(values) != len(info.predicted) or not values:
-        return []
-    return [tag.result(values, info.predicted_p or 0.0)]
+    out = []
+    for tag in controls(state):
+        values = info.predicted.get(tag.name)
+        if not tag.image_level or not values or not all(v in tag.labels for v in values):
+            continue
+        out.append(tag.result(values, (info.predicted_p or {}).get(tag.name, 0.0)))
+    return out

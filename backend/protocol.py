@@ -16,11 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from backend.jobs import KINDS
+from backend.label_config import annotation_answers, controls_from_config
 from backend.payload import (
     PENDING_VERSION,
     BadRequest,
-    annotation_labels,
-    choices_from_config,
     image_key_from_config,
     parse_id,
     task_ref,
@@ -128,8 +127,7 @@ class ProjectProtocol:
                 return ["sync"]  # a task we do not know: Label Studio is asked, the event changes nothing
             info.labeled = True
             self.state.labeled_at[tid] = time.monotonic()
-            name = self.state.choices["name"] if self.state.choices else None
-            info.take_labels(annotation_labels(ann, name))
+            info.take_answers(annotation_answers(ann))
             if aid is not None:
                 self.state.annotation_task[aid] = tid
             who = ann.get("completed_by")
@@ -185,9 +183,9 @@ class ProjectProtocol:
         key = image_key_from_config(config)
         if key != self.state.image_key or self.state.config_problem:  # a refused config may have been mended
             return ["sync", "embed", "rank"]
-        tag = choices_from_config(config)
+        controls = [t.as_dict() for t in controls_from_config(config)]
         with self.state.lock:
-            same = (tag.as_dict() if tag else None) == self.state.choices
+            same = controls == self.state.controls
         return switched if same else ["sync", "rank"]
 
     def _on_other(self, data: dict) -> list[str] | None:

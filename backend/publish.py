@@ -55,12 +55,12 @@ _MIN_GAP = 1e-9
 
 @dataclass
 class Published:
-    """What Label Studio holds for one task: its prediction id, score, cluster and proposed choices."""
+    """What Label Studio holds for one task: its prediction id, score, cluster and proposals (per image-level tag)."""
 
     id: int
     score: float
     cluster: int | None = None
-    choices: list[str] | None = None
+    choices: Any = None  # {tag name: proposed values}, as TaskInfo.predicted (a list: saved by an older version)
 
     def to_json(self) -> list[Any]:
         """Compact saved form (state.json holds one per task)."""
@@ -125,7 +125,7 @@ def plan_head(
     order: Sequence[int],
     groups: Sequence[int],
     published: dict[int, Published],
-    choices: dict[int, list[str] | None],
+    choices: dict[int, dict[str, list[str]] | None],
     labeled_clusters: set[int],
     *,
     head: int,
@@ -135,8 +135,8 @@ def plan_head(
     """The updates that make Label Studio serve ``order`` (task ids, best first) from its head.
 
     ``groups[i]`` is the ranking's group of ``order[i]`` (−1: none); ``published`` what Label Studio
-    holds (every task of ``order`` must have an entry); ``choices`` the proposed choices of each head
-    task; ``labeled_clusters`` the cluster ids of labeled tasks (their solved count is no longer zero);
+    holds (every task of ``order`` must have an entry); ``choices`` the proposals of each head
+    task (per image-level tag); ``labeled_clusters`` the cluster ids of labeled tasks (their solved count is no longer zero);
     ``next_cluster`` the first unused cluster id; ``clean`` how many tasks of ``order`` come before the
     flagged ones (default: all), which never enter the head and keep scores at or above FLAG_BAND.
     """

@@ -110,7 +110,7 @@ class Settings:
         default=True,
         metadata={
             "env": "EXAMINE_PRELABEL",
-            "doc": "1: every prediction carries the linear probe's class (pre-annotation) once 2 classes of the config's Choices are labeled; 0: scores only",
+            "doc": "1: every prediction carries the probes' proposal for each image-level question (Choices, Taxonomy) once 2 of its classes are labeled; 0: scores only",
         },
     )
     screening: bool = field(

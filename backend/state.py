@@ -31,13 +31,26 @@ from backend.task_rows import RowPlan, RowSnapshot, load_rows, write_rows
 log = logging.getLogger(__name__)
 
 
+def _controls(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    """The saved control tags; a state saved when only the first Choices tag was kept gives that one."""
+    if isinstance(raw.get("controls"), list):
+        return [c for c in raw["controls"] if isinstance(c, dict)]
+    old = raw.get("choices")
+    if isinstance(old, dict) and {"name", "to_name", "choices"} <= old.keys():
+        kind = "multi" if old.get("multiple") else "class"
+        return [
+            {"name": old["name"], "to_name": old["to_name"], "tag": "Choices", "labels": old["choices"], "kind": kind}
+        ]
+    return []
+
+
 @dataclass
 class ProjectState:
     """Everything the backend must remember about one Label Studio project."""
 
     pid: int
     image_key: str | None = None
-    choices: dict[str, Any] | None = None  # the config's first Choices tag (backend.payload.ChoicesTag fields)
+    controls: list[dict[str, Any]] = field(default_factory=list)  # the config's tags on the image (ControlTag.as_dict)
     tasks: dict[int, TaskInfo] = field(default_factory=dict)
     annotation_task: dict[int, int] = field(default_factory=dict)  # annotation id → task id
     encoder_version: str | None = None
@@ -110,7 +123,7 @@ class ProjectState:
         return {
             "pid": self.pid,
             "image_key": self.image_key,
-            "choices": self.choices,
+            "controls": self.controls,
             "probe": self.probe,
             "encoder_version": self.encoder_version,
             "published_version": self.published_version,
@@ -136,9 +149,9 @@ class ProjectState:
         return cls(
             pid=int(raw["pid"]),
             image_key=raw.get("image_key"),
-            choices=raw.get("choices") if isinstance(raw.get("choices"), dict) else None,
+            controls=_controls(raw),
             probe=dict(raw.get("probe") or {}),
-            tasks={int(t): TaskInfo(**i) for t, i in raw.get("tasks", {}).items()},
+            tasks={int(t): TaskInfo.from_json(i) for t, i in raw.get("tasks", {}).items()},
             annotation_task={int(a): int(t) for a, t in raw.get("annotation_task", {}).items()},
             encoder_version=raw.get("encoder_version"),
             published_version=raw.get("published_version"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 __all__ = ["TaskInfo"]
 
@@ -14,16 +14,30 @@ class TaskInfo:
     uri: str | None = None  # the image reference in task.data
     key: str | None = None  # sha256 of the image bytes once embedded
     labeled: bool = False
-    label: str | None = None  # first class label of its latest annotation, for label-aware policies
     error: str | None = None  # why the task has no embedding (shown per task)
-    labels: list[str] | None = None  # every choice of its latest annotation (multi-choice configs)
-    predicted: list[str] | None = None  # the probe's choice(s) (pre-annotation) while unlabeled
-    predicted_p: float | None = None  # its probability (the lowest of several choices)
+    answers: dict[str, list[str]] | None = None  # its latest annotation's labels per control tag (from_name)
+    predicted: dict[str, list[str]] | None = None  # the probe's proposal per image-level tag while unlabeled
+    predicted_p: dict[str, float] | None = None  # each proposal's probability (the lowest of several choices)
     flag: str | None = None  # why the screening judged its image unusable (served after the clean pool)
     failures: int = 0  # downloads in a row that failed for passing reasons
     retry_at: float | None = None  # unix time before which such a failure is not fetched again
 
-    def take_labels(self, labels: list[str]) -> None:
-        """Record an annotation's labels (an annotation without any keeps the earlier ones)."""
-        if labels:
-            self.labels, self.label = list(labels), labels[0]
+    def take_answers(self, answers: dict[str, list[str]] | None) -> None:
+        """Record what an annotation says (:func:`backend.label_config.annotation_answers`); a skipped one
+        (None) keeps the earlier answers."""
+        if answers is not None:
+            self.answers = {k: list(v) for k, v in answers.items()}
+
+    @classmethod
+    def from_json(cls, raw: dict) -> TaskInfo:
+        """A record as saved; one saved before answers per tag existed drops its single label (the next
+        reconciliation reads the task's annotations again)."""
+        raw = dict(raw)
+        raw.pop("label", None)
+        raw.pop("labels", None)
+        if not isinstance(raw.get("predicted"), (dict, type(None))) or not isinstance(
+            raw.get("predicted_p"), (dict, type(None))
+        ):
+            raw["predicted"] = raw["predicted_p"] = None  # an old proposal: recomputed at the next re-rank
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})

@@ -31,13 +31,20 @@ _TABLES = (
 _TASK_FIELDS = tuple(f.name for f in fields(TaskInfo) if f.name not in ("predicted", "predicted_p"))
 
 
+def _frozen(v: Any) -> Any:
+    """A copy of a field that a later change in place cannot change (lists and dicts of lists)."""
+    if isinstance(v, dict):
+        return tuple(sorted((str(k), _frozen(x)) for k, x in v.items()))
+    return tuple(v) if isinstance(v, list) else v
+
+
 def _task_print(info: TaskInfo) -> tuple:
-    """What a task record holds but its proposal, lists copied (a later change in place must not change it)."""
-    return tuple(tuple(v) if isinstance(v, list) else v for v in map(info.__dict__.__getitem__, _TASK_FIELDS))
+    """What a task record holds but its proposal."""
+    return tuple(map(_frozen, map(info.__dict__.__getitem__, _TASK_FIELDS)))
 
 
 def _pred_print(p: Published) -> tuple:
-    return (p.id, p.score, p.cluster, tuple(p.choices) if p.choices is not None else None)
+    return (p.id, p.score, p.cluster, _frozen(p.choices))
 
 
 class RowSnapshot:
@@ -130,7 +137,7 @@ def load_rows(path: Path) -> tuple[dict[int, TaskInfo], dict[int, Published], di
             rows: list[Any] = [conn.execute(f"SELECT * FROM {t}").fetchall() for t in _names()]
         finally:
             conn.close()
-        tasks = {int(t): TaskInfo(**json.loads(r)) for t, r in rows[0]}
+        tasks = {int(t): TaskInfo.from_json(json.loads(r)) for t, r in rows[0]}
         predictions = {int(t): Published.from_json(json.loads(r)) for t, r in rows[1]}
         annotations = {int(a): int(t) for a, t in rows[2]}
     except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:

@@ -32,15 +32,14 @@ import numpy as np
 
 from backend.context import BackendContext
 from backend.fetch import ImageFetcher
+from backend.label_config import annotation_answers, controls_from_config
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import (
-    annotation_labels,
-    choices_from_config,
     config_problem,
     guess_image_key,
     image_key_from_config,
 )
-from backend.prelabel import config_label, learn
+from backend.prelabel import learn, queue_label
 from backend.publisher import Publisher
 from backend.screener import Screener
 from backend.state import ProjectState, TaskInfo
@@ -99,15 +98,15 @@ class ProjectWorker:
         if self._config_refused(config_problem(config)):
             return []
         key = image_key_from_config(config)
-        tag = choices_from_config(config)
+        controls = [t.as_dict() for t in controls_from_config(config)]
         with self.state.lock:
             if key != self.state.image_key:
                 self.state.image_key = key
                 follow |= {"embed", "rank"}
-            if (tag.as_dict() if tag else None) != self.state.choices:
-                if self.state.choices is not None and self.state.published_version is not None:
+            if controls != self.state.controls:
+                if self.state.controls and self.state.published_version is not None:
                     self.state.full_due = True  # every task's proposal changes, not only the head's
-                self.state.choices = tag.as_dict() if tag else None
+                self.state.controls = controls
                 follow.add("rank")
             before = {t: (i.uri, i.labeled) for t, i in self.state.tasks.items()}
             recheck, self.state.recheck = self.state.recheck, set()
@@ -130,11 +129,11 @@ class ProjectWorker:
                 labeled = bool(t.get("is_labeled")) or int(t.get("total_annotations") or 0) > 0
                 if not labeled and self.state.labeled_at.get(tid, -1.0) >= listed_at:
                     labeled = True  # a webhook reported a label after the listing began: it is newer
-                if labeled and (not info.labeled or info.label is None or tid in recheck):
+                if labeled and (not info.labeled or info.answers is None or tid in recheck):
                     need_labels.append(tid)
                 info.labeled = labeled
                 if not labeled:
-                    info.label, info.labels = None, None
+                    info.answers = None
                 if before.get(tid) != (info.uri, info.labeled):
                     follow.add("rank")
                 if is_transient(info.error) and (info.retry_at or 0.0) <= time.time():
@@ -192,9 +191,7 @@ class ProjectWorker:
             with self.state.lock:
                 info = self.state.tasks.setdefault(tid, TaskInfo())
                 info.labeled = bool(anns) or bool(task.get("is_labeled"))
-                name = self._choices_name()
-                labels = next((found for a in reversed(anns) if (found := annotation_labels(a, name))), [])
-                info.labels, info.label = (labels, labels[0]) if labels else (None, None)
+                info.answers = next((got for a in reversed(anns) if (got := annotation_answers(a)) is not None), None)
                 for a in anns:
                     if isinstance(a.get("id"), int):
                         self.state.annotation_task[a["id"]] = tid
@@ -221,7 +218,7 @@ class ProjectWorker:
                 for ann in t.get("annotations") or []:
                     if isinstance(ann, dict) and isinstance(ann.get("id"), int):
                         self.state.annotation_task[ann["id"]] = tid
-                        info.take_labels(annotation_labels(ann, self._choices_name()))
+                        info.take_answers(annotation_answers(ann))
 
     # -------------------------------------------------------------- embed
 
@@ -482,7 +479,7 @@ class ProjectWorker:
             return *kept, n_labeled
         # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
         with self.state.lock:
-            labels = [config_label(self.state, i) for _, i in rows] if self.state.choices else None
+            labels = [queue_label(self.state, i) for _, i in rows] if self.state.controls else None
         ranking = rank(
             X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=BATCH, deferred=deferred
         )
@@ -540,11 +537,7 @@ class ProjectWorker:
         return self.settings.policy or DEFAULT_POLICY
 
     def _policy_uses_labels(self) -> bool:
-        return self._policy() in LABEL_POLICIES or (self.settings.prelabel and bool(self.state.choices))
-
-    def _choices_name(self) -> str | None:
-        with self.state.lock:
-            return self.state.choices["name"] if self.state.choices else None
+        return self._policy() in LABEL_POLICIES or (self.settings.prelabel and bool(self.state.controls))
 
     # -------------------------------------------------------------- training
 

@@ -58,7 +58,7 @@ def main() -> None:
         rows, whole = [], []
         for k in range(args.labels):
             info = state.tasks[k + 1]
-            info.labeled, info.label, info.labels = True, "a", ["a"]
+            info.labeled, info.answers = True, {"class": ["a"]}
             state.annotation_task[k + 1] = k + 1
             state.predictions[args.tasks - k].score = 0.001 * k
             t0 = time.perf_counter()

@@ -212,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels",
         metavar="CSV",
-        help="labels given so far (header 'path,label'; paths relative to IMAGES): those images leave the queue, "
-        "the queue learns from them, and ranking.csv gets the probe's 'predicted' class and its 'probability'",
+        help="labels given so far (header 'path,label'; paths relative to IMAGES; several labels of one image "
+        "separated by ';' or on several rows): those images leave the queue, the queue learns from them, and "
+        "ranking.csv gets the probe's 'predicted' class (multi-label: every class above 0.5, ';'-separated) "
+        "and its 'probability'",
     )
     add_model_args(p)
     add_pretrain_args(p)

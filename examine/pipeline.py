@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,11 +28,12 @@ from examine.file_index import file_stamp
 from examine.images import ImageLoadError, list_images
 from examine.mae import PretrainConfig, default_pretrain_config, pretrain, sized_config
 from examine.phases import Phases
-from examine.probe import Probe
+from examine.probe import Probe, ProbeError, column_moments
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.scoring import marginal_singular_values, scores_from_marginals
 from examine.screening import screen
 from examine.store import EmbeddingStore
+from examine.targets import Target, TargetProbe
 from examine.workspace import Workspace, load_training_images
 
 __all__ = [
@@ -264,16 +266,19 @@ def rank_folder(
     pretrain_config: PretrainConfig | None = None,
     device: str = "auto",
     batch_size: int | None = None,
-    labels: Mapping[Path, str] | None = None,
+    labels: Mapping[Path, str | Sequence[str]] | None = None,
     log: Callable[[str], None] = lambda s: None,
     phases: Phases | None = None,
 ) -> FolderRanking:
     """Pretrain if ``model_dir`` has no encoder, embed what is new, and rank the folder with ``policy``.
 
-    ``labels`` (image path → class, e.g. from :func:`read_labels_csv`) are the labels already
-    given: those images leave the queue, a label-aware policy learns from them, and once two
-    classes are labeled each queued image gets the probe's class (``predicted``). ``phases``
-    records where the time went (listing, encoder, embedding, screening, queue).
+    ``labels`` (image path → class, or its classes, e.g. from :func:`read_labels_csv`) are the
+    labels already given: those images leave the queue, a label-aware policy learns from them, and
+    once two classes are labeled each queued image gets the probe's class (``predicted``). When
+    any image has several labels the project is multi-label: one yes/no probe per class
+    (:class:`examine.targets.TargetProbe`) and ``predicted`` lists every class above one half,
+    joined by ``;``. ``phases`` records where the time went (listing, encoder, embedding,
+    screening, queue).
     """
     ph = phases or Phases()
     with ph.phase("listing"):
@@ -299,15 +304,14 @@ def rank_folder(
         raise PipelineError(f"{folder}: fewer than 2 readable images; nothing to rank")
     keys = [k for k in report.keys if k is not None]  # the same as report.keys[i] for i in ok
     X = store.get(keys)
-    given = {Path(p).resolve(): str(v) for p, v in (labels or {}).items()}
-    y = [given.get(paths[i].resolve()) for i in ok]
-    labeled = np.array([v is not None for v in y], dtype=bool)
+    given = {Path(p).resolve(): _label_tuple(v) for p, v in (labels or {}).items()}
+    tuples = [given.get(paths[i].resolve()) for i in ok]
+    labeled = np.array([v is not None for v in tuples], dtype=bool)
     if labeled.all():
         raise PipelineError(f"{folder}: every readable image is labeled already; nothing to queue")
-    probe = None
-    if len({v for v in y if v is not None}) >= 2:  # one fit serves the queue and the predicted column
-        have = np.flatnonzero(labeled)
-        probe = Probe(cv=True).fit(X[have], [y[j] for j in have], reference=X)
+    multi = any(len(v) > 1 for v in tuples if v is not None)
+    y: list[Any] = [None if v is None else frozenset(v) if multi else v[0] for v in tuples]
+    probe = _fit_probe(X, labeled, tuples, multi)  # one fit serves the queue and the predicted column
     with ph.phase("screening"):
         # decoded within bounded memory whatever the image's size; an unreadable one: not screened
         ws.measure((k, partial(str, paths[i])) for k, i in zip(keys, ok))
@@ -326,10 +330,13 @@ def rank_folder(
     predicted: list[str | None] | None = None
     probability = None
     cv = None
-    if probe is not None:
+    if isinstance(probe, Probe):
         P = probe.predict_proba(X[order])
         predicted = [str(probe.classes_[k]) for k in np.argmax(P, axis=1)]
         probability, cv = P.max(axis=1), probe.cv_accuracy_
+    elif probe is not None:
+        predicted, probability = _multi_label_proposals(probe, X[order])
+        cv = probe.cv_accuracy_
     return FolderRanking(
         paths=[paths[ok[j]] for j in order],
         keys=[keys[j] for j in order],
@@ -349,13 +356,58 @@ def rank_folder(
     )
 
 
-def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, str]:
+def _label_tuple(value: str | Sequence[str]) -> tuple[str, ...]:
+    return (str(value),) if isinstance(value, str) else tuple(dict.fromkeys(map(str, value)))
+
+
+def _fit_probe(
+    X: np.ndarray, labeled: np.ndarray, labels: list[tuple[str, ...] | None], multi: bool
+) -> Probe | TargetProbe | None:
+    """The probe of the given labels (None below two classes): one multinomial probe, or, multi-label,
+    one yes/no probe per class."""
+    have = np.flatnonzero(labeled)
+    if not multi:
+        y = [labels[j][0] for j in have]  # type: ignore[index]
+        return Probe(cv=True).fit(X[have], y, reference=X) if len(set(y)) >= 2 else None
+    classes = tuple(dict.fromkeys(c for j in have for c in labels[j] or ()))
+    answers = [{MULTI_LABEL: list(labels[j] or ())} for j in have]
+    try:
+        return TargetProbe([Target(MULTI_LABEL, classes, "multi")], cv=True).fit(
+            X[have], answers, moments=column_moments(X)
+        )
+    except ProbeError:
+        return None
+
+
+def _multi_label_proposals(probe: TargetProbe, X: np.ndarray) -> tuple[list[str | None], np.ndarray]:
+    """Every class above one half, joined by ``;``, and the probability of the least sure of them (of the
+    most likely class being absent when none is above one half)."""
+    P = probe.predict_proba(X)[MULTI_LABEL]
+    classes = probe.targets[0].classes
+    predicted: list[str | None] = []
+    probability = np.empty(len(P))
+    for i, p in enumerate(P):
+        on = np.flatnonzero(p > 0.5)
+        predicted.append(LABEL_SEP.join(str(classes[k]) for k in on))
+        probability[i] = p[on].min() if len(on) else 1.0 - p.max()
+    return predicted, probability
+
+
+#: The one target of a multi-label labels file.
+MULTI_LABEL = "label"
+#: Separates several labels of one image in a labels file's cell (multi-label projects).
+LABEL_SEP = ";"
+
+
+def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, tuple[str, ...]]:
     """``path,label`` rows (a header line naming them; paths relative to ``folder`` or absolute).
 
+    An image with several labels (a multi-label project) has them in one cell separated by ``;``
+    (``a.png,nodule;effusion``) or on several rows; each image maps to its labels, in order, once each.
     Raises :class:`PipelineError` naming the file and line of a row that cannot be used.
     """
     root = Path(folder)
-    out: dict[Path, str] = {}
+    out: dict[Path, tuple[str, ...]] = {}
     try:
         with open(path, newline="") as fh:
             rows = list(csv.reader(fh))
@@ -372,5 +424,8 @@ def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, str]:
         image = image if image.is_absolute() else root / image
         if not image.is_file():
             raise PipelineError(f"{path}, line {line}: {image} is not an image file in {root}")
-        out[image] = row[1].strip()
+        found = [v.strip() for v in row[1].split(LABEL_SEP) if v.strip()]
+        if not found:
+            raise PipelineError(f"{path}, line {line}: no label in {row[1]!r}")
+        out[image] = tuple(dict.fromkeys(out.get(image, ()) + tuple(found)))
     return out

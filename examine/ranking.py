@@ -62,9 +62,10 @@ import numpy as np
 
 from examine.coverage import cluster_pool, coverage_order
 from examine.linear_probe import LinearProbe
-from examine.probe import Probe, labeled_rows
+from examine.probe import Probe, ProbeError, column_moments, labeled_rows
 from examine.queue_space import PREPROCESSING, preprocess_embeddings, queue_space
 from examine.scoring import examine_scores, value_order
+from examine.targets import Target, TargetProbe
 from examine.validation import as_labels, as_mask, as_matrix
 
 __all__ = [
@@ -244,9 +245,18 @@ def _margins(
     probe = opts["probe"]
     if probe is None:
         have, y = labeled_rows(labels, np.flatnonzero(labeled))
-        if len(set(y)) < 2:
+        if _multi_label(y):  # several classes per image: one yes/no probe per class
+            answers = [{"labels": _members(v)} for v in y]
+            classes = tuple(sorted({c for a in answers for c in a["labels"]}, key=str))
+            try:
+                target = Target("labels", classes, "multi")
+                probe = TargetProbe([target]).fit(raw[have], answers, moments=column_moments(raw))
+            except ProbeError:
+                return None
+        elif len(set(y)) < 2:
             return None
-        probe = Probe().fit(raw[have], y, reference=raw)
+        else:
+            probe = Probe().fit(raw[have], y, reference=raw)
     n_classes = sum(1 for n in probe.counts_.values() if n)
     return (probe.margin(raw), n_classes) if n_classes >= 2 else None
 
@@ -310,7 +320,17 @@ def _classes_seen(labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict)
     """Classes with at least one label: the given probe's, else those of ``labels`` on the labeled rows."""
     if opts["probe"] is not None:
         return sum(1 for n in opts["probe"].counts_.values() if n)
-    return len(set(labeled_rows(labels, np.flatnonzero(labeled))[1]))
+    y = labeled_rows(labels, np.flatnonzero(labeled))[1]
+    return len({c for v in y for c in _members(v)}) if _multi_label(y) else len(set(y))
+
+
+def _multi_label(y: Sequence[Any]) -> bool:
+    """Labels that are collections of classes (a multi-label project), not one class each."""
+    return any(isinstance(v, (frozenset, set, tuple, list)) for v in y)
+
+
+def _members(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, (frozenset, set, tuple, list)) else [v]
 
 
 def _before_switch(labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict) -> bool:
@@ -385,7 +405,7 @@ def rank(
     batch: int = BATCH,
     clusters: int | None = None,
     max_clusters: int = 500,
-    probe: Probe | None = None,
+    probe: Probe | TargetProbe | None = None,
     deferred: Sequence[int] | np.ndarray | None = None,
     dims: int | None = None,
 ) -> Ranking:
@@ -425,9 +445,10 @@ def rank(
         serves by itself when predictions carry their cluster).
     max_clusters : int
         ``clusters``: at most this many clusters.
-    probe : examine.probe.Probe, optional
+    probe : examine.probe.Probe or examine.targets.TargetProbe, optional
         The label-aware policies' probe, already fitted on the labeled rows of ``X`` (the backend
-        fits one per re-rank for its pre-annotations); None: fitted here from ``labels``.
+        fits one per re-rank for its pre-annotations, over every question of the labeling config);
+        None: fitted here from ``labels``.
     deferred : sequence of int, optional
         Unlabeled rows served after every other one, in this order (images that
         :func:`examine.screening.screen` flagged, most usable first).  They take no part in

@@ -57,14 +57,14 @@ def test_config_problem(config, problem):
 def test_deletion_events_change_nothing_before_label_studio_confirms(tmp_path):
     app, backend = make_app(tmp_path)
     state = backend.states.get(5)
-    state.tasks = {1: TaskInfo(uri="/data/upload/5/1.png", labeled=True, label="a"), 2: TaskInfo(uri="/x")}
+    state.tasks = {1: TaskInfo(uri="/data/upload/5/1.png", labeled=True, answers={"c": ["a"]}), 2: TaskInfo(uri="/x")}
     state.annotation_task[40] = 1
     c = app.test_client()
     r = c.post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 5}, "tasks": [{"id": 1}, {"id": 2}]})
     assert r.status_code == 201 and set(state.tasks) == {1, 2}
     assert backend.jobs.pending(5) == {"sync", "rank"}
     c.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 5}, "annotations": [{"id": 40}]})
-    assert state.tasks[1].labeled and state.tasks[1].label == "a" and state.recheck == {1}
+    assert state.tasks[1].labeled and state.tasks[1].answers == {"c": ["a"]} and state.recheck == {1}
 
 
 def test_public_text_hides_folders_and_queries_and_keeps_one_line(tmp_path):

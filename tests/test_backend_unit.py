@@ -12,7 +12,8 @@ import pytest
 from backend.app import create_app
 from backend.fetch import ImageFetcher
 from backend.jobs import JobQueue
-from backend.payload import BadRequest, annotation_label, image_key_from_config, project_id
+from backend.label_config import annotation_answers
+from backend.payload import BadRequest, image_key_from_config, project_id
 from backend.settings import Settings
 from backend.state import TaskInfo
 from backend.worker import ProjectWorker
@@ -93,7 +94,7 @@ def test_webhook_answers_fast_and_queues_one_rerank(tmp_path):
     payload = {
         "action": "ANNOTATION_CREATED",
         "project": {"id": 3},
-        "annotation": {"id": 11, "task": 5, "result": [{"value": {"choices": ["tumour"]}}]},
+        "annotation": {"id": 11, "task": 5, "result": [{"from_name": "c", "value": {"choices": ["tumour"]}}]},
         "task": {"id": 5, "project": 3, "data": {"image": "/data/upload/3/a.png"}},
     }
     t0 = time.perf_counter()
@@ -102,7 +103,7 @@ def test_webhook_answers_fast_and_queues_one_rerank(tmp_path):
     assert (time.perf_counter() - t0) / 5 < 0.1
     assert backend.jobs.pending(3) == {"rank"}
     state = backend.states.get(3)
-    assert state.tasks[5].labeled and state.tasks[5].label == "tumour" and state.annotation_task[11] == 5
+    assert state.tasks[5].labeled and state.tasks[5].answers == {"c": ["tumour"]} and state.annotation_task[11] == 5
     assert (tmp_path / "projects" / "3" / "pending.json").is_file()
 
 
@@ -207,9 +208,13 @@ def test_payload_helpers():
     for bad in (None, True, "abc", 0, -1, 10**300, "1e5", 1.5):
         with pytest.raises(BadRequest):
             project_id(bad)
-    assert annotation_label({"result": [{"value": {"rectanglelabels": ["cell"]}}]}) == "cell"
-    assert annotation_label({"was_cancelled": True, "result": [{"value": {"choices": ["x"]}}]}) is None
-    assert annotation_label({"result": []}) is None
+    assert annotation_answers({"result": [{"from_name": "b", "value": {"rectanglelabels": ["cell"]}}]}) == {
+        "b": ["cell"]
+    }
+    assert (
+        annotation_answers({"was_cancelled": True, "result": [{"from_name": "c", "value": {"choices": ["x"]}}]}) is None
+    )
+    assert annotation_answers({"result": []}) == {} and annotation_answers("x") is None
 
 
 def test_settings_from_env_and_their_errors(tmp_path):
@@ -262,7 +267,7 @@ def test_annotation_deletion_is_resolved_in_the_background(tmp_path):
     created = {
         "action": "ANNOTATION_CREATED",
         "project": {"id": 2},
-        "annotation": {"id": 31, "task": 8, "result": [{"value": {"choices": ["a"]}}]},
+        "annotation": {"id": 31, "task": 8, "result": [{"from_name": "c", "value": {"choices": ["a"]}}]},
         "task": {"id": 8},
     }
     c.post("/webhook", json=created)
@@ -271,7 +276,7 @@ def test_annotation_deletion_is_resolved_in_the_background(tmp_path):
     assert r.status_code == 201 and time.perf_counter() - t0 < 0.1
     assert backend.jobs.pending(2) == {"sync", "rank"}
     state = backend.states.get(2)  # nothing changes before Label Studio confirms: its task is re-read
-    assert state.tasks[8].label == "a" and state.tasks[8].labeled and state.recheck == {8}
+    assert state.tasks[8].answers == {"c": ["a"]} and state.tasks[8].labeled and state.recheck == {8}
 
 
 def test_failed_jobs_are_retried_with_backoff_never_dropped():
@@ -421,7 +426,7 @@ def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_h
     predictions carry the probe's choice and their group as `cluster`."""
     import numpy as np
 
-    from backend.payload import choices_from_config
+    from backend.label_config import controls_from_config
 
     n = 40
 
@@ -430,10 +435,10 @@ def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_h
         return rng.normal(size=(n, dim)) + np.repeat(rng.normal(size=(4, dim)) * 3, n // 4, axis=0)
 
     backend, state, fake = embedded_project(tmp_path, n, four_groups, head_size=5)
-    state.tasks[1].labeled, state.tasks[1].label = True, "x"
-    state.tasks[40].labeled, state.tasks[40].label = True, "y"
+    state.tasks[1].labeled, state.tasks[1].answers = True, {"c": ["x"]}
+    state.tasks[40].labeled, state.tasks[40].answers = True, {"c": ["y"]}
     two = CONFIG.replace('<Choice value="x"/>', '<Choice value="x"/><Choice value="y"/>')
-    state.choices = choices_from_config(two).as_dict()
+    state.controls = [t.as_dict() for t in controls_from_config(two)]
     worker = ProjectWorker(backend, 1)
     worker.rank()
     version = state.published_version
@@ -446,7 +451,7 @@ def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_h
         served = next(t for t in fake.serve_order() if not state.tasks[t].labeled)
         batch = [t for t, _ in state.batch]
         assert served == batch[0]
-        state.tasks[served].labeled, state.tasks[served].label = True, "xy"[k % 2]
+        state.tasks[served].labeled, state.tasks[served].answers = True, {"c": ["xy"[k % 2]]}
         before = len(fake.patched)
         worker.rank()
         # the batch being served stays first until used up; the next batch of 10 is chosen with its last task
@@ -464,7 +469,7 @@ def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_h
         order = [t for t in fake.serve_order() if not state.tasks[t].labeled]
         assert order[:5] == state.queue[:5]
         for t in state.queue[:5]:
-            assert fake.preds[state.predictions[t].id]["result"][0]["value"]["choices"] == state.tasks[t].predicted
+            assert fake.preds[state.predictions[t].id]["result"][0]["value"]["choices"] == state.tasks[t].predicted["c"]
 
 
 def test_a_setup_during_a_running_reconciliation_queues_nothing_and_never_asks_for_a_rank(tmp_path):
@@ -579,17 +584,17 @@ def test_a_project_folder_or_state_file_replaced_by_something_else_is_set_aside_
 
 
 def test_choices_of_another_object_than_the_image_are_not_the_images_classes():
-    from backend.payload import choices_from_config
+    from backend.label_config import controls_from_config
 
     text_first = (
         '<View><Text name="note" value="$note"/><Image name="img" value="$image"/>'
         '<Choices name="sentiment" toName="note"><Choice value="good"/><Choice value="bad"/></Choices>'
         '<Choices name="tissue" toName="img"><Choice value="tumour"/><Choice value="normal"/></Choices></View>'
     )
-    tag = choices_from_config(text_first)
-    assert tag is not None and tag.name == "tissue" and tag.choices == ("tumour", "normal")
+    (tag,) = controls_from_config(text_first)
+    assert tag.name == "tissue" and tag.labels == ("tumour", "normal")
     only_text = text_first.replace('<Choices name="tissue" toName="img">', '<Choices name="tissue" toName="note">')
-    assert choices_from_config(only_text) is None
+    assert controls_from_config(only_text) == []
 
 
 def test_labels_outside_the_config_are_counted_never_learned_nor_proposed(tmp_path):
@@ -598,12 +603,14 @@ def test_labels_outside_the_config_are_counted_never_learned_nor_proposed(tmp_pa
     from backend.prelabel import learn, result_for
     from backend.state import ProjectState
 
-    state = ProjectState(1, choices={"name": "c", "to_name": "img", "choices": ["a", "b"], "multiple": False})
+    state = ProjectState(
+        1, controls=[{"name": "c", "to_name": "img", "tag": "Choices", "labels": ["a", "b"], "kind": "class"}]
+    )
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(0, 1, (6, 8)), rng.normal(3, 1, (6, 8))])
     given = ["a", "a", "<script>x</script>", None, None, None, "b", "b", "<img src=x>", None, None, None]
     rows = [
-        (i + 1, TaskInfo(uri="u", labeled=g is not None, label=g, labels=[g] if g else None))
+        (i + 1, TaskInfo(uri="u", labeled=g is not None, answers={"c": [g]} if g else None))
         for i, g in enumerate(given)
     ]
     learn(state, X, rows, enabled=True)
@@ -612,7 +619,7 @@ def test_labels_outside_the_config_are_counted_never_learned_nor_proposed(tmp_pa
     proposals = [result_for(state, info) for _, info in rows if not info.labeled]
     assert proposals and all(r[0]["value"]["choices"][0] in ("a", "b") for r in proposals)
     # A rename: the old proposals are never sent, whatever was stored.
-    state.choices = {"name": "c", "to_name": "img", "choices": ["a2", "b"], "multiple": False}
+    state.controls = [{"name": "c", "to_name": "img", "tag": "Choices", "labels": ["a2", "b"], "kind": "class"}]
     assert not any(r and r[0]["value"]["choices"][0] == "a" for r in (result_for(state, info) for _, info in rows))
 
 
@@ -631,16 +638,16 @@ def test_the_tasks_are_saved_row_by_row_and_only_what_changed(tmp_path):
     state.annotation_task[77] = 3
     store.save(state)
     assert "tasks" not in json.loads((tmp_path / "projects" / "4" / "state.json").read_text())
-    state.tasks[3].labeled, state.tasks[3].labels, state.tasks[3].label = True, ["x"], "x"
+    state.tasks[3].labeled, state.tasks[3].answers = True, {"c": ["x"]}
     state.predictions[9].score = 0.5
     del state.tasks[300], state.predictions[300]
     plan = RowPlan(store._rows[4], state.tasks, state.predictions, state.annotation_task)
     assert (len(plan.put_tasks), len(plan.put_preds), len(plan.gone_tasks), len(plan.gone_preds)) == (1, 1, 1, 1)
-    state.tasks[5].labels = None  # a change in place after the plan is still seen by the next one
+    state.tasks[5].answers = {}  # a change in place after the plan is still seen by the next one
     store.save(state)
     again = StateStore(tmp_path).get(4)
     assert again.tasks == state.tasks and again.predictions == state.predictions
-    assert again.annotation_task == {77: 3} and again.tasks[3].labels == ["x"] and 300 not in again.tasks
+    assert again.annotation_task == {77: 3} and again.tasks[3].answers == {"c": ["x"]} and 300 not in again.tasks
     assert RowPlan(RowSnapshot(), {}, {}, {}).changed() == 0
 
 
@@ -659,7 +666,13 @@ def test_a_state_json_from_before_tasks_db_is_read_and_moved_to_rows(tmp_path):
     (folder / "state.json").write_text(json.dumps(old))
     _, backend = make_app(tmp_path)
     state = backend.states.get(5)
-    assert state.tasks[1].label == "a" and state.predictions[2].score == 0.25 and state.annotation_task == {8: 1}
+    # its single label (saved before answers per tag) is read again from Label Studio by the next reconciliation
+    assert (
+        state.tasks[1].labeled
+        and state.tasks[1].answers is None
+        and state.predictions[2].score == 0.25
+        and state.annotation_task == {8: 1}
+    )
     backend.states.save(state)
     assert "tasks" not in json.loads((folder / "state.json").read_text()) and (folder / "tasks.db").is_file()
     _, again = make_app(tmp_path)
@@ -775,7 +788,7 @@ def test_a_new_proposal_alone_writes_no_row(tmp_path):
     snap = RowSnapshot()
     assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 5
     for t, info in tasks.items():
-        info.predicted, info.predicted_p = ["cat"], 0.5 + t / 10
+        info.predicted, info.predicted_p = {"c": ["cat"]}, {"c": 0.5 + t / 10}
     assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 0
     tasks[2].labeled = True  # a real change writes its row, with the current proposal
     assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 1

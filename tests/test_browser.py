@@ -292,3 +292,79 @@ def test_an_annotator_labels_through_the_ui_and_is_served_the_head_of_the_rankin
         f"UI: {head_hits}/{served} serves were the head of the ranking that includes the label just submitted; "
         f"the project held at most {most} predictions for {N_TILES} tasks"
     )
+
+
+BOX_CONFIG = """<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="box" toName="image"><Label value="Stained"/><Label value="Vessel"/></RectangleLabels>
+</View>"""
+#: The box drawn on a tile of each source (none on the others: an image without a finding).
+SOURCE_BOX = {"ihc": "Stained", "retina": "Vessel", "microaneurysms": "Vessel"}
+
+
+def test_an_annotator_draws_boxes_and_each_serve_reflects_the_box_before_it(demo, browser, tmp_path):
+    """A RectangleLabels project on the same Label Studio and backend: ten tasks labeled in the real labeling
+    screen (pick a label, drag a box, Submit); each serve is the head of the ranking that knows the box just
+    drawn, and the probe learns from the boxes."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from examine.datasets import medical_tiles_with_sources
+    from tests.backend_server import png
+
+    d, _ = demo
+    client = d.client
+    assert client is not None
+    pid = client.create_project("examine boxes (browser)", BOX_CONFIG)["id"]
+    tiles, sources = medical_tiles_with_sources(24, size=64, seed=5)
+    ids = sorted(
+        client.import_files(pid, {f"box{i:02d}_{s}.png": png(t) for i, (t, s) in enumerate(zip(tiles, sources))})
+    )
+    source_of = dict(zip(ids, sources))
+    auth = {"auth_method": "NONE"}
+    if d.cfg.basic_auth:
+        auth = {
+            "auth_method": "BASIC_AUTH",
+            "basic_auth_user": d.cfg.basic_auth[0],
+            "basic_auth_pass": d.cfg.basic_auth[1],
+        }
+    client.add_ml_backend(pid, d.cfg.backend_url, "examine", **auth)
+    d.backend.wait(pid, lambda s: s["published_version"] and not s["pending"], timeout=180)
+
+    log_in(browser, d.cfg.ls_url, d.creds.email, d.creds.password)
+    browser.get(f"{d.cfg.ls_url}/projects/{pid}/data")
+    label_all_tasks_button(browser).click()
+    shown = shown_task_id(browser)
+    pick_label = (
+        "const want = arguments[0];"
+        "for (const el of document.querySelectorAll('.lsf-label')) {"
+        "  if (el.innerText.trim().startsWith(want)) { el.click(); return true; } }"
+        "return false;"
+    )
+    hits = 0
+    for n in range(1, 11):
+        label = SOURCE_BOX.get(source_of[shown])
+        if label is not None:
+            assert browser.execute_script(pick_label, label), f"no label {label!r} on the screen"
+            image = browser.find_element(By.CSS_SELECTOR, "img[alt=image]")
+            drag = ActionChains(browser).move_to_element_with_offset(image, -30, -30).click_and_hold()
+            for _ in range(6):
+                drag = drag.move_by_offset(10, 10)
+            drag.release().perform()
+        submit = WebDriverWait(browser, WAIT_S).until(
+            lambda b: b.find_elements(By.XPATH, "//button[normalize-space()='Submit']") or False
+        )[0]
+        submit.click()
+        previous = shown
+        WebDriverWait(browser, WAIT_S).until(lambda b, p=previous: shown_task_id(b) != p)
+        (ann,) = client.list_annotations(previous)
+        boxes = [r["value"]["rectanglelabels"] for r in ann["result"] if r.get("type") == "rectanglelabels"]
+        assert boxes == ([[label]] if label else []), f"task {previous}: saved {ann['result']}"
+        shown = shown_task_id(browser)
+        status = d.backend.wait(pid, lambda s, k=n: s["queue_labels"] >= k and not s["pending"], timeout=60)
+        hits += shown == status["queue_head"][0]
+    save_screenshot(browser, "boxes-after-10-labels.png", tmp_path)
+    learned = status["probe"]["tags"]["box"]
+    assert learned["labels"] == 10 and learned["counts"]["Stained"] + learned["counts"]["Vessel"] >= 1
+    assert hits == 10, f"{hits} of 10 serves were the head of the ranking that knew the box before them"

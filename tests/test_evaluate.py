@@ -193,6 +193,16 @@ def test_digits_check_set_is_split_once_and_fully():
     np.testing.assert_array_equal(again.train, data.train[:100])
 
 
+def test_fashion_mosaics_are_multi_label_and_each_class_drawn_is_in_its_mosaic():
+    data = ev.load_labeled_set("fashion-mosaics", 60, 20)
+    assert data.multi_label and data.n_classes == 10 and data.train.shape == (60, 56, 56)
+    assert data.y_train.dtype == bool and set(data.y_train.sum(axis=1)) <= {1, 2, 3}
+    quarters = data.train.reshape(60, 2, 28, 2, 28).any(axis=(2, 4))
+    assert quarters.all()  # four images in every mosaic
+    again = ev.load_labeled_set("fashion-mosaics", 60, 20)
+    np.testing.assert_array_equal(again.train, data.train)
+
+
 def test_headroom_is_the_all_label_probe_minus_random():
     from examine.evaluate.results import SetResult, headroom
     from examine.evaluate.simulation import SimulationResult

@@ -71,6 +71,17 @@ def _embedder(name: str, cfg: EvalConfig) -> Embedder:
     return pixel_pca_embedder(64)
 
 
+#: A multi-label set is simulated against the baselines that do not need one class per image: TypiClust (it
+#: never reads the labels) and random; scikit-activeml's margin, entropy and TCM take one class per image.
+MULTI_LABEL_BASELINES = ("typiclust",)
+
+
+def _methods(data: LabeledSet) -> dict:
+    if data.multi_label:
+        return selectors(data.n_classes, policies=("clusters",), baselines=MULTI_LABEL_BASELINES)
+    return selectors(data.n_classes)
+
+
 def _chosen(methods: dict, names: list[str]) -> dict:
     """Only the methods named (all when none are), in the simulation's order; an unknown name is an error."""
     unknown = sorted(set(names) - set(methods))
@@ -109,7 +120,7 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
                         data.y_train,
                         T,
                         data.y_test,
-                        _chosen(selectors(data.n_classes), cfg.methods),
+                        _chosen(_methods(data), cfg.methods),
                         budgets=budgets,
                         seeds=cfg.seeds,
                         pool_size=pool,
@@ -120,8 +131,8 @@ def run_evaluation(cfg: EvalConfig, log: Callable[[str], None] = print) -> Path:
                 result.seconds = time.perf_counter() - t0
                 report.timings[f"simulate {data.name} {emb_name}"] = result.seconds
             report.sets.append(result)
-    first = cfg.datasets[0]
-    if "valuation" not in cfg.skip:
+    first = next((d for d in cfg.datasets if not sets[d].multi_label), None)  # the valuation takes one class each
+    if "valuation" not in cfg.skip and first is not None:
         t0 = time.perf_counter()
         report.valuation = _valuation(cfg, sets[first], fitted[(first, cfg.embedders[0])], cfg.embedders[0], log)
         report.timings["valuation"] = time.perf_counter() - t0

@@ -12,12 +12,13 @@ from examine.datasets import load_fashion_mnist, load_medmnist, medical_tiles_wi
 __all__ = ["LabeledSet", "load_labeled_set", "DATASETS"]
 
 #: Names accepted by :func:`load_labeled_set` besides a path to a MedMNIST ``.npz`` file.
-DATASETS: tuple[str, ...] = ("fashion-mnist", "medical-tiles", "digits", "shirts")
+DATASETS: tuple[str, ...] = ("fashion-mnist", "medical-tiles", "digits", "shirts", "fashion-mosaics")
 
 
 @dataclass(frozen=True)
 class LabeledSet:
-    """Train and test images (RGB or grayscale uint8) with their labels."""
+    """Train and test images (RGB or grayscale uint8) with their labels: one class per image, or (multi-label)
+    an ``(n, classes)`` boolean matrix of the classes each image holds."""
 
     name: str
     train: np.ndarray
@@ -26,8 +27,13 @@ class LabeledSet:
     y_test: np.ndarray
 
     @property
+    def multi_label(self) -> bool:
+        """Several classes per image (``y`` is a boolean matrix)."""
+        return self.y_train.ndim == 2
+
+    @property
     def n_classes(self) -> int:
-        return len(np.unique(self.y_train))
+        return int(self.y_train.shape[1]) if self.multi_label else len(np.unique(self.y_train))
 
 
 def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 64) -> LabeledSet:
@@ -54,6 +60,8 @@ def load_labeled_set(name: str, n_train: int, n_test: int, *, tile_size: int = 6
         )
     if name == "digits":
         return _digits(n_train, n_test)
+    if name == "fashion-mosaics":
+        return _mosaics(n_train, n_test)
     path = Path(name)
     if path.suffix == ".npz":
         if not path.is_file():
@@ -85,3 +93,27 @@ def _digits(n_train: int, n_test: int) -> LabeledSet:
     test, train = order[:cut][:n_test], order[cut:][:n_train]
     y = np.asarray(bunch.target)
     return LabeledSet("digits", images[train], y[train], images[test], y[test])
+
+
+def _mosaics(n_train: int, n_test: int) -> LabeledSet:
+    """A multi-label set, like findings in a scan: 2 × 2 mosaics (56 × 56) of Fashion-MNIST images; the labels
+    are the classes present. Each mosaic draws 1-3 classes and fills its four quarters from them, so one class
+    may fill a mosaic or share it; the quarters' images are distinct draws of their class."""
+    out = []
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        images, labels = load_fashion_mnist(split, None if split == "test" else min(60_000, 8 * n))
+        rng = np.random.default_rng(500 + seed)
+        by_class = [np.flatnonzero(labels == c) for c in range(10)]
+        mosaics = np.zeros((n, 56, 56), np.uint8)
+        y = np.zeros((n, 10), bool)
+        for i in range(n):
+            present = rng.choice(10, size=int(rng.integers(1, 4)), replace=False)
+            quarters = rng.choice(present, size=4)
+            quarters[: len(present)] = present  # every drawn class is in the mosaic
+            rng.shuffle(quarters)
+            for q, c in enumerate(quarters):
+                r, col = divmod(q, 2)
+                mosaics[i, 28 * r : 28 * r + 28, 28 * col : 28 * col + 28] = images[rng.choice(by_class[c])]
+            y[i, present] = True
+        out += [mosaics, y]
+    return LabeledSet("Fashion-MNIST 2×2 mosaics (multi-label; mAP)", out[0], out[1], out[2], out[3])

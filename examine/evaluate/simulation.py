@@ -20,7 +20,7 @@ import numpy as np
 from examine.evaluate.selectors import Selector
 from examine.ranking import BATCH
 
-__all__ = ["SimulationResult", "simulate_annotation", "probe_accuracy", "standardize", "single_thread"]
+__all__ = ["SimulationResult", "simulate_annotation", "probe_accuracy", "probe_map", "standardize", "single_thread"]
 
 BUDGETS: tuple[int, ...] = (10, 20, 50, 100, 200, 300, 500, 750, 1000)
 #: The two bands every summary reports: the cold start, and the long run of a real project.
@@ -54,7 +54,10 @@ def probe_accuracy(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
 def probe_accuracies(
     X_train: np.ndarray, y_train: np.ndarray, sets: Sequence[tuple[np.ndarray, np.ndarray]]
 ) -> list[float]:
-    """:func:`probe_accuracy` of one fit on each ``(X, y)`` of ``sets`` (NaN for an empty set)."""
+    """:func:`probe_accuracy` of one fit on each ``(X, y)`` of ``sets`` (NaN for an empty set); multi-label
+    ``y`` (a boolean matrix): :func:`probe_map`."""
+    if np.ndim(y_train) == 2:
+        return probe_map(X_train, y_train, sets)
     if len(y_train) == 0:
         return [0.0] * len(sets)
     if len(np.unique(y_train)) == 1:
@@ -66,6 +69,34 @@ def probe_accuracies(
         warnings.simplefilter("ignore")  # convergence warnings on tiny sets
         clf.fit(X_train, y_train)
     return [float(np.mean(clf.predict(X) == y)) if len(y) else float("nan") for X, y in sets]
+
+
+def probe_map(X_train: np.ndarray, y_train: np.ndarray, sets: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+    """Multi-label: one logistic regression (C=1) per class, present or not, fitted on standardised rows; on each
+    set the mean over classes present in it of the average precision (mAP). A class whose labels are all one
+    way scores every row the same (its average precision is then the class's frequency in the set)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+
+    scores = [np.zeros((len(X), y_train.shape[1])) for X, _ in sets]
+    for c in range(y_train.shape[1]):
+        yc = y_train[:, c]
+        if len(yc) == 0 or yc.all() or not yc.any():
+            continue
+        clf = LogisticRegression(C=1.0, max_iter=500, tol=1e-3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(X_train, yc)
+        for s, (X, _) in zip(scores, sets):
+            if len(X):
+                s[:, c] = clf.decision_function(X)
+    out = []
+    for s, (_, y) in zip(scores, sets):
+        present = [c for c in range(y.shape[1]) if len(y) and y[:, c].any()]
+        out.append(
+            float(np.mean([average_precision_score(y[:, c], s[:, c]) for c in present])) if present else float("nan")
+        )
+    return out
 
 
 @dataclass
@@ -149,10 +180,8 @@ def simulate_annotation(
     y_all = np.asarray(y_all)
     if len(X_all) != len(y_all) or len(X_test) != len(y_test):
         raise ValueError("embeddings and labels differ in length")
-    if y_all.ndim != 1:
-        raise ValueError(
-            f"labels must be one class per image, got shape {y_all.shape} (multi-label sets are not simulated)"
-        )
+    if y_all.ndim not in (1, 2):
+        raise ValueError(f"labels must be one class per image or a (images, classes) matrix, got shape {y_all.shape}")
     budgets = sorted(int(b) for b in budgets)
     if not budgets or budgets[0] < 1:
         raise ValueError("budgets must be positive")
@@ -212,7 +241,8 @@ class _Job:
                 if len(pick) != k or labeled[pick].any() or len(set(pick.tolist())) != k:
                     raise RuntimeError(f"selector {name!r} returned an invalid batch")
                 labeled[pick] = True
-                revealed[pick] = y[pick]
+                for i in pick:  # multi-label: the set of classes the image holds
+                    revealed[i] = frozenset(np.flatnonzero(y[i]).tolist()) if y.ndim == 2 else y[i]
             acc[bi], pre[bi] = probe_accuracies(
                 Xc[labeled], y[labeled], [(self.Ts, self.y_test), (Xc[~labeled], y[~labeled])]
             )
