@@ -160,6 +160,11 @@ class Probe:
         self.n_labels_ = len(codes)
         return self
 
+    @property
+    def classes_seen(self) -> int:
+        """Classes with at least one label (the queue's switch to uncertainty counts them)."""
+        return sum(1 for n in self.counts_.values() if n)
+
     def _new_model(self) -> LogisticRegression:
         from sklearn.linear_model import LogisticRegression  # on first use (see examine.coverage)
 

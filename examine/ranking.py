@@ -257,7 +257,7 @@ def _margins(
             return None
         else:
             probe = Probe().fit(raw[have], y, reference=raw)
-    n_classes = sum(1 for n in probe.counts_.values() if n)
+    n_classes = probe.classes_seen
     return (probe.margin(raw), n_classes) if n_classes >= 2 else None
 
 
@@ -319,7 +319,7 @@ def _policy_margin(X, labeled, labels, seed, opts):
 def _classes_seen(labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict) -> int:
     """Classes with at least one label: the given probe's, else those of ``labels`` on the labeled rows."""
     if opts["probe"] is not None:
-        return sum(1 for n in opts["probe"].counts_.values() if n)
+        return int(opts["probe"].classes_seen)
     y = labeled_rows(labels, np.flatnonzero(labeled))[1]
     return len({c for v in y for c in _members(v)}) if _multi_label(y) else len(set(y))
 

@@ -181,6 +181,16 @@ class TargetProbe:
         info["cv_accuracy"] = float(np.mean(accs)) if accs else None
         return _YesNoHeads(t.classes, heads, constant)
 
+    @property
+    def classes_seen(self) -> int:
+        """The most classes any one target has seen (a ``"presence"`` target counts its images without a region
+        as a class): each label answers every target at once, so the queue's switch to uncertainty waits for
+        the target with the most classes, not for their sum."""
+        seen: dict[str, int] = {}
+        for (name, _), n in self.counts_.items():
+            seen[name] = seen.get(name, 0) + (n > 0)
+        return max(seen.values(), default=0)
+
     # ------------------------------------------------------------------ using it
 
     def predict_proba(self, X: np.ndarray) -> dict[str, np.ndarray]:

@@ -136,3 +136,11 @@ def test_the_simulation_runs_a_multi_label_pool_with_the_default_queue():
     res = simulate_annotation(X[:300], Y[:300], X[300:], Y[300:], methods, budgets=[10, 30, 60], seeds=1)
     assert set(res.accuracy) == {"random", "adaptive", "typiclust"}
     assert all(0.3 < a <= 1.0 for m in res.accuracy.values() for a in m[0])
+
+
+def test_the_switch_counts_the_target_with_the_most_classes_not_their_sum():
+    X, a, _, kind = pool()
+    names = ["x", "y", "z"]
+    answers = [{"q": names[kind[j]], "box": ["a"] if a[j] else []} for j in range(40)]
+    tp = TargetProbe([Target("q", tuple(names)), Target("box", ("a",), "presence")]).fit(X[:40], answers)
+    assert tp.classes_seen == 3  # q: x, y, z; box: "a" and no box = 2
