@@ -304,8 +304,8 @@ SOURCE_BOX = {"ihc": "Stained", "retina": "Vessel", "microaneurysms": "Vessel"}
 
 def test_an_annotator_draws_boxes_and_each_serve_reflects_the_box_before_it(demo, browser, tmp_path):
     """A RectangleLabels project on the same Label Studio and backend: ten tasks labeled in the real labeling
-    screen (pick a label, drag a box, Submit); each serve is the head of the ranking that knows the box just
-    drawn, and the probe learns from the boxes."""
+    screen (pick a label, drag a box, or none on an image without a finding, Submit); each serve is among the
+    first two of the ranking that knows the box just drawn, and the probe learns from the boxes."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -342,7 +342,7 @@ def test_an_annotator_draws_boxes_and_each_serve_reflects_the_box_before_it(demo
         "  if (el.innerText.trim().startsWith(want)) { el.click(); return true; } }"
         "return false;"
     )
-    hits = 0
+    hits = first = 0
     for n in range(1, 11):
         label = SOURCE_BOX.get(source_of[shown])
         if label is not None:
@@ -363,8 +363,12 @@ def test_an_annotator_draws_boxes_and_each_serve_reflects_the_box_before_it(demo
         assert boxes == ([[label]] if label else []), f"task {previous}: saved {ann['result']}"
         shown = shown_task_id(browser)
         status = d.backend.wait(pid, lambda s, k=n: s["queue_labels"] >= k and not s["pending"], timeout=60)
-        hits += shown == status["queue_head"][0]
+        # Label Studio's uncertainty sampling serves one of the first (annotators + 1) tasks of the ranking
+        # (projects/functions/next_task.py), as the team benchmark counts "reflects every label"
+        hits += shown in status["queue_head"][:2]
+        first += shown == status["queue_head"][0]
     save_screenshot(browser, "boxes-after-10-labels.png", tmp_path)
     learned = status["probe"]["tags"]["box"]
     assert learned["labels"] == 10 and learned["counts"]["Stained"] + learned["counts"]["Vessel"] >= 1
-    assert hits == 10, f"{hits} of 10 serves were the head of the ranking that knew the box before them"
+    assert hits == 10, f"{hits} of 10 serves were among the first two of the ranking that knew the box before them"
+    print(f"UI, boxes: 10/10 serves among the first two of the ranking with the box just drawn, {first} the first")
