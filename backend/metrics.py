@@ -75,7 +75,7 @@ class _Collector:
             st = b.states.get(pid)
             with st.lock:
                 probe = dict(st.probe)
-                n_pre = sum(1 for i in st.tasks.values() if i.predicted is not None and not i.labeled)
+                n_pre = st.proposals.prelabeled if st.proposals is not None else 0
             if probe.get("cv_accuracy") is not None:
                 acc.add_metric([str(pid)], float(probe["cv_accuracy"]))
             for cls, n in (probe.get("counts") or {}).items():

@@ -26,7 +26,7 @@ from examine.targets import Target, TargetProbe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["controls", "learn", "queue_label", "result_for"]
+__all__ = ["Proposals", "controls", "learn", "proposal", "queue_label", "result_for"]
 
 _SHOWN_OUTSIDE = 20  # labels outside the config listed at /status
 _SHOWN_CHARS = 60  # of each
@@ -92,7 +92,7 @@ def learn(
             "why": "labels that are not classes of the labeling config's tag: not learned, never proposed",
         }
     unlabeled = [j for j, (_, info) in enumerate(rows) if not info.labeled]
-    predicted: dict[int, tuple[dict[str, list[str]], dict[str, float]]] = {}
+    proposals: Proposals | None = None
     probe: TargetProbe | None = None
     with state.lock:
         last = dict(state.probe)
@@ -121,21 +121,20 @@ def learn(
             else:
                 summary["cv_accuracy"], summary["cv_labels"] = last.get("cv_accuracy"), last_n
             summary["fit_s"] = round(time.perf_counter() - t0, 3)
-            proposals = {t.name: t for t in tags if t.image_level and t.name in probe.heads_}
-            if not proposals:
+            asked = {t.name: t for t in tags if t.image_level and t.name in probe.heads_}
+            if not asked:
                 summary["why"] = "no pre-annotations: no image-level question (<Choices>, <Taxonomy>) has learned yet"
             elif not enabled:
                 summary["why"] = "pre-annotations are off (EXAMINE_PRELABEL=0)"
             else:
                 summary["prelabel"] = True
-                predicted = _proposals(probe, X, unlabeled, rows, proposals)
+                proposals = Proposals.of_probe(probe, X, unlabeled, rows, asked)
     summary["labels"] = probe.n_labels_ if probe is not None else sum(1 for a in answers if a)
     for info in summary["tags"].values():
         for c, n in info["counts"].items():
             summary["counts"][c] = summary["counts"].get(c, 0) + n
     with state.lock:
-        for tid, info in rows:
-            info.predicted, info.predicted_p = predicted.get(tid, (None, None))
+        state.proposals = proposals
         state.probe = summary
     return probe
 
@@ -157,45 +156,79 @@ def _tag_summaries(tags: list[ControlTag], per_target: dict[str, dict[str, Any]]
     return out
 
 
-def _proposals(
-    probe: TargetProbe,
-    X: np.ndarray,
-    unlabeled: list[int],
-    rows: list[tuple[int, TaskInfo]],
-    tags: dict[str, ControlTag],
-) -> dict[int, tuple[dict[str, list[str]], dict[str, float]]]:
-    """Per unlabeled task, each image-level tag's proposal and its probability: the most probable class of a
-    single-class question; every class above one half of a multi-class one (probability: the lowest)."""
-    out: dict[int, tuple[dict[str, list[str]], dict[str, float]]] = {}
-    if not unlabeled:
-        return out
-    for name, P in probe.predict_proba(X).items():
-        if name not in tags:
-            continue
-        tag, P = tags[name], P[unlabeled]
-        if tag.kind == "class":
-            best = np.argmax(P, axis=1)
-            for j, k, p in zip(unlabeled, best, P[np.arange(len(best)), best]):
-                values, ps = out.setdefault(rows[j][0], ({}, {}))
-                values[name], ps[name] = [tag.labels[k]], float(p)
-            continue
-        on = P > 0.5
-        for i in np.flatnonzero(on.any(axis=1)):
-            chosen = np.flatnonzero(on[i])
-            values, ps = out.setdefault(rows[unlabeled[i]][0], ({}, {}))
-            values[name], ps[name] = [tag.labels[k] for k in chosen], float(P[i, chosen].min())
-    return out
+class Proposals:
+    """The proposals of one re-rank for every unlabeled task, kept as arrays: a label at 200,000 tasks costs no
+    object per task. Per image-level tag: the proposed class of each row (single-class questions) or the classes
+    above one half (multi-class ones), and the probability (the lowest of several classes)."""
+
+    def __init__(self, tids: np.ndarray, tags: dict[str, tuple[ControlTag, np.ndarray, np.ndarray]]):
+        order = np.argsort(tids, kind="stable")
+        self.tids = np.asarray(tids, np.int64)[order]
+        self.tags = {name: (tag, chosen[order], p[order]) for name, (tag, chosen, p) in tags.items()}
+        any_chosen = np.zeros(len(self.tids), bool)
+        for _, chosen, _ in self.tags.values():
+            any_chosen |= chosen >= 0 if chosen.ndim == 1 else chosen.any(axis=1)
+        self.prelabeled = int(any_chosen.sum())  # rows with at least one proposal
+
+    @classmethod
+    def of_probe(
+        cls,
+        probe: TargetProbe,
+        X: np.ndarray,
+        unlabeled: list[int],
+        rows: list[tuple[int, TaskInfo]],
+        tags: dict[str, ControlTag],
+    ) -> Proposals:
+        """The probes' proposals for the rows ``unlabeled`` of ``X`` (``rows[j]`` is the task of ``X[j]``)."""
+        tids = np.fromiter((rows[j][0] for j in unlabeled), np.int64, len(unlabeled))
+        out: dict[str, tuple[ControlTag, np.ndarray, np.ndarray]] = {}
+        for name, P in probe.predict_proba(X).items():
+            if name not in tags:
+                continue
+            P = P[unlabeled]
+            if tags[name].kind == "class":
+                best = np.argmax(P, axis=1)
+                out[name] = (tags[name], best.astype(np.int32), P[np.arange(len(best)), best].astype(np.float32))
+            else:
+                on = P > 0.5
+                low = np.where(on, P, np.inf).min(axis=1) if P.shape[1] else np.full(len(P), np.inf)
+                out[name] = (tags[name], on, np.where(np.isfinite(low), low, 0.0).astype(np.float32))
+        return cls(tids, out)
+
+    def of(self, tid: int) -> tuple[dict[str, list[str]], dict[str, float]] | None:
+        """The task's proposal per tag and each one's probability, or None (no row, or nothing above one half)."""
+        j = int(np.searchsorted(self.tids, tid))
+        if j >= len(self.tids) or self.tids[j] != tid:
+            return None
+        values: dict[str, list[str]] = {}
+        ps: dict[str, float] = {}
+        for name, (tag, chosen, p) in self.tags.items():
+            picked = [int(chosen[j])] if chosen.ndim == 1 else np.flatnonzero(chosen[j]).tolist()
+            if picked:
+                values[name], ps[name] = [tag.labels[k] for k in picked], round(float(p[j]), 4)
+        return (values, ps) if values else None
 
 
-def result_for(state: ProjectState, info: TaskInfo) -> list[dict[str, Any]]:
+def proposal(state: ProjectState, tid: int) -> tuple[dict[str, list[str]], dict[str, float]] | None:
+    """The probes' current proposal for an unlabeled task (per tag: values, probability), or None (caller holds
+    the lock)."""
+    info = state.tasks.get(tid)
+    if info is None or info.labeled or state.proposals is None:
+        return None
+    return state.proposals.of(tid)
+
+
+def result_for(state: ProjectState, tid: int) -> list[dict[str, Any]]:
     """The Label Studio ``result`` of a task's prediction: one item per image-level tag the probes propose
-    (none for a labeled task, or a proposal from before a config change)."""
-    if info.labeled or not info.predicted:
+    (none for a labeled task, or a proposal from before a config change). Caller holds the lock."""
+    found = proposal(state, tid)
+    if found is None:
         return []
+    values, ps = found
     out = []
     for tag in controls(state):
-        values = info.predicted.get(tag.name)
-        if not tag.image_level or not values or not all(v in tag.labels for v in values):
+        chosen = values.get(tag.name)
+        if not tag.image_level or not chosen or not all(v in tag.labels for v in chosen):
             continue
-        out.append(tag.result(values, (info.predicted_p or {}).get(tag.name, 0.0)))
+        out.append(tag.result(chosen, ps.get(tag.name, 0.0)))
     return out

@@ -86,8 +86,7 @@ class ProjectProtocol:
         out = []
         for tid in ids:
             with self.state.lock:
-                info = self.state.tasks.get(tid)
-                result = result_for(self.state, info) if info is not None else []
+                result = result_for(self.state, tid)
             # A task not published yet is answered under the pending version: Label Studio stores what /predict
             # answers, and a prediction of the current version here would be a second one once it is published.
             item: dict[str, Any] = {"result": result, "model_version": version if tid in scores else PENDING_VERSION}

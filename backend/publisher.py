@@ -15,7 +15,7 @@ from typing import Any, cast
 from backend.context import BackendContext
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import new_version, normal_url
-from backend.prelabel import result_for
+from backend.prelabel import proposal, result_for
 from backend.publish import FLAG_BAND, Published, plan_head, queue_order
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class Publisher:
         n, head = len(task_ids), self.settings.head_size
         first = task_ids[:FIRST_PUSH]
         with self.state.lock:
-            proposals = {t: self.state.tasks[t].predicted if t in self.state.tasks else None for t in first}
+            proposals = {t: _values(proposal(self.state, t)) for t in first}
             results = {t: self._result(t) for t in first}
         scores = {t: queue_order(pos, n, head, self.clean) for pos, t in enumerate(first)}
         preds = [{"task": t, "model_version": version, "score": scores[t], "result": results[t]} for t in first]
@@ -186,7 +186,7 @@ class Publisher:
                 }
                 for t in missing
             ]
-            proposals = {t: self.state.tasks[t].predicted for t in missing if t in self.state.tasks}
+            proposals = {t: _values(proposal(self.state, t)) for t in missing if t in self.state.tasks}
         if len(missing) > _SINGLE_MAX:
             created = client.import_predictions(self.pid, preds, batch_size=_BULK_BATCH)
             if created < len(preds):
@@ -217,7 +217,7 @@ class Publisher:
                 for t, p in published.items()
                 if p.cluster is not None and (t not in self.state.tasks or self.state.tasks[t].labeled)
             }
-            choices = {t: self.state.tasks[t].predicted for t in task_ids[:head] if t in self.state.tasks}
+            choices = {t: _values(proposal(self.state, t)) for t in task_ids[:head] if t in self.state.tasks}
             plan = plan_head(
                 task_ids,
                 clusters,
@@ -277,8 +277,7 @@ class Publisher:
 
     def _result(self, tid: int) -> list[dict[str, Any]]:
         """The pre-annotation of a task (caller holds the lock)."""
-        info = self.state.tasks.get(tid)
-        return result_for(self.state, info) if info is not None else []
+        return result_for(self.state, tid)
 
     def _ensure_flagged_view(self, client: LabelStudio) -> None:
         """The Data Manager tab of the unlabeled tasks the screening flagged (their scores lie in the flagged band)."""
@@ -346,3 +345,8 @@ class Publisher:
                 if fields:
                     client.update_webhook(hook["id"], **fields)
                     log.info("project %s: updated webhook %s (%s)", self.pid, hook["id"], ", ".join(sorted(fields)))
+
+
+def _values(found: tuple[dict[str, list[str]], dict[str, float]] | None) -> dict[str, list[str]] | None:
+    """The proposed values per tag of :func:`backend.prelabel.proposal` (what a prediction's result shows)."""
+    return found[0] if found else None

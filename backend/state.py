@@ -70,6 +70,7 @@ class ProjectState:
     last_publish_s: float | None = None  # its duration
     publishes: int = 0  # publishes so far
     probe: dict[str, Any] = field(default_factory=dict)  # what the labels taught: classes, counts, accuracy, why off
+    proposals: Any = field(default=None, repr=False, compare=False)  # backend.prelabel.Proposals (not saved)
     pending: list[str] = field(default_factory=list)  # job kinds not yet done (pending.json)
     problems: list[str] = field(default_factory=list)  # damaged files etc. (not saved; shown at /status)
     flagged_view: bool = False  # the flagged tab was made since start (not saved: checked again after a restart)

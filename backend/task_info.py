@@ -16,8 +16,6 @@ class TaskInfo:
     labeled: bool = False
     error: str | None = None  # why the task has no embedding (shown per task)
     answers: dict[str, list[str]] | None = None  # its latest annotation's labels per control tag (from_name)
-    predicted: dict[str, list[str]] | None = None  # the probe's proposal per image-level tag while unlabeled
-    predicted_p: dict[str, float] | None = None  # each proposal's probability (the lowest of several choices)
     flag: str | None = None  # why the screening judged its image unusable (served after the clean pool)
     failures: int = 0  # downloads in a row that failed for passing reasons
     retry_at: float | None = None  # unix time before which such a failure is not fetched again
@@ -30,14 +28,8 @@ class TaskInfo:
 
     @classmethod
     def from_json(cls, raw: dict) -> TaskInfo:
-        """A record as saved; one saved before answers per tag existed drops its single label (the next
-        reconciliation reads the task's annotations again)."""
+        """A record as saved; fields it no longer holds are dropped: a single label from before answers per tag
+        (the next reconciliation reads the task's annotations again) and proposals (kept by the state as arrays)."""
         raw = dict(raw)
-        raw.pop("label", None)
-        raw.pop("labels", None)
-        if not isinstance(raw.get("predicted"), (dict, type(None))) or not isinstance(
-            raw.get("predicted_p"), (dict, type(None))
-        ):
-            raw["predicted"] = raw["predicted_p"] = None  # an old proposal: recomputed at the next re-rank
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})

@@ -25,10 +25,9 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS predictions (task INTEGER PRIMARY KEY, row TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS annotations (id INTEGER PRIMARY KEY, task INTEGER NOT NULL)",
 )
-# The probe's proposal (predicted, predicted_p) is left out of the print: it is recomputed at every re-rank and a
-# refit moves nearly every task's probability, so counting it would rewrite every row after each label (200,000
-# rows at 200,000 tasks). A row written for another reason carries the current proposal along.
-_TASK_FIELDS = tuple(f.name for f in fields(TaskInfo) if f.name not in ("predicted", "predicted_p"))
+# The probes' proposals are not task records (backend.prelabel.Proposals): a refit moves nearly every task's
+# probability, and a row per task rewritten after each label would cost 200,000 rows at 200,000 tasks.
+_TASK_FIELDS = tuple(f.name for f in fields(TaskInfo))
 
 
 def _frozen(v: Any) -> Any:
@@ -39,7 +38,7 @@ def _frozen(v: Any) -> Any:
 
 
 def _task_print(info: TaskInfo) -> tuple:
-    """What a task record holds but its proposal."""
+    """What a task record holds."""
     return tuple(map(_frozen, map(info.__dict__.__getitem__, _TASK_FIELDS)))
 
 

@@ -14,6 +14,7 @@ from backend.fetch import ImageFetcher
 from backend.jobs import JobQueue
 from backend.label_config import annotation_answers
 from backend.payload import BadRequest, image_key_from_config, project_id
+from backend.prelabel import proposal
 from backend.settings import Settings
 from backend.state import TaskInfo
 from backend.worker import ProjectWorker
@@ -469,7 +470,7 @@ def test_a_re_rank_updates_one_prediction_per_task_in_place_and_serves_the_new_h
         order = [t for t in fake.serve_order() if not state.tasks[t].labeled]
         assert order[:5] == state.queue[:5]
         for t in state.queue[:5]:
-            assert fake.preds[state.predictions[t].id]["result"][0]["value"]["choices"] == state.tasks[t].predicted["c"]
+            assert fake.preds[state.predictions[t].id]["result"][0]["value"]["choices"] == proposal(state, t)[0]["c"]
 
 
 def test_a_setup_during_a_running_reconciliation_queues_nothing_and_never_asks_for_a_rank(tmp_path):
@@ -613,14 +614,15 @@ def test_labels_outside_the_config_are_counted_never_learned_nor_proposed(tmp_pa
         (i + 1, TaskInfo(uri="u", labeled=g is not None, answers={"c": [g]} if g else None))
         for i, g in enumerate(given)
     ]
+    state.tasks = dict(rows)
     learn(state, X, rows, enabled=True)
     assert state.probe["counts"] == {"a": 2, "b": 2} and state.probe["labels"] == 4
     assert state.probe["outside_config"]["labels"] == {"<script>x</script>": 1, "<img src=x>": 1}
-    proposals = [result_for(state, info) for _, info in rows if not info.labeled]
+    proposals = [result_for(state, t) for t, info in rows if not info.labeled]
     assert proposals and all(r[0]["value"]["choices"][0] in ("a", "b") for r in proposals)
     # A rename: the old proposals are never sent, whatever was stored.
     state.controls = [{"name": "c", "to_name": "img", "tag": "Choices", "labels": ["a2", "b"], "kind": "class"}]
-    assert not any(r and r[0]["value"]["choices"][0] == "a" for r in (result_for(state, info) for _, info in rows))
+    assert not any(r and r[0]["value"]["choices"][0] == "a" for r in (result_for(state, t) for t, _ in rows))
 
 
 def test_the_tasks_are_saved_row_by_row_and_only_what_changed(tmp_path):
@@ -781,14 +783,25 @@ def test_a_long_reconciliation_spaces_the_next_one():
 
 def test_a_new_proposal_alone_writes_no_row(tmp_path):
     """The probe refits after every label and moves nearly every task's probability: that alone must not
-    rewrite the project's rows (a label would cost every row at 200,000 tasks)."""
+    rewrite the project's rows (a label would cost every row at 200,000 tasks); proposals are not rows."""
+    import numpy as np
+
+    from backend.prelabel import learn
+    from backend.state import ProjectState
     from backend.task_rows import RowPlan, RowSnapshot, write_rows
 
-    tasks = {t: TaskInfo(uri=f"/x/{t}.png", key=f"{t:064x}") for t in range(5)}
+    state = ProjectState(
+        1, controls=[{"name": "c", "to_name": "i", "tag": "Choices", "labels": ["a", "b"], "kind": "class"}]
+    )
+    state.tasks = {t: TaskInfo(uri=f"/x/{t}.png", key=f"{t:064x}") for t in range(1, 41)}
+    X = np.random.default_rng(0).normal(size=(40, 4))
+    for t in (1, 2, 3, 4):
+        state.tasks[t].labeled, state.tasks[t].answers = True, {"c": ["ab"[t % 2]]}
     snap = RowSnapshot()
-    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 5
-    for t, info in tasks.items():
-        info.predicted, info.predicted_p = {"c": ["cat"]}, {"c": 0.5 + t / 10}
-    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 0
-    tasks[2].labeled = True  # a real change writes its row, with the current proposal
-    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, tasks, {}, {})) == 1
+    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, state.tasks, {}, {})) == 40
+    learn(state, X, sorted(state.tasks.items()), enabled=True)
+    assert proposal(state, 10) is not None
+    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, state.tasks, {}, {})) == 0
+    state.tasks[5].labeled, state.tasks[5].answers = True, {"c": ["a"]}  # a real change writes its row
+    learn(state, X, sorted(state.tasks.items()), enabled=True)
+    assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, state.tasks, {}, {})) == 1

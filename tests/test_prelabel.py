@@ -7,7 +7,7 @@ import pytest
 
 from backend.app import create_app
 from backend.label_config import annotation_answers, controls_from_config
-from backend.prelabel import learn, result_for
+from backend.prelabel import learn, proposal, result_for
 from backend.publish import Published
 from backend.settings import Settings
 from backend.state import ProjectState, TaskInfo
@@ -72,20 +72,22 @@ def test_learn_predicts_every_unlabeled_task_and_reports_what_it_learned():
     state, X, rows, truth = project()
     learn(state, X, rows, enabled=True)
     unlabeled = [(t, i) for t, i in rows if not i.labeled]
-    assert all(i.predicted is not None and 0.5 <= i.predicted_p["tissue"] <= 1 for _, i in unlabeled)
-    assert np.mean([i.predicted == {"tissue": [truth[t - 1]]} for t, i in unlabeled]) > 0.9
-    assert all(i.predicted is None for t, i in rows if i.labeled)
+    got = {t: proposal(state, t) for t, _ in unlabeled}
+    assert all(g is not None and 0.5 <= g[1]["tissue"] <= 1 for g in got.values())
+    assert np.mean([got[t][0] == {"tissue": [truth[t - 1]]} for t, _ in unlabeled]) > 0.9
+    assert all(proposal(state, t) is None for t, i in rows if i.labeled)
     assert state.probe["prelabel"] and state.probe["labels"] == 20
     assert set(state.probe["counts"]) == {"tumour", "stroma", "fat"} and state.probe["counts"]["fat"] == 0
     assert state.probe["cv_accuracy"] > 0.9
-    res = result_for(state, unlabeled[0][1])
+    first = got[unlabeled[0][0]]
+    res = result_for(state, unlabeled[0][0])
     assert res == [
         {
             "from_name": "tissue",
             "to_name": "img",
             "type": "choices",
-            "value": {"choices": unlabeled[0][1].predicted["tissue"]},
-            "score": pytest.approx(unlabeled[0][1].predicted_p["tissue"], abs=1e-4),
+            "value": {"choices": first[0]["tissue"]},
+            "score": pytest.approx(first[1]["tissue"], abs=1e-4),
         }
     ]
 
@@ -95,11 +97,11 @@ def test_no_prelabel_when_off_without_choices_or_with_one_class():
     learn(state, X, rows, enabled=False)
     assert not state.probe["prelabel"] and "EXAMINE_PRELABEL=0" in state.probe["why"]
     assert state.probe["cv_accuracy"] is not None  # the probe is still measured for /status
-    assert all(result_for(state, i) == [] for _, i in rows)
+    assert all(result_for(state, t) == [] for t, _ in rows)
 
     state.controls = []
     learn(state, X, rows, enabled=True)
-    assert "no control tag on the image" in state.probe["why"] and all(i.predicted is None for _, i in rows)
+    assert "no control tag on the image" in state.probe["why"] and all(proposal(state, t) is None for t, _ in rows)
 
     state, X, rows, _ = project()
     for _, info in rows:
@@ -116,11 +118,12 @@ def test_predict_and_status_carry_the_probe(tmp_path):
     learn(state, X, rows, enabled=True)
     live = backend.states.get(1)
     live.controls, live.tasks, live.probe, live.queue = state.controls, state.tasks, state.probe, [30, 21]
+    live.proposals = state.proposals  # kept in memory, recomputed by the first re-rank after a restart
     live.predictions = {30: Published(7, 0.5), 21: Published(8, 0.05)}  # what Label Studio holds
     backend.states.save(live)
     c = app.test_client()
     out = c.post("/predict", json={"project": "1.1", "tasks": [{"id": 30}, {"id": 1}]}).get_json()["results"]
-    assert out[0]["result"][0]["value"]["choices"] == state.tasks[30].predicted["tissue"] and out[0]["score"] == 0.5
+    assert out[0]["result"][0]["value"]["choices"] == proposal(state, 30)[0]["tissue"] and out[0]["score"] == 0.5
     assert out[1]["result"] == []  # labeled
     status = c.get("/projects/1/status").get_json()
     assert status["probe"]["labels"] == 20 and "lowest score is served first" in status["score"]
@@ -152,12 +155,12 @@ def test_multi_choice_configs_get_one_probe_per_choice():
     right = 0
     for t in range(40, n):
         want = [c for c, on in (("tumour", has_a[t]), ("stroma", has_b[t])) if on] or ["fat"]
-        got = (state.tasks[t + 1].predicted or {}).get("tissue", [])
+        got = (proposal(state, t + 1) or ({}, {}))[0].get("tissue", [])
         right += sorted(got) == sorted(want)
     assert right >= 0.8 * 40
     assert state.probe["prelabel"] and state.probe["counts"]["tumour"] == int(has_a[:40].sum())
     both = next(t for t in range(40, n) if has_a[t] and has_b[t])
-    result = result_for(state, state.tasks[both + 1])
+    result = result_for(state, both + 1)
     assert sorted(result[0]["value"]["choices"]) == ["stroma", "tumour"]
 
 
