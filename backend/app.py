@@ -32,8 +32,8 @@ from backend.protocol import ProjectProtocol
 from backend.public import public_text
 from backend.publish import SCORE_MEANING
 from backend.runtime import Backend, Refused, Unavailable
-from backend.screener import flag_report
 from backend.settings import Settings
+from backend.tallies import Tallies
 from examine.encoder import EncoderError
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,8 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
     def prometheus():
         return Response(metrics.render(backend), 200, {"Content-Type": metrics.CONTENT_TYPE})
 
+    tallies = Tallies()
+
     @app.get("/projects/<pid>/status")
     def status(pid: str):
         pid_ = parse_id(pid, "project")
@@ -184,6 +186,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
         def shown(text: str | None) -> str | None:
             return None if text is None else public_text(text, folders)
 
+        tally = tallies.get(state)  # outside the lock's long hold: at 200,000 tasks a pass over them, reused
         with state.lock:
             out: dict[str, Any] = dict(
                 project=pid_,
@@ -191,7 +194,7 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 complete_version=state.complete_version,
                 encoder_version=state.encoder_version,
                 synced=state.synced,
-                counts=state.counts(),
+                counts=tally["counts"],
                 pending=sorted(backend.jobs.pending(pid_) | ({"full"} if state.full_due else set())),
                 retrying=shown(backend.jobs.last_error.get(pid_)),
                 publishes=state.publishes,
@@ -202,9 +205,9 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
                 last_publish_s=state.last_publish_s,
                 stale_versions=len(state.stale_versions),
                 problems=[shown(p) for p in [*backend.project_problems(pid_), *backend.problems]],
-                errors={str(k): shown(v) for k, v in state.errors().items()},
+                errors={str(k): shown(v) for k, v in tally["errors"].items()},
                 probe=dict(state.probe),
-                flagged=flag_report(state.tasks),
+                flagged=tally["flagged"],
                 score=SCORE_MEANING,
             )
         return jsonify(out)

@@ -13,6 +13,7 @@ image is usable, so a labeled task is never flagged.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 from collections import Counter
 from functools import partial
@@ -38,11 +39,10 @@ def flag_counts(tasks: dict[int, TaskInfo]) -> dict[str, int]:
 
 def flag_report(tasks: dict[int, TaskInfo]) -> dict:
     """For /status: counts by reason and the first flagged tasks with their reasons (caller holds the lock)."""
-    flagged = sorted((t, i.flag) for t, i in tasks.items() if i.flag and not i.labeled)  # few: sorted after the filter
-    listed = {str(t): flag for t, flag in flagged}
+    flagged = [(t, i.flag) for t, i in tasks.items() if i.flag and not i.labeled]  # 38,000 of 200,000 seen
     return {
         "by_reason": dict(Counter(flag.split(":")[0] for _, flag in flagged)),
-        "tasks": dict(list(listed.items())[:_LISTED]),
+        "tasks": {str(t): flag for t, flag in heapq.nsmallest(_LISTED, flagged)},
         "served": "after every clean task; an annotation unflags a task",
     }
 

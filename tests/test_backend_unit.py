@@ -805,3 +805,23 @@ def test_a_new_proposal_alone_writes_no_row(tmp_path):
     state.tasks[5].labeled, state.tasks[5].answers = True, {"c": ["a"]}  # a real change writes its row
     learn(state, X, sorted(state.tasks.items()), enabled=True)
     assert write_rows(tmp_path / "tasks.db", snap, RowPlan(snap, state.tasks, {}, {})) == 1
+
+
+def test_status_tallies_are_fresh_on_small_projects_and_reused_a_while_on_large_ones(monkeypatch):
+    """/status's pass over every task is reused for REUSE times its cost once it costs CHEAP_S or more."""
+    from backend import tallies
+    from backend.state import ProjectState
+
+    state = ProjectState(1)
+    state.tasks = {t: TaskInfo(uri="u", key="k") for t in range(1, 6)}
+    kept = tallies.Tallies()
+    assert kept.get(state)["counts"]["tasks"] == 5
+    state.tasks[6] = TaskInfo(uri="u", error="task 6: unreadable")
+    assert kept.get(state)["counts"]["tasks"] == 6 and kept.get(state)["errors"] == {6: "task 6: unreadable"}
+    monkeypatch.setattr(tallies, "CHEAP_S", 0.0)
+    monkeypatch.setattr(tallies, "REUSE", 1e9)  # as if each tally took long
+    first = kept.get(state)
+    state.tasks[7] = TaskInfo(uri="u")
+    assert kept.get(state) is first and first["counts"]["tasks"] == 6  # reused
+    monkeypatch.setattr(tallies, "REUSE", 0.0)
+    assert kept.get(state)["counts"]["tasks"] == 7
