@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import asdict, fields
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ _TABLES = (
 # The probes' proposals are not task records (backend.prelabel.Proposals): a refit moves nearly every task's
 # probability, and a row per task rewritten after each label would cost 200,000 rows at 200,000 tasks.
 _TASK_FIELDS = tuple(f.name for f in fields(TaskInfo))
+_FIELDS_OF = itemgetter(*_TASK_FIELDS)
+_ANSWERS = _TASK_FIELDS.index("answers")  # the one field that is not a plain value
 
 
 def _frozen(v: Any) -> Any:
@@ -38,12 +41,15 @@ def _frozen(v: Any) -> Any:
 
 
 def _task_print(info: TaskInfo) -> tuple:
-    """What a task record holds."""
-    return tuple(map(_frozen, map(info.__dict__.__getitem__, _TASK_FIELDS)))
+    """What a task record holds (one call per task and save: at 200,000 tasks every microsecond is 0.2 s)."""
+    values = _FIELDS_OF(info.__dict__)
+    if values[_ANSWERS] is None:
+        return values
+    return values[:_ANSWERS] + (_frozen(values[_ANSWERS]),) + values[_ANSWERS + 1 :]
 
 
 def _pred_print(p: Published) -> tuple:
-    return (p.id, p.score, p.cluster, _frozen(p.choices))
+    return (p.id, p.score, p.cluster, None if p.choices is None else _frozen(p.choices))
 
 
 class RowSnapshot:

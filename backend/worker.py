@@ -446,18 +446,16 @@ class ProjectWorker:
             return None
         for attempt in (0, 1):
             store = self._store(encoder)
-            with self.state.lock:
-                lost = [i for i in self.state.tasks.values() if i.key and i.key not in store]
+            rows, lost = self._rows(store)
             if lost:
                 self._problem(
-                    f"{len(lost)} embeddings were missing from the store (deleted or damaged); "
+                    f"{lost} embeddings were missing from the store (deleted or damaged); "
                     "their images are embedded again",
                     backend_wide=True,
                 )
                 self.embed()
                 store = self._store(encoder)
-            with self.state.lock:
-                rows = [(t, i) for t, i in sorted(self.state.tasks.items()) if i.key and i.key in store]
+                rows, _ = self._rows(store)
             if not rows:
                 return None
             try:
@@ -486,6 +484,19 @@ class ProjectWorker:
         order = [rows[j][0] for j in ranking.order]
         groups = [int(ranking.cluster[j]) for j in ranking.order]
         return *self._keep_batch(order, groups), n_labeled
+
+    def _rows(self, store: EmbeddingStore) -> tuple[list[tuple[int, TaskInfo]], int]:
+        """The tasks with a stored embedding, by task id, and how many have a key the store lost (one pass)."""
+        rows: list[tuple[int, TaskInfo]] = []
+        lost = 0
+        with self.state.lock:
+            for t, i in sorted(self.state.tasks.items()):
+                if i.key:
+                    if i.key in store:
+                        rows.append((t, i))
+                    else:
+                        lost += 1
+        return rows, lost
 
     def _within_batch(self, unlabeled: set[int]) -> tuple[list[int], list[int]] | None:
         """The queue in force minus the tasks labeled since, while its batch has more tasks left than people
