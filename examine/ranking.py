@@ -321,7 +321,11 @@ def _classes_seen(labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict)
     if opts["probe"] is not None:
         return int(opts["probe"].classes_seen)
     y = labeled_rows(labels, np.flatnonzero(labeled))[1]
-    return len({c for v in y for c in _members(v)}) if _multi_label(y) else len(set(y))
+    if _multi_label(y):  # yes/no probes, one per class (examine.targets.TargetProbe.classes_seen)
+        sets = [set(_members(v)) for v in y]
+        union = set().union(*sets)
+        return 2 if union - set.intersection(*sets) else min(len(union), 1)
+    return len(set(y))
 
 
 def _multi_label(y: Sequence[Any]) -> bool:

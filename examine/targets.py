@@ -63,9 +63,7 @@ class TargetProbe:
     Attributes (after :meth:`fit`)
     ------------------------------
     counts_ : dict
-        ``(target, class) → labels`` for every class of every target (0 for a class never given); a
-        ``"presence"`` target also counts ``(target, None)``, its images without any region (the queue's
-        switch counts the classes seen here).
+        ``(target, class) → labels`` for every class of every target (0 for a class never given).
     n_labels_ : int
         Labeled images that answer at least one target.
     cv_accuracy_ : float or None
@@ -102,12 +100,9 @@ class TargetProbe:
         scale = moments if moments is not None else column_moments(X)
         self.heads_: dict[str, Any] = {}
         self.per_target_ = self.tally(answers)
-        self.counts_: dict[tuple[str, Hashable | None], int] = {
+        self.counts_: dict[tuple[str, Hashable], int] = {
             (name, c): n for name, info in self.per_target_.items() for c, n in info["counts"].items()
         }
-        for t in self.targets:  # an image without any region is an answer too: the class "none"
-            if t.kind == "presence":
-                self.counts_[(t.name, None)] = sum(1 for g in self._answered(t, answers)[1] if not g)
         answering: set[int] = set()
         for t in self.targets:
             rows, given = self._answered(t, answers)
@@ -183,13 +178,17 @@ class TargetProbe:
 
     @property
     def classes_seen(self) -> int:
-        """The most classes any one target has seen (a ``"presence"`` target counts its images without a region
-        as a class): each label answers every target at once, so the queue's switch to uncertainty waits for
-        the target with the most classes, not for their sum."""
-        seen: dict[str, int] = {}
-        for (name, _), n in self.counts_.items():
-            seen[name] = seen.get(name, 0) + (n > 0)
-        return max(seen.values(), default=0)
+        """The most classes any one probe has seen: a ``"class"`` target's classes with a label; a target of
+        yes/no probes counts 2 once one of them learns (present and absent seen), else 1. Each label answers
+        every target at once, so the queue's switch to uncertainty (5 labels per class) waits for the probe
+        with the most classes, not for their sum over targets or classes. Measured on a multi-label set
+        (``examine evaluate --datasets fashion-mosaics``): counting a multi-label target's 10 classes kept the
+        coverage order to 50 labels, below random at 20 and 50; counting 2 beat random from 10 labels on."""
+        best = 0
+        for t in self.targets:
+            n = sum(1 for c in t.classes if self.counts_.get((t.name, c), 0))
+            best = max(best, n if t.kind == "class" else (2 if t.name in self.heads_ else min(n, 1)))
+        return best
 
     # ------------------------------------------------------------------ using it
 

@@ -143,4 +143,17 @@ def test_the_switch_counts_the_target_with_the_most_classes_not_their_sum():
     names = ["x", "y", "z"]
     answers = [{"q": names[kind[j]], "box": ["a"] if a[j] else []} for j in range(40)]
     tp = TargetProbe([Target("q", tuple(names)), Target("box", ("a",), "presence")]).fit(X[:40], answers)
-    assert tp.classes_seen == 3  # q: x, y, z; box: "a" and no box = 2
+    assert tp.classes_seen == 3  # q: x, y, z; box: a yes/no probe, 2
+
+
+def test_multi_label_rows_switch_to_uncertainty_after_ten_labels():
+    """A multi-label pool's probes are yes/no: two classes each, so the switch comes at 5 × 2 labels."""
+    from examine.ranking import _before_switch
+
+    labels = [frozenset({"a"}) if j % 2 else frozenset({"a", "b"}) for j in range(10)] + [None] * 20
+    labeled = np.array([v is not None for v in labels])
+    assert not _before_switch(labeled, labels, {"probe": None})
+    labeled[9], labels[9] = False, None
+    assert _before_switch(labeled, labels, {"probe": None})
+    same = [frozenset({"a"})] * 10 + [None] * 20  # every image holds the same: nothing to tell apart yet
+    assert _before_switch(np.array([v is not None for v in same]), same, {"probe": None})
