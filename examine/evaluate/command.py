@@ -42,7 +42,7 @@ SCREENING_SETS = ("fashion-mnist", "digits", "medical-tiles")
 class EvalConfig(argparse.Namespace):
     """Parsed options (the defaults are the committed ``benchmarks/RESULTS.md``)."""
 
-    datasets: list[str] = ["fashion-mnist", "digits", "medical-tiles", "shirts"]
+    datasets: list[str] = ["fashion-mnist", "digits", "medical-tiles", "shirts", "fashion-mosaics"]
     embedders: list[str] = ["mae", "pixel-pca"]
     seeds: int = 3
     budgets: list[int] = list(BUDGETS)
