@@ -69,7 +69,9 @@ class _Collector:
             "examine_labels", "labeled tasks per class of the config's tags on the image", labels=["project", "class"]
         )
         prelabeled = GaugeMetricFamily(
-            "examine_tasks_prelabeled", "unlabeled tasks carrying the probe's class", labels=["project"]
+            "examine_tasks_prelabeled",
+            "unlabeled tasks the probes proposed a class for at their last fit",
+            labels=["project"],
         )
         for pid in b.states.known_projects():
             st = b.states.get(pid)

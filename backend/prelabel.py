@@ -115,7 +115,7 @@ def learn(
             summary["tags"] = _tag_summaries(tags, TargetProbe(targets).tally(answers))
             summary["why"] = "nothing learned yet: each tag's probe needs labels of at least 2 classes"
         if probe is not None:
-            summary["tags"] = _tag_summaries(tags, probe.per_target_)
+            summary["tags"] = _tag_summaries(tags, probe.per_target_, None if redo_cv else last.get("tags"))
             if redo_cv:
                 summary["cv_accuracy"], summary["cv_labels"] = probe.cv_accuracy_, n_answers
             else:
@@ -139,8 +139,11 @@ def learn(
     return probe
 
 
-def _tag_summaries(tags: list[ControlTag], per_target: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """/status's view of each tag: what its probe learns, labels per class, cross-validated quality."""
+def _tag_summaries(
+    tags: list[ControlTag], per_target: dict[str, dict[str, Any]], last: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
+    """/status's view of each tag: what its probe learns, labels per class, cross-validated quality (``last``:
+    the previous summaries, whose accuracy stands while the cross-validation is not redone)."""
     learns = {"class": "its class", "multi": "each class, chosen or not", "presence": "each label, in the image or not"}
     out = {}
     for t in tags:
@@ -150,7 +153,7 @@ def _tag_summaries(tags: list[ControlTag], per_target: dict[str, dict[str, Any]]
             "learns": learns[t.kind] if info.get("learns") else None,
             "labels": info["labels"],
             "counts": info["counts"],
-            "cv_accuracy": info["cv_accuracy"],
+            "cv_accuracy": (last or {}).get(t.name, {}).get("cv_accuracy") if last else info["cv_accuracy"],
             **({"why": info["why"]} if info.get("why") else {}),
         }
     return out
@@ -182,9 +185,7 @@ class Proposals:
         """The probes' proposals for the rows ``unlabeled`` of ``X`` (``rows[j]`` is the task of ``X[j]``)."""
         tids = np.fromiter((rows[j][0] for j in unlabeled), np.int64, len(unlabeled))
         out: dict[str, tuple[ControlTag, np.ndarray, np.ndarray]] = {}
-        for name, P in probe.predict_proba(X).items():
-            if name not in tags:
-                continue
+        for name, P in probe.predict_proba(X, targets=list(tags)).items():
             P = P[unlabeled]
             if tags[name].kind == "class":
                 best = np.argmax(P, axis=1)
@@ -226,9 +227,10 @@ def result_for(state: ProjectState, tid: int) -> list[dict[str, Any]]:
         return []
     values, ps = found
     out = []
+    fitted = state.proposals.tags if state.proposals is not None else {}
     for tag in controls(state):
         chosen = values.get(tag.name)
-        if not tag.image_level or not chosen or not all(v in tag.labels for v in chosen):
-            continue
+        if not tag.image_level or not chosen or fitted.get(tag.name, (None,))[0] != tag:
+            continue  # a proposal of the tag as it was before a config change: never shown
         out.append(tag.result(chosen, ps.get(tag.name, 0.0)))
     return out

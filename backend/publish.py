@@ -60,7 +60,7 @@ class Published:
     id: int
     score: float
     cluster: int | None = None
-    choices: Any = None  # {tag name: proposed values}, as TaskInfo.predicted (a list: saved by an older version)
+    choices: Any = None  # {tag name: proposed values} (backend.prelabel.proposal; a list: saved by an older version)
 
     def to_json(self) -> list[Any]:
         """Compact saved form (state.json holds one per task)."""

@@ -29,7 +29,7 @@ class TaskInfo:
     @classmethod
     def from_json(cls, raw: dict) -> TaskInfo:
         """A record as saved; fields it no longer holds are dropped: a single label from before answers per tag
-        (the next reconciliation reads the task's annotations again) and proposals (kept by the state as arrays)."""
+        (the next reconciliation reads the task's annotations again, one task at a time) and proposals (kept by the state as arrays)."""
         raw = dict(raw)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in raw.items() if k in known})

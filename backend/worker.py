@@ -32,7 +32,7 @@ import numpy as np
 
 from backend.context import BackendContext
 from backend.fetch import ImageFetcher
-from backend.label_config import annotation_answers, controls_from_config
+from backend.label_config import annotation_answers, controls_from_config, controls_from_state
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import (
     config_problem,
@@ -152,6 +152,8 @@ class ProjectWorker:
         if need_labels and (self._policy_uses_labels() or recheck):
             self._recheck_tasks(client, need_labels)
         follow |= self._check_versions(client, project)
+        if self.state.published_version and self._proposals_missing():
+            follow.add("rank")  # /predict and the head's predictions carry proposals again
         with self.state.lock:
             self.state.problems = [p for p in self.state.problems if "no longer exists" not in p]
         self.save()
@@ -406,7 +408,17 @@ class ProjectWorker:
     def fill(self) -> None:
         """Add one chunk of the pool's missing predictions after a head-first push (re-ranks run between chunks)."""
         if self.state.filling and not self.state.config_problem:
+            if self._proposals_missing():  # after a restart: the re-rank computes them, its publish fills on
+                self.backend.submit(self.pid, ["rank"], event=False)
+                return
             Publisher(self.backend, self.pid).fill()
+
+    def _proposals_missing(self) -> bool:
+        """Pre-annotations are due but none are in memory (they are not saved: a restart loses them)."""
+        with self.state.lock:
+            if self.state.proposals is not None or not self.settings.prelabel:
+                return False
+            return any(t.image_level for t in controls_from_state(self.state.controls))
 
     def _rank_and_publish(self, *, full: bool) -> None:
         if not self.state.synced:
@@ -475,7 +487,7 @@ class ProjectWorker:
         kept = self._within_batch({t for t, i in rows if not i.labeled})
         if kept is not None:
             return *kept, n_labeled
-        # Only the config's Choices are classes: a box's or a brush's label says nothing of the whole image.
+        # The comparison policies' classes: the config's first single-class question (the probes learn every tag).
         with self.state.lock:
             labels = [queue_label(self.state, i) for _, i in rows] if self.state.controls else None
         ranking = rank(

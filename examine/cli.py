@@ -149,7 +149,7 @@ def cmd_rank(args: argparse.Namespace) -> None:
         print(f"{len(result.errors)} unreadable image(s) listed in {err_path}")
     print(f"wrote the queue of {len(result.paths)} images to {args.output} (policy {result.policy}); label first:")
     for i, p in enumerate(result.paths[: min(args.top, len(result.paths))]):
-        guess = f"   (probe: {result.predicted[i]})" if result.predicted is not None else ""
+        guess = f"   (probe: {result.predicted[i] or 'none'})" if result.predicted is not None else ""
         print(f"  {p}{guess}")
     flagged = [(p, r) for p, r in zip(result.paths, result.reasons or []) if r]
     if flagged:

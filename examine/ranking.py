@@ -249,7 +249,7 @@ def _margins(
             answers = [{"labels": _members(v)} for v in y]
             classes = tuple(sorted({c for a in answers for c in a["labels"]}, key=str))
             try:
-                target = Target("labels", classes, "multi")
+                target = Target("labels", classes, "presence")  # an empty set: none of the classes
                 probe = TargetProbe([target]).fit(raw[have], answers, moments=column_moments(raw))
             except ProbeError:
                 return None

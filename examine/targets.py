@@ -192,10 +192,12 @@ class TargetProbe:
 
     # ------------------------------------------------------------------ using it
 
-    def predict_proba(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Per learning target, an ``(n, len(classes))`` array: class probabilities (``"class"``, rows sum
-        to 1) or each class's probability of being present (``"multi"``, ``"presence"``)."""
-        return {name: head.predict_proba(X) for name, head in self.heads_.items()}
+    def predict_proba(self, X: np.ndarray, targets: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Per learning target (of ``targets``, default all), an ``(n, len(classes))`` array: class probabilities
+        (``"class"``, rows sum to 1) or each class's probability of being present (``"multi"``, ``"presence"``).
+        Each target is one pass over ``X``."""
+        wanted = self.heads_.keys() if targets is None else [t for t in targets if t in self.heads_]
+        return {name: self.heads_[name].predict_proba(X) for name in wanted}
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """How sure the probes are of each row, 0 (most unsure) to 1: the mean over learning targets."""

@@ -825,3 +825,18 @@ def test_status_tallies_are_fresh_on_small_projects_and_reused_a_while_on_large_
     assert kept.get(state) is first and first["counts"]["tasks"] == 6  # reused
     monkeypatch.setattr(tallies, "REUSE", 0.0)
     assert kept.get(state)["counts"]["tasks"] == 7
+
+
+def test_after_a_restart_the_fill_waits_for_a_re_rank_that_makes_the_proposals_again(tmp_path):
+    """Proposals are not saved: a fill after a restart would create predictions without pre-annotations, so it
+    asks for a re-rank first (whose publish goes on filling)."""
+    import numpy as np
+
+    from backend.label_config import controls_from_config
+
+    backend, state, _ = embedded_project(tmp_path, 20, lambda dim: np.random.default_rng(0).normal(size=(20, dim)))
+    two = CONFIG.replace('<Choice value="x"/>', '<Choice value="x"/><Choice value="y"/>')
+    state.controls = [t.as_dict() for t in controls_from_config(two)]
+    state.filling, state.published_version, state.proposals = True, "examine-v", None
+    ProjectWorker(backend, 1).fill()
+    assert backend.jobs.pending(1) == {"rank"}

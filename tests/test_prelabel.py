@@ -178,3 +178,18 @@ def test_cross_validation_is_redone_only_when_the_labels_grew_by_a_tenth():
         with_label(info, "tumour")
     learn(state, X, rows, enabled=True)
     assert state.probe["cv_labels"] == 75
+
+
+def test_per_tag_accuracy_stands_between_cross_validations_and_a_changed_tag_shows_no_old_proposal():
+    state, X, rows, _ = project(n=200)
+    for t, info in rows[20:60]:
+        with_label(info, ["tumour", "stroma"][t % 2])
+    learn(state, X, rows, enabled=True)
+    first = state.probe["tags"]["tissue"]["cv_accuracy"]
+    with_label(rows[60][1], "stroma")
+    learn(state, X, rows, enabled=True)  # no new cross-validation: the tag's accuracy stands
+    assert first is not None and state.probe["tags"]["tissue"]["cv_accuracy"] == first
+    tid = next(t for t, i in rows if not i.labeled)
+    assert result_for(state, tid)
+    state.controls = [{**state.controls[0], "kind": "multi"}]  # same name and classes, now multi-choice
+    assert result_for(state, tid) == []  # until the next re-rank fits it again
