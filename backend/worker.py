@@ -30,6 +30,7 @@ from typing import cast, overload
 
 import numpy as np
 
+from backend.batch import keep_batch, within_batch
 from backend.context import BackendContext
 from backend.fetch import ImageFetcher
 from backend.label_config import annotation_answers, controls_from_config, controls_from_state
@@ -484,7 +485,7 @@ class ProjectWorker:
         if (~labeled).sum() <= 1 or len(rows) < 2:
             rest = [t for (t, i) in rows if not i.labeled]
             return rest, [-1] * len(rest), n_labeled
-        kept = self._within_batch({t for t, i in rows if not i.labeled})
+        kept = within_batch(self.state, {t for t, i in rows if not i.labeled})
         if kept is not None:
             return *kept, n_labeled
         # The comparison policies' classes: the config's first single-class question (the probes learn every tag).
@@ -495,7 +496,7 @@ class ProjectWorker:
         )
         order = [rows[j][0] for j in ranking.order]
         groups = [int(ranking.cluster[j]) for j in ranking.order]
-        return *self._keep_batch(order, groups), n_labeled
+        return *keep_batch(self.state, order, groups), n_labeled
 
     def _rows(self, store: EmbeddingStore) -> tuple[list[tuple[int, TaskInfo]], int]:
         """The tasks with a stored embedding, by task id, and how many have a key the store lost (one pass)."""
@@ -509,52 +510,6 @@ class ProjectWorker:
                     else:
                         lost += 1
         return rows, lost
-
-    def _within_batch(self, unlabeled: set[int]) -> tuple[list[int], list[int]] | None:
-        """The queue in force minus the tasks labeled since, while its batch has more tasks left than people
-        labeling the project at once.
-
-        Within a batch nothing but the labeled tasks changes what is served next, so the queue is not
-        chosen again: a label costs the probe's refit (pre-annotations) and a few updates, whatever the
-        size of the project. The queue is chosen again (None) when as many tasks of the batch are left as
-        people label at once (one for a single annotator; a team holds several tasks of the batch at the
-        same time), so the next batch is in Label Studio before they are submitted, and whenever tasks were
-        added or a new version is due.
-        """
-        with self.state.lock:
-            queue, groups = self.state.queue, self.state.queue_groups
-            remaining = [t for t, _ in self.state.batch if t in unlabeled]
-            ahead = 1 + self.state.annotators()  # tasks served at once: the next batch is there before they are
-            if (
-                self.state.full_due
-                or len(remaining) < ahead
-                or len(groups) != len(queue)
-                or not unlabeled <= set(queue)
-            ):
-                return None
-            self.state.batch = [[t, g] for t, g in self.state.batch if t in unlabeled]
-            kept = [(t, g) for t, g in zip(queue, groups) if t in unlabeled]
-        return [t for t, _ in kept], [g for _, g in kept]
-
-    def _keep_batch(self, order: list[int], groups: list[int]) -> tuple[list[int], list[int]]:
-        """Serve the current batch to its end before the next: its unlabeled tasks stay first, in their order.
-
-        The queue's policies pick batches of :data:`BATCH` (Cluster-Margin's batch is diverse by design), and
-        the annotation simulation measured exactly that: a batch is chosen, labeled, and the next one is chosen
-        with every label so far. Re-choosing after each label would let one label reshuffle a batch half served.
-        Each label still refits the probe (pre-annotations) at once, and Label Studio's round robin moves off
-        the group just labeled. A new batch is chosen once the current one is used up.
-        """
-        ranked = set(order)
-        with self.state.lock:
-            batch = [(t, g) for t, g in self.state.batch if t in ranked]
-            if len(batch) < 1 + self.state.annotators():  # the next batch follows the last tasks of this one
-                taken = {t for t, _ in batch}
-                batch += [(t, g) for t, g in zip(order, groups) if t not in taken][:BATCH]
-            self.state.batch = [[t, g] for t, g in batch]
-        first = {t for t, _ in batch}
-        rest = [(t, g) for t, g in zip(order, groups) if t not in first]
-        return [t for t, _ in batch] + [t for t, _ in rest], [g for _, g in batch] + [g for _, g in rest]
 
     def _policy(self) -> str:
         return self.settings.policy or DEFAULT_POLICY

@@ -763,14 +763,16 @@ def test_a_team_gets_the_next_batch_before_its_members_run_out_of_the_current_on
         for a, u in ((1, 5), (2, {"id": 6}), (3, 7), (4, 5))
     ]
     assert all(code < 300 for code in ok) and state.annotators() == 3
+    from backend.batch import within_batch
+
     worker = ProjectWorker(backend, 7)
     state.queue, state.queue_groups = list(range(5, 31)), [0] * 26
     state.batch = [[t, 0] for t in range(5, 9)]  # 4 left: more than the 3 people hold at once
-    assert worker._within_batch(set(range(5, 31))) is not None
+    assert within_batch(worker.state, set(range(5, 31))) is not None
     state.batch = [[t, 0] for t in range(5, 8)]  # 3 left, each held by someone: the next batch is chosen now
-    assert worker._within_batch(set(range(5, 31))) is None
+    assert within_batch(worker.state, set(range(5, 31))) is None
     state.annotated_by = {}  # one person: the batch is served to its last task
-    assert worker._within_batch(set(range(5, 31))) is not None
+    assert within_batch(worker.state, set(range(5, 31))) is not None
 
 
 def test_a_long_reconciliation_spaces_the_next_one():
