@@ -27,7 +27,7 @@ import numpy as np
 if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
 
-__all__ = ["Probe", "ProbeError", "column_moments", "labeled_rows"]
+__all__ = ["Probe", "ProbeError", "column_moments", "labeled_rows", "linear_logits"]
 
 #: At most this many folds for the cross-validated accuracy.
 CV_FOLDS = 5
@@ -52,6 +52,27 @@ def column_moments(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         block = np.asarray(X[start : start + _CHUNK], dtype=np.float64) - mean
         sq += np.einsum("ij,ij->j", block, block)
     return mean, np.sqrt(sq / n)
+
+
+def linear_logits(X: np.ndarray, mean: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``(X - mean) @ weights + bias`` as an ``(n, h)`` float64 array, in row blocks (a pool of 200,000 float32
+    embeddings is never copied to float64 whole).
+
+    float32 rows stay float32: centred on a float32 mean (no cancellation in the fold), then one float32 product
+    per block, 2-3× faster than converting each block; the logits agree to ~1e-6.
+    """
+    X = np.asarray(X)
+    low = X.dtype == np.float32
+    centre = mean.astype(np.float32) if low else mean
+    shift = bias + (centre - mean) @ weights
+    w = weights.astype(np.float32) if low else weights
+    out = np.empty((len(X), weights.shape[1]))
+    for start in range(0, len(X), _CHUNK):
+        block = (
+            X[start : start + _CHUNK] - centre if low else np.asarray(X[start : start + _CHUNK], np.float64) - centre
+        )
+        out[start : start + len(block)] = (block @ w).astype(np.float64) + shift
+    return out
 
 
 class ProbeError(ValueError):
@@ -207,29 +228,15 @@ class Probe:
         pool of 200,000 float32 embeddings is never copied to float64 whole; the result equals
         scikit-learn's ``predict_proba`` of the standardised rows.
         """
-        X = np.asarray(X)
-        coef = np.atleast_2d(self.model_.coef_) / self.scale_  # (k, d)
-        # float32 pools stay float32: centred on a float32 mean first (no cancellation in the fold), then one
-        # float32 product per block, 2-3× faster than converting each block; probabilities agree to ~1e-6.
-        low = X.dtype == np.float32
-        centre = self.mean_.astype(np.float32) if low else self.mean_
-        bias = np.atleast_1d(self.model_.intercept_) - coef @ (self.mean_ - centre)
-        weights = coef.T.astype(np.float32) if low else coef.T
-        fitted = np.zeros((len(X), len(self.model_.classes_)))
-        for start in range(0, len(X), _CHUNK):
-            block = (
-                X[start : start + _CHUNK] - centre
-                if low
-                else np.asarray(X[start : start + _CHUNK], np.float64) - centre
-            )
-            z = (block @ weights).astype(np.float64) + bias
-            if len(self.model_.classes_) == 2:  # scikit-learn's binary case: one logit
-                p = 1.0 / (1.0 + np.exp(-z[:, 0]))
-                fitted[start : start + len(z)] = np.column_stack([1.0 - p, p])
-            else:
-                z -= z.max(axis=1, keepdims=True)
-                np.exp(z, out=z)
-                fitted[start : start + len(z)] = z / z.sum(axis=1, keepdims=True)
+        coef = np.atleast_2d(self.model_.coef_) / self.scale_  # (k, d): the standardisation folded in
+        z = linear_logits(X, self.mean_, coef.T, np.atleast_1d(self.model_.intercept_))
+        if len(self.model_.classes_) == 2:  # scikit-learn's binary case: one logit
+            p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+            fitted = np.column_stack([1.0 - p, p])
+        else:
+            z -= z.max(axis=1, keepdims=True)
+            np.exp(z, out=z)
+            fitted = z / z.sum(axis=1, keepdims=True)
         P = np.zeros((len(X), len(self.classes_)))
         P[:, self.model_.classes_] = fitted
         return P

@@ -25,13 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from examine.probe import Probe, ProbeError, column_moments
+from examine.probe import Probe, ProbeError, column_moments, linear_logits
 
 __all__ = ["KINDS", "Target", "TargetProbe"]
 
 #: The kinds of target (see the module's docstring).
 KINDS = ("class", "multi", "presence")
-_CHUNK = 512  # rows per block when every yes/no head is applied in one pass
 
 
 @dataclass(frozen=True)
@@ -222,21 +221,7 @@ class _YesNoHeads:
         self.bias = np.array([float(np.atleast_1d(p.model_.intercept_)[0]) for p in probes])
 
     def _present(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X)
-        low = X.dtype == np.float32
-        centre = self.mean.astype(np.float32) if low else self.mean
-        bias = self.bias + (centre - self.mean) @ self.weights
-        weights = self.weights.astype(np.float32) if low else self.weights
-        out = np.empty((len(X), len(self.learned)))
-        for start in range(0, len(X), _CHUNK):
-            block = (
-                X[start : start + _CHUNK] - centre
-                if low
-                else np.asarray(X[start : start + _CHUNK], np.float64) - centre
-            )
-            z = (block @ weights).astype(np.float64) + bias
-            out[start : start + len(z)] = 1.0 / (1.0 + np.exp(-z))
-        return out
+        return 1.0 / (1.0 + np.exp(-linear_logits(X, self.mean, self.weights, self.bias)))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         P = np.zeros((len(X), len(self.classes)))
