@@ -41,6 +41,18 @@ log = logging.getLogger(__name__)
 _OPEN_ROUTES = {"/health", "/"}
 
 
+#: What a 404 lists: the addresses this backend answers.
+ENDPOINTS = [
+    "GET /health",
+    "GET /versions",
+    "GET /metrics",
+    "GET /projects/<project id>/status",
+    "POST /setup",
+    "POST /predict",
+    "POST /webhook",
+]
+
+
 def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask:
     """Build the Flask app (and its background backend); gunicorn serves ``backend._wsgi:app``."""
     settings = settings or Settings.from_env()
@@ -88,6 +100,8 @@ def create_app(settings: Settings | None = None, *, start: bool = True) -> Flask
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
+        if exc.code == 404:  # a guessed address: say which ones exist
+            return jsonify(error=f"no such endpoint: {request.method} {request.path}", endpoints=ENDPOINTS), 404
         return jsonify(error=exc.description or exc.name), exc.code or 500
 
     @app.errorhandler(Exception)

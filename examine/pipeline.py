@@ -399,6 +399,16 @@ MULTI_LABEL = "label"
 LABEL_SEP = ";"
 
 
+def _labeled_path(image: Path, root: Path) -> Path:
+    """A labels file's path: absolute, relative to the folder, or as ``ranking.csv`` writes it (relative to the
+    working directory, the folder's name included) when that names a file inside the folder."""
+    if image.is_absolute() or (root / image).is_file():
+        return image if image.is_absolute() else root / image
+    if image.is_file() and image.resolve().is_relative_to(root.resolve()):
+        return image
+    return root / image
+
+
 def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, tuple[str, ...]]:
     """``path,label`` rows (a header line naming them; paths relative to ``folder`` or absolute).
 
@@ -420,8 +430,7 @@ def read_labels_csv(path: str | Path, folder: str | Path) -> dict[Path, tuple[st
             continue
         if len(row) < 2 or not row[0].strip() or not row[1].strip():
             raise PipelineError(f"{path}, line {line}: expected 'path,label' with both filled in, got {row!r}")
-        image = Path(row[0].strip())
-        image = image if image.is_absolute() else root / image
+        image = _labeled_path(Path(row[0].strip()), root)
         if not image.is_file():
             raise PipelineError(f"{path}, line {line}: {image} is not an image file in {root}")
         found = [v.strip() for v in row[1].split(LABEL_SEP) if v.strip()]

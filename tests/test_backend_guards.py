@@ -191,3 +191,10 @@ def test_the_start_up_warnings_name_gunicorns_real_bind(argv, env, host, port):
 
     s = with_gunicorn_bind(Settings(host="127.0.0.1", port=9090), argv, env)
     assert (s.host, s.port) == (host, port)
+
+
+def test_a_guessed_address_answers_which_ones_exist(tmp_path):
+    app, _ = make_app(tmp_path)
+    r = app.test_client().get("/status")
+    assert r.status_code == 404 and r.get_json()["error"] == "no such endpoint: GET /status"
+    assert "GET /projects/<project id>/status" in r.get_json()["endpoints"]

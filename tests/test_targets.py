@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,18 @@ def test_multi_label_rows_switch_to_uncertainty_after_ten_labels():
     assert _before_switch(labeled, labels, {"probe": None})
     same = [frozenset({"a"})] * 10 + [None] * 20  # every image holds the same: nothing to tell apart yet
     assert _before_switch(np.array([v is not None for v in same]), same, {"probe": None})
+
+
+def test_labels_file_takes_paths_as_ranking_csv_writes_them(tmp_path, monkeypatch):
+    """ranking.csv names images with the folder as given on the command line; --labels accepts them as they are."""
+    from examine.pipeline import read_labels_csv
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    f = tmp_path / "labels.csv"
+    f.write_text("path,label\nimages/a.png,nodule\n")
+    assert read_labels_csv(f, "images") == {Path("images/a.png"): ("nodule",)}
+    f.write_text("path,label\na.png,nodule\n")
+    assert read_labels_csv(f, "images") == {Path("images") / "a.png": ("nodule",)}
