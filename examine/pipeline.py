@@ -28,12 +28,12 @@ from examine.file_index import file_stamp
 from examine.images import ImageLoadError, list_images
 from examine.mae import PretrainConfig, default_pretrain_config, pretrain, sized_config
 from examine.phases import Phases
-from examine.probe import Probe, ProbeError, column_moments
+from examine.probe import Probe, column_moments
 from examine.ranking import DEFAULT_POLICY, rank
 from examine.scoring import marginal_singular_values, scores_from_marginals
 from examine.screening import screen
 from examine.store import EmbeddingStore
-from examine.targets import Target, TargetProbe
+from examine.targets import LABEL_SETS, TargetProbe, fit_label_sets
 from examine.workspace import Workspace, load_training_images
 
 __all__ = [
@@ -369,20 +369,13 @@ def _fit_probe(
     if not multi:
         y = [labels[j][0] for j in have]  # type: ignore[index]
         return Probe(cv=True).fit(X[have], y, reference=X) if len(set(y)) >= 2 else None
-    classes = tuple(dict.fromkeys(c for j in have for c in labels[j] or ()))
-    answers = [{MULTI_LABEL: list(labels[j] or ())} for j in have]
-    try:
-        return TargetProbe([Target(MULTI_LABEL, classes, "multi")], cv=True).fit(
-            X[have], answers, moments=column_moments(X)
-        )
-    except ProbeError:
-        return None
+    return fit_label_sets(X[have], [labels[j] or () for j in have], column_moments(X), cv=True)
 
 
 def _multi_label_proposals(probe: TargetProbe, X: np.ndarray) -> tuple[list[str | None], np.ndarray]:
     """Every class above one half, joined by ``;``, and the probability of the least sure of them (of the
     most likely class being absent when none is above one half)."""
-    P = probe.predict_proba(X)[MULTI_LABEL]
+    P = probe.predict_proba(X)[LABEL_SETS]
     classes = probe.targets[0].classes
     predicted: list[str | None] = []
     probability = np.empty(len(P))
@@ -393,8 +386,6 @@ def _multi_label_proposals(probe: TargetProbe, X: np.ndarray) -> tuple[list[str 
     return predicted, probability
 
 
-#: The one target of a multi-label labels file.
-MULTI_LABEL = "label"
 #: Separates several labels of one image in a labels file's cell (multi-label projects).
 LABEL_SEP = ";"
 

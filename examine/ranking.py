@@ -62,10 +62,10 @@ import numpy as np
 
 from examine.coverage import cluster_pool, coverage_order
 from examine.linear_probe import LinearProbe
-from examine.probe import Probe, ProbeError, column_moments, labeled_rows
+from examine.probe import Probe, column_moments, labeled_rows
 from examine.queue_space import PREPROCESSING, preprocess_embeddings, queue_space
 from examine.scoring import examine_scores, value_order
-from examine.targets import Target, TargetProbe
+from examine.targets import TargetProbe, fit_label_sets, label_sets_seen
 from examine.validation import as_labels, as_mask, as_matrix
 
 __all__ = [
@@ -246,12 +246,8 @@ def _margins(
     if probe is None:
         have, y = labeled_rows(labels, np.flatnonzero(labeled))
         if _multi_label(y):  # several classes per image: one yes/no probe per class
-            answers = [{"labels": _members(v)} for v in y]
-            classes = tuple(sorted({c for a in answers for c in a["labels"]}, key=str))
-            try:
-                target = Target("labels", classes, "presence")  # an empty set: none of the classes
-                probe = TargetProbe([target]).fit(raw[have], answers, moments=column_moments(raw))
-            except ProbeError:
+            probe = fit_label_sets(raw[have], [_members(v) for v in y], column_moments(raw))
+            if probe is None:
                 return None
         elif len(set(y)) < 2:
             return None
@@ -321,11 +317,7 @@ def _classes_seen(labeled: np.ndarray, labels: Sequence[Any] | None, opts: dict)
     if opts["probe"] is not None:
         return int(opts["probe"].classes_seen)
     y = labeled_rows(labels, np.flatnonzero(labeled))[1]
-    if _multi_label(y):  # yes/no probes, one per class (examine.targets.TargetProbe.classes_seen)
-        sets = [set(_members(v)) for v in y]
-        union = set().union(*sets)
-        return 2 if union - set.intersection(*sets) else min(len(union), 1)
-    return len(set(y))
+    return label_sets_seen([_members(v) for v in y]) if _multi_label(y) else len(set(y))
 
 
 def _multi_label(y: Sequence[Any]) -> bool:

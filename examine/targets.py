@@ -19,7 +19,7 @@ exactly that target's :class:`~examine.probe.Probe`.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from examine.probe import Probe, ProbeError, column_moments, linear_logits
 
-__all__ = ["KINDS", "Target", "TargetProbe"]
+__all__ = ["KINDS", "Target", "TargetProbe", "fit_label_sets", "label_sets_seen"]
 
 #: The kinds of target (see the module's docstring).
 KINDS = ("class", "multi", "presence")
@@ -232,3 +232,32 @@ class _YesNoHeads:
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         return np.abs(2.0 * self._present(X) - 1.0).min(axis=1)
+
+
+def label_sets_seen(sets: Sequence[Iterable[Hashable]]) -> int:
+    """:attr:`TargetProbe.classes_seen` of one ``"presence"`` target answered by ``sets`` (the classes of each
+    labeled image), without fitting: 2 once some class is in some images and not in others, else 1 (0: none)."""
+    each: list[set[Hashable]] = [set(s) for s in sets]
+    union: set[Hashable] = set().union(*each)
+    return 2 if each and union - set.intersection(*each) else min(len(union), 1)
+
+
+def fit_label_sets(
+    X: np.ndarray,
+    sets: Sequence[Iterable[Hashable]],
+    moments: tuple[np.ndarray, np.ndarray],
+    *,
+    cv: bool = False,
+) -> TargetProbe | None:
+    """A multi-label pool's probes: one ``"presence"`` target (an empty set: none of the classes) on the labeled
+    rows ``X`` with their ``sets`` of classes, in their first-seen order; None while no class can be learned."""
+    answers = [{LABEL_SETS: list(s)} for s in sets]
+    classes = tuple(dict.fromkeys(c for a in answers for c in a[LABEL_SETS]))
+    try:
+        return TargetProbe([Target(LABEL_SETS, classes, "presence")], cv=cv).fit(X, answers, moments=moments)
+    except ProbeError:
+        return None
+
+
+#: The one target of :func:`fit_label_sets`.
+LABEL_SETS = "labels"
