@@ -26,7 +26,7 @@ from examine.targets import Target, TargetProbe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Proposals", "controls", "learn", "proposal", "queue_label", "result_for"]
+__all__ = ["Proposals", "controls", "learn", "proposal", "queue_labels", "result_for"]
 
 _SHOWN_OUTSIDE = 20  # labels outside the config listed at /status
 _SHOWN_CHARS = 60  # of each
@@ -37,14 +37,18 @@ def controls(state: ProjectState) -> list[ControlTag]:
     return controls_from_state(state.controls)
 
 
-def queue_label(state: ProjectState, info: TaskInfo) -> str | None:
-    """The task's class for the label-aware comparison policies (``class-aware``): its answer to the config's
-    first single-class question, when the config declares it; else None (caller holds the lock)."""
-    if not info.labeled or not info.answers:
-        return None
+def queue_labels(state: ProjectState, rows: list[tuple[int, TaskInfo]]) -> list[str | None] | None:
+    """Each row's class for the label-aware comparison policies (``class-aware``): its answer to the config's
+    first single-class question, when the config declares it; None without such a question (caller holds the
+    lock)."""
     tag = next((t for t in controls(state) if t.kind == "class"), None)
-    given = info.answers.get(tag.name) if tag else None
-    return next((v for v in given or () if v in tag.labels), None) if tag else None
+    if tag is None:
+        return None
+    out: list[str | None] = []
+    for _, info in rows:
+        given = info.answers.get(tag.name) if info.labeled and info.answers else None
+        out.append(next((v for v in given or () if v in tag.labels), None))
+    return out
 
 
 def learn(
@@ -97,7 +101,8 @@ def learn(
     with state.lock:
         last = dict(state.probe)
     last_n = int(last.get("cv_labels") or 0)
-    n_answers = sum(1 for a in answers if a or any(t.kind == "presence" for t in tags))
+    every = any(t.kind == "presence" for t in tags)  # a region tag: every labeled task answers it
+    n_answers = sum(1 for a in answers if a or every)
     redo_cv = last.get("cv_accuracy") is None or n_answers >= last_n + max(10, last_n // 10) or n_answers < last_n
     if not tags:
         summary["why"] = (
@@ -153,7 +158,7 @@ def _tag_summaries(
             "learns": learns[t.kind] if info.get("learns") else None,
             "labels": info["labels"],
             "counts": info["counts"],
-            "cv_accuracy": (last or {}).get(t.name, {}).get("cv_accuracy") if last else info["cv_accuracy"],
+            "cv_accuracy": last.get(t.name, {}).get("cv_accuracy") if last else info["cv_accuracy"],
             **({"why": info["why"]} if info.get("why") else {}),
         }
     return out

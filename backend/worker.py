@@ -40,7 +40,7 @@ from backend.payload import (
     guess_image_key,
     image_key_from_config,
 )
-from backend.prelabel import learn, queue_label
+from backend.prelabel import learn, queue_labels
 from backend.publisher import Publisher
 from backend.screener import Screener
 from backend.state import ProjectState, TaskInfo
@@ -84,9 +84,8 @@ class ProjectWorker:
     def reconcile(self) -> list[str]:
         """Compare Label Studio with the state and repair; returns the follow-up job kinds."""
         client = self.backend.client(self.pid)
-        started = self.backend.last_reconcile[self.pid] = (
-            time.monotonic()
-        )  # /setup calls it causes are not re-reconciled
+        started = time.monotonic()
+        self.backend.last_reconcile[self.pid] = started  # /setup calls it causes are not re-reconciled
         try:
             project = client.get_project(self.pid)
         except LabelStudioError as exc:
@@ -490,7 +489,7 @@ class ProjectWorker:
             return *kept, n_labeled
         # The comparison policies' classes: the config's first single-class question (the probes learn every tag).
         with self.state.lock:
-            labels = [queue_label(self.state, i) for _, i in rows] if self.state.controls else None
+            labels = queue_labels(self.state, rows)
         ranking = rank(
             X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=BATCH, deferred=deferred
         )
