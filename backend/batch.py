@@ -28,10 +28,14 @@ def within_batch(state: ProjectState, unlabeled: set[int]) -> tuple[list[int], l
         queue, groups = state.queue, state.queue_groups
         remaining = [t for t, _ in state.batch if t in unlabeled]
         ahead = 1 + state.annotators()  # tasks served at once: the next batch is there before they are
-        if state.full_due or len(remaining) < ahead or len(groups) != len(queue) or not unlabeled <= set(queue):
+        if state.full_due or len(remaining) < ahead or len(groups) != len(queue):
+            return None
+        queued = set(queue)
+        if not unlabeled <= queued:
             return None
         state.batch = [[t, g] for t, g in state.batch if t in unlabeled]
-        kept = [(t, g) for t, g in zip(queue, groups) if t in unlabeled]
+        gone = queued - unlabeled  # labeled (or deleted) since: a few tasks
+        kept = [(t, g) for t, g in zip(queue, groups) if t not in gone] if gone else list(zip(queue, groups))
     return [t for t, _ in kept], [g for _, g in kept]
 
 

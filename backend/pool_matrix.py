@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from examine.probe import column_moments
+from examine.queue_space import SpaceCache
 from examine.store import EmbeddingStore
 
 __all__ = ["PoolMatrix"]
@@ -28,19 +29,22 @@ class PoolMatrix:
         self._key: tuple[str, str] | None = None
         self._X: np.ndarray | None = None
         self._moments: tuple[np.ndarray, np.ndarray] | None = None
+        self.space = SpaceCache()  # the queue's PCA rows of the kept matrix (examine.ranking.rank's space_cache)
 
     @staticmethod
     def _fingerprint(store: EmbeddingStore, keys: Sequence[str]) -> tuple[str, str]:
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
         return str(store.folder), digest
 
-    def get(self, store: EmbeddingStore, keys: Sequence[str]) -> np.ndarray:
-        """The embeddings of ``keys`` in that order (read-only: shared by every re-rank of the same rows)."""
-        key = self._fingerprint(store, keys)
+    def get(self, store: EmbeddingStore, keys: Sequence[str], *, fingerprint: str | None = None) -> np.ndarray:
+        """The embeddings of ``keys`` in that order (read-only: shared by every re-rank of the same rows);
+        ``fingerprint``: the caller's sha256 of the keys joined by newlines, when it keeps one."""
+        key = (str(store.folder), fingerprint) if fingerprint else self._fingerprint(store, keys)
         with self._lock:
             if key == self._key and self._X is not None:
                 return self._X
             self._X = self._moments = None  # the old copy goes before the new one is read (memory)
+            self.space.clear()
             X = store.get(keys)
             X.setflags(write=False)
             self._key, self._X = key, X
@@ -60,3 +64,4 @@ class PoolMatrix:
         """Forget the kept matrix (its memory is freed once no re-rank holds it)."""
         with self._lock:
             self._key = self._X = self._moments = None
+            self.space.clear()

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from backend.task_info import Revised
+
 __all__ = [
     "HEAD_BAND",
     "FLAG_BAND",
@@ -54,7 +56,7 @@ _MIN_GAP = 1e-9
 
 
 @dataclass
-class Published:
+class Published(Revised):
     """What Label Studio holds for one task: its prediction id, score, cluster and proposals (per image-level tag)."""
 
     id: int

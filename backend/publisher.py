@@ -15,7 +15,7 @@ from typing import Any, cast
 from backend.context import BackendContext
 from backend.labelstudio import LabelStudio, LabelStudioError
 from backend.payload import new_version, normal_url
-from backend.prelabel import proposal, result_for
+from backend.prelabel import prepare_proposals, proposal, result_for
 from backend.publish import FLAG_BAND, Published, plan_head, queue_order
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class Publisher:
         n, head = len(task_ids), self.settings.head_size
         first = task_ids[:FIRST_PUSH]
         with self.state.lock:
+            prepare_proposals(self.state, first)
             proposals = {t: _values(proposal(self.state, t)) for t in first}
             results = {t: self._result(t) for t in first}
         scores = {t: queue_order(pos, n, head, self.clean) for pos, t in enumerate(first)}
@@ -177,6 +178,7 @@ class Publisher:
         n, head, position = len(task_ids), self.settings.head_size, {t: i for i, t in enumerate(task_ids)}
         scores = {t: queue_order(position[t], n, head, self.clean) for t in missing}
         with self.state.lock:
+            prepare_proposals(self.state, missing)
             preds: list[dict[str, Any]] = [
                 {
                     "task": t,
@@ -209,14 +211,19 @@ class Publisher:
         head = self.settings.head_size
         with self.state.lock:
             published = dict(self.state.predictions)
-            clean = sum(1 for t in task_ids[: self.clean] if t in published)
-            kept = [(t, c) for t, c in zip(task_ids, clusters) if t in published]  # a failed creation: next time
-            task_ids, clusters = [t for t, _ in kept], [c for _, c in kept]
+            unpublished = set(task_ids).difference(published)  # a failed creation: next time
+            if unpublished:
+                clean = sum(1 for t in task_ids[: self.clean] if t not in unpublished)
+                kept = [(t, c) for t, c in zip(task_ids, clusters) if t not in unpublished]
+                task_ids, clusters = [t for t, _ in kept], [c for _, c in kept]
+            else:
+                clean = len(task_ids) if self.clean is None else self.clean
             labeled_clusters = {
                 p.cluster
                 for t, p in published.items()
                 if p.cluster is not None and (t not in self.state.tasks or self.state.tasks[t].labeled)
             }
+            prepare_proposals(self.state, task_ids[:head])
             choices = {t: _values(proposal(self.state, t)) for t in task_ids[:head] if t in self.state.tasks}
             plan = plan_head(
                 task_ids,

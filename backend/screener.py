@@ -72,14 +72,16 @@ class Screener:
 
         return self.backend.workspace.measure(((k, partial(load, *todo[k])) for k in missing), on_error=skipped)
 
-    def deferred(self, rows: list[tuple[int, TaskInfo]], X: np.ndarray, labeled: np.ndarray) -> list[int]:
+    def deferred(
+        self, rows: list[tuple[int, TaskInfo]], X: np.ndarray, labeled: np.ndarray, *, fingerprint: str | None = None
+    ) -> list[int]:
         """The rows (task id, info) of ``X`` to serve last: the unlabeled flagged ones, in task order.
 
         The pool is screened again only when its images changed or new checks were stored
         (``state.screened``); an annotation unflags a task at once.
         """
-        keys = [cast(str, i.key) for _, i in rows]
-        fingerprint = hashlib.sha1("\n".join(keys).encode()).hexdigest()
+        keys = [cast(str, i.key) for _, i in rows] if fingerprint is None or self.state.screened != fingerprint else []
+        fingerprint = fingerprint or hashlib.sha256("\n".join(keys).encode()).hexdigest()
         if self.state.screened != fingerprint:
             self.screen([t for t, _ in rows], keys, X, labeled)
             self.state.screened = fingerprint

@@ -24,7 +24,7 @@ from typing import Any
 
 from backend.pool_matrix import PoolMatrix
 from backend.publish import Published
-from backend.task_info import TaskInfo
+from backend.task_info import TaskInfo, TaskTable
 from backend.task_rows import FILE as ROWS_FILE
 from backend.task_rows import RowPlan, RowSnapshot, load_rows, write_rows
 
@@ -51,7 +51,7 @@ class ProjectState:
     pid: int
     image_key: str | None = None
     controls: list[dict[str, Any]] = field(default_factory=list)  # the config's tags on the image (ControlTag.as_dict)
-    tasks: dict[int, TaskInfo] = field(default_factory=dict)
+    tasks: TaskTable = field(default_factory=TaskTable)  # a plain dict given is made one
     annotation_task: dict[int, int] = field(default_factory=dict)  # annotation id → task id
     encoder_version: str | None = None
     published_version: str | None = None  # the version the project was last switched to
@@ -85,8 +85,14 @@ class ProjectState:
     switching: str | None = None  # the version a publish is switching the project to (its own event is no change)
     versions_due: bool = False  # an event showed the project serving another version: checked at the next re-rank
     pool: PoolMatrix = field(default_factory=PoolMatrix, repr=False, compare=False)  # kept embeddings (not saved)
+    rows_kept: Any = field(default=None, repr=False, compare=False)  # backend.pool_rows.PoolRows (not saved)
     reconcile_took: float = 0.0  # seconds the last reconciliation took (not saved): spaces the next one
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "tasks" and not isinstance(value, TaskTable):
+            value = TaskTable(value)  # its revision tells the re-rank's cached rows when tasks came or went
+        object.__setattr__(self, name, value)
 
     def annotators(self, window_s: float = 600.0) -> int:
         """How many people labeled in the last ``window_s`` seconds (at least 1): tasks Label Studio serves at once."""

@@ -30,6 +30,7 @@ from typing import cast, overload
 
 import numpy as np
 
+from backend.pool_rows import pool_rows
 from backend.batch import keep_batch, within_batch
 from backend.context import BackendContext
 from backend.fetch import ImageFetcher
@@ -458,57 +459,61 @@ class ProjectWorker:
             return None
         for attempt in (0, 1):
             store = self._store(encoder)
-            rows, lost = self._rows(store)
-            if lost:
+            pool = pool_rows(self.state, store)
+            if pool.lost:
                 self._problem(
-                    f"{lost} embeddings were missing from the store (deleted or damaged); "
+                    f"{pool.lost} embeddings were missing from the store (deleted or damaged); "
                     "their images are embedded again",
                     backend_wide=True,
                 )
                 self.embed()
                 store = self._store(encoder)
-                rows, _ = self._rows(store)
+                pool = pool_rows(self.state, store)
+            rows = pool.rows
             if not rows:
                 return None
             try:
-                X = self.state.pool.get(store, [cast(str, i.key) for _, i in rows])  # rows hold only tasks with a key
+                X = self.state.pool.get(store, pool.keys, fingerprint=pool.fingerprint)
                 break
             except StoreError as exc:  # truncated while open: reopening repairs it
                 if attempt:
                     raise
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
-        deferred = Screener(self.backend, self.pid).deferred(rows, X, labeled) if self.settings.screening else []
-        probe = learn(self.state, X, rows, enabled=self.settings.prelabel, moments=self.state.pool.moments)
+        screener = Screener(self.backend, self.pid)
+        deferred = screener.deferred(rows, X, labeled, fingerprint=pool.fingerprint) if self.settings.screening else []
+        probe = learn(
+            self.state,
+            X,
+            rows,
+            enabled=self.settings.prelabel,
+            moments=self.state.pool.moments,
+            labeled_mask=labeled,
+            tids=pool.tids,
+        )
         n_labeled = int(labeled.sum())
         if (~labeled).sum() <= 1 or len(rows) < 2:
             rest = [t for (t, i) in rows if not i.labeled]
             return rest, [-1] * len(rest), n_labeled
-        kept = within_batch(self.state, {t for t, i in rows if not i.labeled})
+        kept = within_batch(self.state, set(pool.tids[~labeled].tolist()))
         if kept is not None:
             return *kept, n_labeled
         # The comparison policies' classes: the config's first single-class question (the probes learn every tag).
         with self.state.lock:
             labels = queue_labels(self.state, rows)
         ranking = rank(
-            X, labeled=labeled, labels=labels, policy=self._policy(), probe=probe, batch=BATCH, deferred=deferred
+            X,
+            labeled=labeled,
+            labels=labels,
+            policy=self._policy(),
+            probe=probe,
+            batch=BATCH,
+            deferred=deferred,
+            space_cache=self.state.pool.space,
         )
         order = [rows[j][0] for j in ranking.order]
         groups = [int(ranking.cluster[j]) for j in ranking.order]
         return *keep_batch(self.state, order, groups), n_labeled
-
-    def _rows(self, store: EmbeddingStore) -> tuple[list[tuple[int, TaskInfo]], int]:
-        """The tasks with a stored embedding, by task id, and how many have a key the store lost (one pass)."""
-        rows: list[tuple[int, TaskInfo]] = []
-        lost = 0
-        with self.state.lock:
-            for t, i in sorted(self.state.tasks.items()):
-                if i.key:
-                    if i.key in store:
-                        rows.append((t, i))
-                    else:
-                        lost += 1
-        return rows, lost
 
     def _policy(self) -> str:
         return self.settings.policy or DEFAULT_POLICY

@@ -13,9 +13,21 @@ the committed simulation (``benchmarks/RESULTS.md``) measured the unreduced queu
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import weakref
+
 import numpy as np
 
-__all__ = ["QUEUE_DIMS", "REDUCE_FROM_ROWS", "FIT_ROWS", "PREPROCESSING", "preprocess_embeddings", "queue_space"]
+__all__ = [
+    "QUEUE_DIMS",
+    "REDUCE_FROM_ROWS",
+    "FIT_ROWS",
+    "PREPROCESSING",
+    "SpaceCache",
+    "preprocess_embeddings",
+    "queue_space",
+]
 
 #: Dimensions the queue works in on large pools.
 QUEUE_DIMS = 256
@@ -48,11 +60,11 @@ def preprocess_embeddings(X: np.ndarray, mode: str) -> np.ndarray:
     return X
 
 
-def _column_mean(X: np.ndarray) -> np.ndarray:
+def _column_mean(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
     total = np.zeros(X.shape[1])
-    for start in range(0, len(X), _BLOCK):
-        total += X[start : start + _BLOCK].sum(axis=0, dtype=np.float64)
-    return total / max(len(X), 1)
+    for start in range(0, len(rows), _BLOCK):
+        total += X[rows[start : start + _BLOCK]].sum(axis=0, dtype=np.float64)
+    return total / max(len(rows), 1)
 
 
 def _prepare_block(block: np.ndarray, mean: np.ndarray | None, l2: bool) -> np.ndarray:
@@ -64,30 +76,35 @@ def _prepare_block(block: np.ndarray, mean: np.ndarray | None, l2: bool) -> np.n
     return out
 
 
-def queue_space(X: np.ndarray, mode: str, *, dims: int | None = None, seed: int = 0) -> np.ndarray:
+def queue_space(
+    X: np.ndarray, mode: str, *, dims: int | None = None, seed: int = 0, rows: np.ndarray | None = None
+) -> np.ndarray:
     """The float64 rows the queue clusters and scores.
 
     ``dims=None`` reduces pools of at least :data:`REDUCE_FROM_ROWS` rows to :data:`QUEUE_DIMS`
     dimensions; ``dims=0`` never reduces; a positive ``dims`` reduces any pool wider than it.  A
     reduced pool is preprocessed per ``mode`` (as :func:`preprocess_embeddings`), then projected on the
     top ``dims`` principal directions of a seeded sample of at most :data:`FIT_ROWS` preprocessed rows.
-    Unreduced, it is :func:`preprocess_embeddings` itself.
+    Unreduced, it is :func:`preprocess_embeddings` itself. ``rows``: the pool is ``X[rows]`` (equal to
+    passing that gather, without copying a large pool).
     """
     _check_mode(mode)
-    n, d = X.shape
+    whole = rows is None
+    rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
+    n, d = len(rows), X.shape[1]
     if dims is None:
         dims = QUEUE_DIMS if n >= REDUCE_FROM_ROWS else 0
     if dims < 0:
         raise ValueError(f"dims must be >= 0, got {dims}")
     k = min(dims, n - 1, d)
     if dims == 0 or d <= dims or k < 1:
-        return preprocess_embeddings(X, mode)
+        return preprocess_embeddings(X if whole else X[rows], mode)
     from sklearn.decomposition import PCA  # on first use (see examine.coverage)
 
-    mean = _column_mean(X).astype(np.float32) if "center" in mode else None
+    mean = _column_mean(X, rows).astype(np.float32) if "center" in mode else None
     l2 = "l2" in mode
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, FIT_ROWS), replace=False))
+    sample = rows[np.sort(rng.choice(n, size=min(n, FIT_ROWS), replace=False))]
     pca = PCA(n_components=k, svd_solver="randomized", iterated_power=3, random_state=seed)
     fit_rows = np.concatenate(
         [_prepare_block(X[sample[i : i + _BLOCK]], mean, l2) for i in range(0, len(sample), _BLOCK)]
@@ -98,6 +115,42 @@ def queue_space(X: np.ndarray, mode: str, *, dims: int | None = None, seed: int 
     shift = (pca.mean_.astype(np.float32) @ basis).astype(np.float64)
     out = np.empty((n, k), dtype=np.float64)
     for start in range(0, n, _BLOCK):
-        out[start : start + _BLOCK] = _prepare_block(X[start : start + _BLOCK], mean, l2) @ basis
+        out[start : start + _BLOCK] = _prepare_block(X[rows[start : start + _BLOCK]], mean, l2) @ basis
     out -= shift
     return out
+
+
+class SpaceCache:
+    """The last :func:`queue_space` of one matrix, for a caller that ranks the same pool again.
+
+    The backend re-ranks its pool after labels: only which rows are labeled changes, not the embeddings, so the
+    PCA and the projection (4–5 s at 200,000 × 3,072 on two cores) are done once per pool. One entry: a new
+    matrix, other rows, mode, dimensions or seed replace it. The matrix must not change in place (the backend's
+    is read-only).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._X: weakref.ref[np.ndarray] | None = None  # held weakly: the caller decides when the pool goes
+        self._space: np.ndarray | None = None
+
+    def get(
+        self, X: np.ndarray, mode: str, *, dims: int | None = None, seed: int = 0, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:func:`queue_space` ``(X, mode, dims=dims, seed=seed, rows=rows)``, computed once (read-only)."""
+        picked = None if rows is None else hashlib.sha1(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest()
+        key = (X.shape, mode, dims, seed, picked)
+        with self._lock:
+            if self._X is not None and self._X() is X and self._key == key and self._space is not None:
+                return self._space
+            self._X = self._space = None  # the old one goes first (memory)
+            space = queue_space(X, mode, dims=dims, seed=seed, rows=rows)
+            space.setflags(write=False)
+            self._X, self._key, self._space = weakref.ref(X), key, space
+            return space
+
+    def clear(self) -> None:
+        """Forget the kept rows."""
+        with self._lock:
+            self._X = self._key = self._space = None

@@ -63,7 +63,7 @@ import numpy as np
 from examine.coverage import cluster_pool, coverage_order
 from examine.linear_probe import LinearProbe
 from examine.probe import Probe, column_moments, labeled_rows
-from examine.queue_space import PREPROCESSING, preprocess_embeddings, queue_space
+from examine.queue_space import PREPROCESSING, SpaceCache, preprocess_embeddings, queue_space
 from examine.scoring import examine_scores, value_order
 from examine.targets import TargetProbe, fit_label_sets, label_sets_seen
 from examine.validation import as_labels, as_mask, as_matrix
@@ -243,16 +243,24 @@ def _margins(
     """
     raw = opts["raw"]
     probe = opts["probe"]
-    if probe is None:
-        have, y = labeled_rows(labels, np.flatnonzero(labeled))
-        if _multi_label(y):  # several classes per image: one yes/no probe per class
-            probe = fit_label_sets(raw[have], [_members(v) for v in y], column_moments(raw))
-            if probe is None:
-                return None
-        elif len(set(y)) < 2:
+    rows = opts.get("raw_rows")  # the pool is raw[rows]
+    if probe is not None:
+        n_classes = probe.classes_seen
+        if n_classes < 2:
             return None
-        else:
-            probe = Probe().fit(raw[have], y, reference=raw)
+        margin = probe.margin(raw)  # row by row: the margins of raw[rows] without copying them
+        return (margin if rows is None else margin[rows]), n_classes
+    if rows is not None:
+        raw = raw[rows]  # the probe is fitted here against the pool's moments (a library call with deferred rows)
+    have, y = labeled_rows(labels, np.flatnonzero(labeled))
+    if _multi_label(y):  # several classes per image: one yes/no probe per class
+        probe = fit_label_sets(raw[have], [_members(v) for v in y], column_moments(raw))
+        if probe is None:
+            return None
+    elif len(set(y)) < 2:
+        return None
+    else:
+        probe = Probe().fit(raw[have], y, reference=raw)
     n_classes = probe.classes_seen
     return (probe.margin(raw), n_classes) if n_classes >= 2 else None
 
@@ -404,6 +412,7 @@ def rank(
     probe: Probe | TargetProbe | None = None,
     deferred: Sequence[int] | np.ndarray | None = None,
     dims: int | None = None,
+    space_cache: SpaceCache | None = None,
 ) -> Ranking:
     """Rank the unlabeled rows of ``X`` by a policy of :data:`POLICIES`.
 
@@ -453,6 +462,9 @@ def rank(
         Dimensions of the rows the policy clusters and scores (:func:`examine.queue_space.queue_space`):
         None reduces pools of 20,000 rows or more to 256 principal directions, 0 never reduces.  The
         probe always reads the full embeddings.
+    space_cache : examine.queue_space.SpaceCache, optional
+        Keeps those rows between calls on the same (unchanged) ``X``: a caller that ranks one pool again
+        and again (the backend, after each batch of labels) computes the PCA once.
 
     Returns
     -------
@@ -488,6 +500,7 @@ def rank(
         "raw": X if X.dtype.kind == "f" else X.astype(np.float64),  # the probe works in float64 row blocks
         "probe": probe,
         "dims": dims,
+        "space_cache": space_cache,
     }
     if class_fallback not in POLICIES or class_fallback == "class-aware":
         raise ValueError(
@@ -495,12 +508,37 @@ def rank(
         )
     if deferred is not None and len(deferred):
         return _rank_deferring(X, mask, labels, deferred, policy, seed, preprocess, opts)
-    Xp = queue_space(X, preprocess, dims=dims, seed=int(seed))
-    out: tuple[np.ndarray, ...] = POLICIES[policy](Xp, mask, labels, int(seed), opts)
+    return _rank_rows(X, None, mask, labels, policy, int(seed), preprocess, opts)
+
+
+def _rank_rows(
+    X: np.ndarray,
+    rows: np.ndarray | None,
+    mask: np.ndarray,
+    labels: Sequence[Any] | None,
+    policy: str,
+    seed: int,
+    preprocess: str,
+    opts: dict[str, Any],
+) -> Ranking:
+    """The policy's ranking of the pool ``X[rows]`` (all of ``X`` when None; indices into ``rows``), without
+    copying the rows: the queue space and the probe's margins read ``X`` where they are."""
+    cache: SpaceCache | None = opts["space_cache"]
+    dims = opts["dims"]
+    Xp = (
+        cache.get(X, preprocess, dims=dims, seed=seed, rows=rows)
+        if cache is not None
+        else queue_space(X, preprocess, dims=dims, seed=seed, rows=rows)
+    )
+    if rows is not None:
+        mask = mask[rows]
+        labels = None if labels is None else [labels[int(i)] for i in rows]
+        opts = {**opts, "raw_rows": rows}
+    out: tuple[np.ndarray, ...] = POLICIES[policy](Xp, mask, labels, seed, opts)
     value, order, rest = out[0], out[1], out[2:]
     value = np.asarray(value, dtype=np.float64)
     value[mask] = np.nan
-    cluster = np.asarray(rest[0], dtype=np.int64) if rest else np.full(n, -1, dtype=np.int64)
+    cluster = np.asarray(rest[0], dtype=np.int64) if rest else np.full(len(mask), -1, dtype=np.int64)
     return Ranking(order=np.asarray(order, dtype=np.int64), value=value, policy=policy, cluster=cluster)
 
 
@@ -523,18 +561,9 @@ def _rank_deferring(
     keep = np.ones(n, bool)
     keep[later] = False
     rows = np.flatnonzero(keep)
-    sub_opts = {k: v for k, v in opts.items() if k != "raw"}
-    if not (keep & ~mask).any():  # every unlabeled row is deferred: they are served in the policy's order
-        return rank(X, labeled=mask, labels=labels, policy=policy, seed=seed, preprocess=preprocess, **sub_opts)
-    sub = rank(
-        X[rows],
-        labeled=mask[rows],
-        labels=None if labels is None else [labels[int(i)] for i in rows],
-        policy=policy,
-        seed=seed,
-        preprocess=preprocess,
-        **sub_opts,
-    )
+    if not (keep & ~mask).any() or not later.size:  # every unlabeled row deferred, or none: the policy's order
+        return _rank_rows(X, None, mask, labels, policy, seed, preprocess, opts)
+    sub = _rank_rows(X, rows, mask, labels, policy, seed, preprocess, opts)
     value = np.full(n, np.nan)
     value[rows] = sub.value
     finite = sub.value[np.isfinite(sub.value)]

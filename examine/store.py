@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,8 +62,10 @@ class EmbeddingStore:
             self._meta.write_text(json.dumps({"version": version, "dim": self.dim}))
         self._index: dict[str, int] = {}
         self._keys_read = 0  # bytes of keys.tsv already parsed
+        self._read_lock = threading.Lock()  # one process may share the store between threads
         self._repair()
         self.refresh()
+        self._opened = (self._identity(self._keys), self._identity(self._vectors))
 
     def _read_meta(self) -> dict | None:
         """``meta.json`` as a dict; None when absent; an unreadable one is noted and rewritten."""
@@ -109,20 +112,47 @@ class EmbeddingStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
+    @staticmethod
+    def _identity(path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def intact(self) -> bool:
+        """The files are the ones this object opened and hold at least what it read (cheap: two ``stat`` calls).
+
+        False when the folder or a file was deleted, replaced or truncated since: open the store again (which
+        repairs what it can) instead of reading on. Damage that keeps the files' identity and size is only
+        found by a new opening.
+        """
+        with self._read_lock:
+            try:
+                keys, vectors = self._keys.stat(), self._vectors.stat()
+            except FileNotFoundError:
+                return not self._index and self._opened == (None, None) and self.folder.is_dir()
+            return (
+                self._opened == ((keys.st_dev, keys.st_ino), (vectors.st_dev, vectors.st_ino))
+                and keys.st_size >= self._keys_read
+                and vectors.st_size >= len(self._index) * self.dim * 4
+            )
+
     # ----------------------------------------------------------- reading
 
     def refresh(self) -> None:
-        """Pick up rows appended by a writer (another process) since the last look."""
+        """Pick up rows appended by a writer (another process or thread) since the last look."""
         if not self._keys.is_file():
             return
-        with open(self._keys, "rb") as fh:
-            fh.seek(self._keys_read)
-            data = fh.read()
-        end = data.rfind(b"\n") + 1  # ignore a line still being written
-        for line in data[:end].decode().splitlines():
-            if line:
-                self._index.setdefault(line, len(self._index))
-        self._keys_read += end
+        with self._read_lock:
+            with open(self._keys, "rb") as fh:
+                fh.seek(self._keys_read)
+                data = fh.read()
+            end = data.rfind(b"\n") + 1  # ignore a line still being written
+            for line in data[:end].decode().splitlines():
+                if line:
+                    self._index.setdefault(line, len(self._index))
+            self._keys_read += end
 
     def __len__(self) -> int:
         return len(self._index)
@@ -203,6 +233,8 @@ class EmbeddingStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             self.refresh()
+            if None in self._opened:  # the first rows: the files exist from now on
+                self._opened = (self._identity(self._keys), self._identity(self._vectors))
         return len(fresh)
 
     def missing(self, keys: Iterable[str]) -> list[str]:
