@@ -158,7 +158,7 @@ class ProjectState:
             image_key=raw.get("image_key"),
             controls=_controls(raw),
             probe=dict(raw.get("probe") or {}),
-            tasks={int(t): TaskInfo.from_json(i) for t, i in raw.get("tasks", {}).items()},
+            tasks=TaskTable({int(t): TaskInfo.from_json(i) for t, i in raw.get("tasks", {}).items()}),
             annotation_task={int(a): int(t) for a, t in raw.get("annotation_task", {}).items()},
             encoder_version=raw.get("encoder_version"),
             published_version=raw.get("published_version"),
@@ -253,7 +253,8 @@ class StateStore:
         snapshot = RowSnapshot()
         if loaded:
             try:
-                state.tasks, state.predictions, state.annotation_task, snapshot = load_rows(rows)
+                tasks, state.predictions, state.annotation_task, snapshot = load_rows(rows)
+                state.tasks = TaskTable(tasks)
             except ValueError as exc:
                 problems.append(
                     f"projects/{pid}/{exc}; "

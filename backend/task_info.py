@@ -51,8 +51,9 @@ class TaskInfo(Revised):
     retry_at: float | None = None  # unix time before which such a failure is not fetched again
 
     def __setattr__(self, name: str, value: Any) -> None:
+        changed_key = name == "key" and self.__dict__.get("key") != value
         super().__setattr__(name, value)
-        if name == "key":
+        if changed_key:
             _LAST_KEY_CHANGE[0] = self._rev
 
     def take_answers(self, answers: dict[str, list[str]] | None) -> None:

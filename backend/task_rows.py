@@ -67,7 +67,9 @@ class RowPlan:
             (t, json.dumps(asdict(i))) for t, i in tasks.items() if i._rev > old.mark or t not in old.tasks
         ]
         self.put_preds = [
-            (t, json.dumps(p.to_json())) for t, p in predictions.items() if p._rev > old.mark or t not in old.predictions
+            (t, json.dumps(p.to_json()))
+            for t, p in predictions.items()
+            if p._rev > old.mark or t not in old.predictions
         ]
         self.put_anns = [(a, t) for a, t in annotations.items() if old.annotations.get(a) != t]
         self.gone_tasks = [(t,) for t in old.tasks - self.task_ids]

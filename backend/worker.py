@@ -26,11 +26,10 @@ import logging
 import re
 import time
 from dataclasses import replace
-from typing import cast, overload
+from typing import overload
 
 import numpy as np
 
-from backend.pool_rows import pool_rows
 from backend.batch import keep_batch, within_batch
 from backend.context import BackendContext
 from backend.fetch import ImageFetcher
@@ -41,6 +40,7 @@ from backend.payload import (
     guess_image_key,
     image_key_from_config,
 )
+from backend.pool_rows import pool_rows
 from backend.prelabel import learn, queue_labels
 from backend.publisher import Publisher
 from backend.screener import Screener

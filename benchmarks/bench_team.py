@@ -228,6 +228,12 @@ def main() -> None:
             raw = {"serves": [asdict(x) for x in serves], "labels": [asdict(x) for x in labels]}
             raw["snapshots"] = [asdict(x) for x in recorder.snapshots]
             Path(args.raw).write_text(json.dumps(raw, default=sorted))
+        s = report.summary()
+        print(  # before the final listing of every task (minutes at 200,000 tasks)
+            f"team: {s['reflects']}/{s['serves']} serves reflect every earlier label; re-rank landed median "
+            f"{s['landed_median']:.2f} s, max {s['landed_max']:.2f} s; {len(s['duplicates'])} duplicate serves",
+            flush=True,
+        )
         version = client.get_project(pid)["model_version"]
         per_task = Counter(exact_per_task(client, pid, version))
         versions = client.list_model_versions(pid)

@@ -41,3 +41,31 @@ def test_other_rows_or_another_store_give_a_new_matrix(tmp_path):
     assert pool.moments(X) is not pool.moments(X)  # moments of a matrix no longer kept are computed, not kept
     pool.clear()
     assert pool.get(other, keys[:-1]) is not fewer
+
+
+def test_the_rows_are_kept_until_a_task_comes_or_goes_a_key_changes_or_the_store_grows(tmp_path):
+    from backend.pool_rows import pool_rows
+    from backend.state import ProjectState
+    from backend.task_info import TaskInfo
+
+    store, keys = _store(tmp_path)
+    state = ProjectState(pid=1)
+    state.tasks = {t: TaskInfo(uri=f"/x/{t}", key=keys[t]) for t in (3, 1, 2)}
+    state.tasks[4] = TaskInfo(uri="/x/4", key=f"{99:064x}")  # its embedding was lost
+    state.tasks[5] = TaskInfo(uri="/x/5")  # not embedded yet
+    first = pool_rows(state, store)
+    assert [t for t, _ in first.rows] == [1, 2, 3] and first.lost == 1 and first.keys == [keys[1], keys[2], keys[3]]
+    assert list(first.tids) == [1, 2, 3]
+    state.tasks[2].labeled = True  # a label: the same rows (they hold the live records)
+    assert pool_rows(state, store) is first and first.rows[1][1].labeled
+    state.tasks[5].key = keys[5]
+    second = pool_rows(state, store)
+    assert second is not first and [t for t, _ in second.rows] == [1, 2, 3, 5]
+    del state.tasks[1]
+    third = pool_rows(state, store)
+    assert [t for t, _ in third.rows] == [2, 3, 5]
+    store.add([f"{99:064x}"], np.zeros((1, 3), np.float32))  # the lost embedding is back
+    fourth = pool_rows(state, store)
+    assert fourth is not third and fourth.lost == 0 and [t for t, _ in fourth.rows] == [2, 3, 4, 5]
+    state.tasks.setdefault(2, TaskInfo())  # already there: nothing moved
+    assert pool_rows(state, store) is fourth

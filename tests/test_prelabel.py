@@ -193,3 +193,49 @@ def test_per_tag_accuracy_stands_between_cross_validations_and_a_changed_tag_sho
     assert result_for(state, tid)
     state.controls = [{**state.controls[0], "kind": "multi"}]  # same name and classes, now multi-choice
     assert result_for(state, tid) == []  # until the next re-rank fits it again
+
+
+def test_proposals_worked_out_when_asked_equal_the_probes_prediction_of_every_task():
+    """Brute-force reference: the probe's probabilities for the whole pool at once. Proposals are worked out one
+    task at a time or in blocks (prepare), in any order, and give the same classes and probabilities."""
+    import gc
+
+    from backend.prelabel import Proposals
+
+    state, X, rows, _ = project()
+    learn(state, X, rows, enabled=True)
+    props = state.proposals
+    unlabeled = [t for t, i in rows if not i.labeled]
+    assert props.prelabeled == len(unlabeled)  # a single-class question proposes a class for every task
+    P = props._probe.predict_proba(X)["tissue"]
+    labels = controls_from_config(CONFIG)[0].labels
+    props.prepare(unlabeled[::3] + [10**9])  # an unknown task is ignored
+    for t in reversed(unlabeled):
+        values, ps = proposal(state, t)
+        assert values == {"tissue": [labels[int(np.argmax(P[t - 1]))]]}
+        assert ps["tissue"] == pytest.approx(P[t - 1].max(), abs=1e-4)
+    # once the backend drops the pool's matrix, what was not worked out has no proposal until the next refit
+    Y = np.array(X)
+    unlabeled_rows = [j for j, (_, i) in enumerate(rows) if not i.labeled]
+    later = Proposals.of_probe(props._probe, Y, unlabeled_rows, rows, {"tissue": props.tags["tissue"][0]})
+    first = later.of(unlabeled[0])
+    del Y
+    gc.collect()
+    assert later.of(unlabeled[0]) == first and later.of(unlabeled[1]) is None
+
+
+def test_multi_label_proposals_count_the_tasks_with_a_class_above_one_half():
+    multi = CONFIG.replace('toName="img">', 'toName="img" choice="multiple">')
+    rng = np.random.default_rng(2)
+    n = 60
+    has_a = rng.random(n) < 0.5
+    X = np.stack([has_a * 4.0, rng.normal(size=n), np.zeros(n)], axis=1) + rng.normal(size=(n, 3))
+    state = ProjectState(pid=1, controls=[t.as_dict() for t in controls_from_config(multi)])
+    for t in range(n):
+        info = state.tasks[t + 1] = TaskInfo(uri=f"/x/{t}.png", key=f"k{t}")
+        if t < 30:
+            info.labeled = True
+            info.take_answers({"tissue": ["tumour"] if has_a[t] else ["stroma"]})
+    learn(state, X, sorted(state.tasks.items()), enabled=True)
+    want = sum(proposal(state, t + 1) is not None for t in range(30, n))
+    assert state.proposals.prelabeled == want and 0 < want <= 30

@@ -71,3 +71,43 @@ def test_the_reduced_queue_covers_every_cluster_first():
     reduced = rank(X, dims=32).order[:10]
     assert sorted(y[full]) == list(range(10)) and sorted(y[reduced]) == list(range(10))
     np.testing.assert_array_equal(reduced, rank(X, dims=32).order[:10])
+
+
+@pytest.mark.parametrize("dims", [0, 6])
+def test_rows_give_the_queue_space_of_their_gather_exactly(dims):
+    """``rows`` reads the pool X[rows] where it lies: the same numbers as passing the gather (reduced or not)."""
+    X = _low_rank(300, 20, 5, seed=3)
+    rows = np.sort(np.random.default_rng(0).choice(300, 250, replace=False))
+    np.testing.assert_array_equal(
+        queue_space(X, "center-l2", dims=dims, rows=rows), queue_space(X[rows], "center-l2", dims=dims)
+    )
+
+
+def test_the_space_cache_computes_once_per_matrix_rows_and_mode():
+    X = _low_rank(200, 20, 5)
+    X.setflags(write=False)
+    cache = qs.SpaceCache()
+    first = cache.get(X, "center-l2", dims=6)
+    np.testing.assert_array_equal(first, queue_space(X, "center-l2", dims=6))
+    assert cache.get(X, "center-l2", dims=6) is first and not first.flags.writeable
+    rows = np.arange(1, 200)
+    assert cache.get(X, "center-l2", dims=6, rows=rows) is not first  # other rows
+    assert cache.get(X, "center", dims=6, rows=rows) is not cache.get(X, "center-l2", dims=6, rows=rows)
+    other = X.copy()
+    np.testing.assert_array_equal(
+        cache.get(other, "center-l2", dims=6), first
+    )  # same numbers, another matrix: recomputed
+    cache.clear()
+    assert cache.get(other, "center-l2", dims=6) is not first
+
+
+def test_rank_with_a_space_cache_is_rank_without_one():
+    X = _low_rank(400, 24, 6, seed=2)
+    labeled = np.zeros(400, bool)
+    labeled[::37] = True
+    cache = qs.SpaceCache()
+    for _ in range(2):  # the second call reads the kept rows
+        a = rank(X, labeled=labeled, dims=8, space_cache=cache)
+        b = rank(X, labeled=labeled, dims=8)
+        np.testing.assert_array_equal(a.order, b.order)
+        np.testing.assert_array_equal(a.cluster, b.cluster)

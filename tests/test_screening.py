@@ -285,3 +285,29 @@ def test_rare_colour_in_blocks_equals_the_whole_pool_formula(monkeypatch):
         )
         want = (hist * (near.reshape(37, -1) < sc._RARE_BIN)).sum(axis=1)
         np.testing.assert_allclose(sc._rare_colour(hist, neighbours), want, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_deferred_rows_past_the_switch_rank_the_rest_as_their_gather_would(cached):
+    """With the backend's fitted probe and a reduced queue space, the deferred path reads the pool where it
+    lies (margins of every row, queue space of the kept rows) and ranks exactly as the gathered sub-pool."""
+    from examine.probe import Probe
+    from examine.queue_space import SpaceCache
+
+    rng = np.random.default_rng(6)
+    centres = rng.normal(size=(3, 12)) * 4
+    y = np.arange(300) % 3
+    X = (centres[y] + rng.normal(size=(300, 12))).astype(np.float32)
+    labeled = np.zeros(300, bool)
+    labeled[:45] = True  # 15 per class: past the switch to uncertainty
+    probe = Probe().fit(X[:45], y[:45], reference=X)
+    later = [299, 120, 64]
+    cache = SpaceCache() if cached else None
+    r = rank(X, labeled=labeled, probe=probe, deferred=later, dims=6, space_cache=cache)
+    keep = np.delete(np.arange(300), later)
+    plain = rank(X[keep], labeled=labeled[keep], probe=probe, dims=6)
+    assert list(r.order) == list(keep[plain.order]) + later
+    np.testing.assert_array_equal(r.cluster[keep], plain.cluster)
+    if cached:
+        again = rank(X, labeled=labeled, probe=probe, deferred=later, dims=6, space_cache=cache)
+        assert list(again.order) == list(r.order)

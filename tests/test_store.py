@@ -105,3 +105,33 @@ def test_truncated_vectors_and_garbage_files_are_repaired(tmp_path):
     assert len(third) == 5 and third.repaired and EmbeddingStore(tmp_path, "enc-v1", 4).repaired == []
     with pytest.raises(StoreError, match="meta.json"):
         EmbeddingStore(tmp_path, "enc-v1", 8)
+
+
+def test_a_workspace_keeps_its_store_open_until_its_files_change(tmp_path):
+    """Opening reads every key: the workspace keeps the store and refreshes it, and opens it again (repairing
+    it) once its files were deleted, replaced or truncated."""
+    import shutil
+
+    from examine.workspace import Workspace
+
+    class Enc:
+        version, dim = "enc-v1", 4
+
+    ws = Workspace(tmp_path)
+    s = ws.store(Enc())
+    assert s.intact() and ws.store(Enc()) is s  # no files yet
+    s.add([f"{i:064x}" for i in range(3)], np.ones((3, 4), np.float32))
+    assert ws.store(Enc()) is s and len(s) == 3
+    other = EmbeddingStore(tmp_path / "store", "enc-v1", 4)  # another writer appends
+    other.add([f"{9:064x}"], np.zeros((1, 4), np.float32))
+    assert ws.store(Enc()) is s and len(s) == 4  # refreshed
+    with open(s.folder / "vectors.f32", "r+b") as fh:
+        fh.truncate(4 * 4 * 2 + 3)  # two rows and a bit left
+    assert not s.intact()
+    fresh = ws.store(Enc())
+    assert fresh is not s and len(fresh) == 2 and fresh.repaired
+    assert ws.store(Enc()) is fresh and fresh.repaired == []  # reported by the caller that opened it
+    shutil.rmtree(tmp_path / "store")
+    assert not fresh.intact()
+    again = ws.store(Enc())
+    assert again is not fresh and len(again) == 0
