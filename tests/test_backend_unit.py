@@ -840,5 +840,25 @@ def test_after_a_restart_the_fill_waits_for_a_re_rank_that_makes_the_proposals_a
     two = CONFIG.replace('<Choice value="x"/>', '<Choice value="x"/><Choice value="y"/>')
     state.controls = [t.as_dict() for t in controls_from_config(two)]
     state.filling, state.published_version, state.proposals = True, "examine-v", None
+    state.probe = {"prelabel": True}  # the last fit made proposals (its summary is saved; they are not)
     ProjectWorker(backend, 1).fill()
     assert backend.jobs.pending(1) == {"rank"}
+
+
+def test_before_the_probes_can_learn_the_fill_goes_on_without_proposals(tmp_path, monkeypatch):
+    """At the cold start no proposal exists to wait for: the fill adds its chunk (it once asked for a re-rank
+    instead, whose publish added 40 predictions per cycle: hours for a 200,000-task pool)."""
+    import numpy as np
+
+    from backend.label_config import controls_from_config
+    from backend.publisher import Publisher
+
+    backend, state, _ = embedded_project(tmp_path, 20, lambda dim: np.random.default_rng(0).normal(size=(20, dim)))
+    two = CONFIG.replace('<Choice value="x"/>', '<Choice value="x"/><Choice value="y"/>')
+    state.controls = [t.as_dict() for t in controls_from_config(two)]
+    state.filling, state.published_version, state.proposals = True, "examine-v", None
+    state.probe = {"prelabel": False, "why": "nothing learned yet"}
+    filled = []
+    monkeypatch.setattr(Publisher, "fill", lambda self: filled.append(self.pid) or 0)
+    ProjectWorker(backend, 1).fill()
+    assert filled == [1] and "rank" not in backend.jobs.pending(1)
