@@ -33,8 +33,9 @@ class Revised:
     _rev: int
 
     def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        object.__setattr__(self, "_rev", next(_REVISIONS))
+        d = self.__dict__  # records are plain attribute bags (no slots, no properties): the fast path
+        d[name] = value
+        d["_rev"] = next(_REVISIONS)
 
 
 @dataclass
@@ -51,10 +52,12 @@ class TaskInfo(Revised):
     retry_at: float | None = None  # unix time before which such a failure is not fetched again
 
     def __setattr__(self, name: str, value: Any) -> None:
-        changed_key = name == "key" and self.__dict__.get("key") != value
-        super().__setattr__(name, value)
-        if changed_key:
-            _LAST_KEY_CHANGE[0] = self._rev
+        d = self.__dict__
+        if name == "key" and d.get("key") != value:
+            _LAST_KEY_CHANGE[0] = d["_rev"] = next(_REVISIONS)
+        else:
+            d["_rev"] = next(_REVISIONS)
+        d[name] = value
 
     def take_answers(self, answers: dict[str, list[str]] | None) -> None:
         """Record what an annotation says (:func:`backend.label_config.annotation_answers`); a skipped one
