@@ -21,6 +21,7 @@ from examine.cli_args import (
     rank_folder_from_args,
 )
 from examine.ranking import DEFAULT_POLICY, POLICIES
+from examine.ranking_csv import columns_help
 from examine.scoring import marginal_singular_values, scores_from_marginals, value_order
 
 
@@ -200,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         default="ranking.csv",
-        help="CSV: path,sha256,queue_position,examine_value,examine_marginal (queue order)",
+        help=f"CSV to write: {columns_help()}",
     )
     p.add_argument(
         "--policy",
@@ -212,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--labels",
         metavar="CSV",
-        help="labels given so far (header 'path,label'; paths relative to IMAGES; several labels of one image "
+        help="labels given so far (header 'path,label'; paths relative to IMAGES or as ranking.csv writes them; "
+        "several labels of one image "
         "separated by ';' or on several rows): those images leave the queue, the queue learns from them, and "
         "ranking.csv gets the probe's 'predicted' class (multi-label: every class above 0.5, ';'-separated) "
         "and its 'probability'",

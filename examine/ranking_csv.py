@@ -12,11 +12,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from examine.pipeline import FolderRanking
 
-__all__ = ["RANKING_COLUMNS", "write_ranking_csv"]
+__all__ = ["LABEL_COLUMNS", "RANKING_COLUMNS", "SCREENING_COLUMNS", "columns_help", "write_ranking_csv"]
 
 
 #: ranking.csv's columns: the queue position (1 = label first) and the EXAMINE value are two different things.
 RANKING_COLUMNS = ("path", "sha256", "queue_position", "examine_value", "examine_marginal")
+#: Added when labels were given: the probe's proposal for each image and its probability.
+LABEL_COLUMNS = ("predicted", "probability")
+#: Added when the screening ran: the image's quality and why it was flagged (flagged images close the queue).
+SCREENING_COLUMNS = ("quality", "reasons")
+
+
+def columns_help() -> str:
+    """The columns in words, for help texts (built from the constants the writer uses, so they cannot differ)."""
+    return (
+        f"{','.join(RANKING_COLUMNS)} in queue order (queue_position 1 = label first); "
+        f"with --labels also {','.join(LABEL_COLUMNS)}; with the screening on also {','.join(SCREENING_COLUMNS)}"
+    )
 
 
 def write_ranking_csv(result: FolderRanking, path: str | Path) -> Path | None:
@@ -29,9 +41,9 @@ def write_ranking_csv(result: FolderRanking, path: str | Path) -> Path | None:
     """
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        extra = ["predicted", "probability"] if result.predicted is not None else []
-        extra += ["quality", "reasons"] if result.quality is not None and result.reasons is not None else []
-        w.writerow(["path", "sha256", *RANKING_COLUMNS[2:], *extra])
+        extra = list(LABEL_COLUMNS) if result.predicted is not None else []
+        extra += list(SCREENING_COLUMNS) if result.quality is not None and result.reasons is not None else []
+        w.writerow([*RANKING_COLUMNS, *extra])
         for r, (p, key, m, s) in enumerate(zip(result.paths, result.keys, result.marginal, result.score), start=1):
             row = [str(p), key, r, repr(float(s)), repr(float(m))]
             if result.predicted is not None and result.probability is not None:

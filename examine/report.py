@@ -38,7 +38,7 @@ from examine.cli_args import (
     encoder_config_from_args,
     rank_folder_from_args,
 )
-from examine.ranking_csv import RANKING_COLUMNS, write_ranking_csv
+from examine.ranking_csv import RANKING_COLUMNS, columns_help, write_ranking_csv
 from examine.report_map import MAX_MAP_POINTS, TSNE_RANGE, _map_subset, _pyplot, map_coordinates, plot_map
 
 __all__ = ["Ranked", "ReportInput", "read_ranking", "read_failures", "map_coordinates", "build_report", "add_parser"]
@@ -543,9 +543,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "or by ranking IMAGES_DIR first. Relative links only: zip the folder and open it anywhere.",
     )
     p.add_argument("images", nargs="?", help="folder of images to rank first (as `examine rank` does)")
-    p.add_argument(
-        "--ranking", metavar="CSV", help="ranking CSV written by `examine rank` (path,sha256,marginal,score,rank)"
-    )
+    p.add_argument("--ranking", metavar="CSV", help=f"ranking CSV written by `examine rank` ({columns_help()})")
     p.add_argument("--out", default="report", help="folder to write (default ./report)")
     p.add_argument(
         "--top",

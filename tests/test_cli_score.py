@@ -55,3 +55,40 @@ def test_score_reports_nan_rows(tmp_path, capsys):
     np.save(tmp_path / "e.npy", X)
     assert main(["score", str(tmp_path / "e.npy")]) == 2
     assert "rows [3]" in capsys.readouterr().err
+
+
+def test_help_texts_name_every_column_that_ranking_csv_holds(tmp_path):
+    """`examine rank -o` and `examine report --ranking` describe the file the writer writes (columns included
+    only with labels or the screening too)."""
+    import csv
+
+    import numpy as np
+
+    from examine.cli import build_parser
+    from examine.pipeline import FolderRanking
+    from examine.ranking_csv import LABEL_COLUMNS, RANKING_COLUMNS, SCREENING_COLUMNS, write_ranking_csv
+
+    result = FolderRanking(
+        paths=[tmp_path / "a.png", tmp_path / "b.png"],
+        keys=["0" * 64, "1" * 64],
+        marginal=np.array([0.2, 0.1]),
+        score=np.array([1.0, 0.5]),
+        policy="adaptive",
+        encoder_version="enc",
+        predicted=["x", "y"],
+        probability=np.array([0.9, 0.6]),
+        quality=np.array([1.0, 0.2]),
+        reasons=["", "blur"],
+    )
+    write_ranking_csv(result, tmp_path / "ranking.csv")
+    with open(tmp_path / "ranking.csv") as fh:
+        header = next(csv.reader(fh))
+    assert header == [*RANKING_COLUMNS, *LABEL_COLUMNS, *SCREENING_COLUMNS]
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    rank_help = next(a.help for a in sub["rank"]._actions if a.dest == "output")
+    report_help = next(a.help for a in sub["report"]._actions if a.dest == "ranking")
+    for column in header:
+        assert column in rank_help, column
+    for column in RANKING_COLUMNS:
+        assert column in report_help, column
