@@ -51,7 +51,7 @@ from tests.team import StatusRecorder, evaluate, run_team  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def header(argv: list[str]) -> str:
+def header(argv: list[str], script: str = "benchmarks/bench_team.py") -> str:
     """Machine, date, command and git commit of this run."""
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -63,7 +63,7 @@ def header(argv: list[str]) -> str:
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True).stdout
     load = os.getloadavg()
     return (
-        f"# python {shlex.join(['benchmarks/bench_team.py', *argv])}\n"
+        f"# python {shlex.join([script, *argv])}\n"
         f"# {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, commit {git.strip()}{' + uncommitted changes' if dirty else ''}, "
         f"{cpu}, {os.cpu_count()} CPUs, load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
