@@ -255,10 +255,11 @@ class Proposals:
 
     @property
     def prelabeled(self) -> int:
-        """Unlabeled tasks with at least one proposal (a single-class question proposes a class for every one)."""
+        """Unlabeled tasks with at least one proposal. A single-class question proposes a class for every one;
+        multi-class questions only: the tasks worked out so far with a class above one half (counting the rest
+        would predict the whole pool, under the project's lock, at every metrics scrape)."""
         if any(tag.kind == "class" for tag, _, _ in self.tags.values()):
             return len(self.tids)
-        self._work_out(np.flatnonzero(~self._done))
         any_chosen = np.zeros(len(self.tids), bool)
         for _, chosen, _ in self.tags.values():
             any_chosen |= chosen.any(axis=1)

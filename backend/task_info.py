@@ -53,11 +53,11 @@ class TaskInfo(Revised):
 
     def __setattr__(self, name: str, value: Any) -> None:
         d = self.__dict__
-        if name == "key" and d.get("key") != value:
-            _LAST_KEY_CHANGE[0] = d["_rev"] = next(_REVISIONS)
-        else:
-            d["_rev"] = next(_REVISIONS)
-        d[name] = value
+        moved = name == "key" and d.get("key") != value
+        d[name] = value  # the value first: a save that reads the new stamp also reads the new value
+        d["_rev"] = next(_REVISIONS)
+        if moved:
+            _LAST_KEY_CHANGE[0] = d["_rev"]
 
     def take_answers(self, answers: dict[str, list[str]] | None) -> None:
         """Record what an annotation says (:func:`backend.label_config.annotation_answers`); a skipped one
@@ -98,7 +98,8 @@ class TaskTable(dict[int, TaskInfo]):
         return super().setdefault(key, default)
 
     def pop(self, key: int, *default: Any) -> Any:  # type: ignore[override]
-        self._moved()
+        if key in self:
+            self._moved()
         return super().pop(key, *default)
 
     def popitem(self) -> tuple[int, TaskInfo]:

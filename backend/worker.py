@@ -417,11 +417,13 @@ class ProjectWorker:
     def _proposals_missing(self) -> bool:
         """Pre-annotations are due but none are in memory (they are not saved: a restart loses them).
 
-        Due means the last fit made some (its summary, saved, says so); before the probes can learn (the cold
-        start) there are none to wait for, and the fill goes on without them.
+        Due means the last fit learned something (its summary, saved, says so: ``fit_s``), whether or not it
+        proposed then (pre-annotation may have been off); before the probes can learn (the cold start) there are
+        none to wait for, and the fill goes on without them.
         """
         with self.state.lock:
-            if self.state.proposals is not None or not self.settings.prelabel or not self.state.probe.get("prelabel"):
+            learned = bool(self.state.probe.get("prelabel")) or "fit_s" in self.state.probe
+            if self.state.proposals is not None or not self.settings.prelabel or not learned:
                 return False
             return any(t.image_level for t in controls_from_state(self.state.controls))
 

@@ -60,11 +60,16 @@ def preprocess_embeddings(X: np.ndarray, mode: str) -> np.ndarray:
     return X
 
 
-def _column_mean(X: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _block(X: np.ndarray, rows: np.ndarray | None, start: int) -> np.ndarray:
+    """Rows ``start`` … ``start + _BLOCK`` of the pool ``X[rows]`` (a slice of ``X`` when ``rows`` is None)."""
+    return X[start : start + _BLOCK] if rows is None else X[rows[start : start + _BLOCK]]
+
+
+def _column_mean(X: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
     total = np.zeros(X.shape[1])
-    for start in range(0, len(rows), _BLOCK):
-        total += X[rows[start : start + _BLOCK]].sum(axis=0, dtype=np.float64)
-    return total / max(len(rows), 1)
+    for start in range(0, n, _BLOCK):
+        total += _block(X, rows, start).sum(axis=0, dtype=np.float64)
+    return total / max(n, 1)
 
 
 def _prepare_block(block: np.ndarray, mean: np.ndarray | None, l2: bool) -> np.ndarray:
@@ -89,22 +94,23 @@ def queue_space(
     passing that gather, without copying a large pool).
     """
     _check_mode(mode)
-    whole = rows is None
-    rows = np.arange(len(X)) if rows is None else np.asarray(rows, dtype=np.int64)
-    n, d = len(rows), X.shape[1]
+    rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+    n, d = (len(X) if rows is None else len(rows)), X.shape[1]
     if dims is None:
         dims = QUEUE_DIMS if n >= REDUCE_FROM_ROWS else 0
     if dims < 0:
         raise ValueError(f"dims must be >= 0, got {dims}")
     k = min(dims, n - 1, d)
     if dims == 0 or d <= dims or k < 1:
-        return preprocess_embeddings(X if whole else X[rows], mode)
+        return preprocess_embeddings(X if rows is None else X[rows], mode)
     from sklearn.decomposition import PCA  # on first use (see examine.coverage)
 
-    mean = _column_mean(X, rows).astype(np.float32) if "center" in mode else None
+    mean = _column_mean(X, rows, n).astype(np.float32) if "center" in mode else None
     l2 = "l2" in mode
     rng = np.random.default_rng(seed)
-    sample = rows[np.sort(rng.choice(n, size=min(n, FIT_ROWS), replace=False))]
+    sample = np.sort(rng.choice(n, size=min(n, FIT_ROWS), replace=False))
+    if rows is not None:
+        sample = rows[sample]
     pca = PCA(n_components=k, svd_solver="randomized", iterated_power=3, random_state=seed)
     fit_rows = np.concatenate(
         [_prepare_block(X[sample[i : i + _BLOCK]], mean, l2) for i in range(0, len(sample), _BLOCK)]
@@ -115,7 +121,7 @@ def queue_space(
     shift = (pca.mean_.astype(np.float32) @ basis).astype(np.float64)
     out = np.empty((n, k), dtype=np.float64)
     for start in range(0, n, _BLOCK):
-        out[start : start + _BLOCK] = _prepare_block(X[rows[start : start + _BLOCK]], mean, l2) @ basis
+        out[start : start + _BLOCK] = _prepare_block(_block(X, rows, start), mean, l2) @ basis
     out -= shift
     return out
 
@@ -125,8 +131,9 @@ class SpaceCache:
 
     The backend re-ranks its pool after labels: only which rows are labeled changes, not the embeddings, so the
     PCA and the projection (4–5 s at 200,000 × 3,072 on two cores) are done once per pool. One entry: a new
-    matrix, other rows, mode, dimensions or seed replace it. The matrix must not change in place (the backend's
-    is read-only).
+    matrix, other rows, mode, dimensions or seed replace it. An unreduced space (a pool under
+    :data:`REDUCE_FROM_ROWS` rows) is not kept: it is a float64 copy of the pool, cheap to make again. The matrix
+    must not change in place (the backend's is read-only).
     """
 
     def __init__(self) -> None:
@@ -146,8 +153,9 @@ class SpaceCache:
                 return self._space
             self._X = self._space = None  # the old one goes first (memory)
             space = queue_space(X, mode, dims=dims, seed=seed, rows=rows)
-            space.setflags(write=False)
-            self._X, self._key, self._space = weakref.ref(X), key, space
+            if space.shape[1] < X.shape[1]:  # only a reduced space is kept: the PCA is what costs
+                space.setflags(write=False)
+                self._X, self._key, self._space = weakref.ref(X), key, space
             return space
 
     def clear(self) -> None:

@@ -843,6 +843,11 @@ def test_after_a_restart_the_fill_waits_for_a_re_rank_that_makes_the_proposals_a
     state.probe = {"prelabel": True}  # the last fit made proposals (its summary is saved; they are not)
     ProjectWorker(backend, 1).fill()
     assert backend.jobs.pending(1) == {"rank"}
+    # pre-annotation was off at the last fit (EXAMINE_PRELABEL=0) and is on now: proposals are due as well
+    backend.jobs._pending.clear()
+    state.probe = {"prelabel": False, "fit_s": 0.01, "why": "pre-annotations are off (EXAMINE_PRELABEL=0)"}
+    ProjectWorker(backend, 1).fill()
+    assert backend.jobs.pending(1) == {"rank"}
 
 
 def test_before_the_probes_can_learn_the_fill_goes_on_without_proposals(tmp_path, monkeypatch):
