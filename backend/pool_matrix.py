@@ -18,7 +18,12 @@ from examine.probe import column_moments
 from examine.queue_space import SpaceCache
 from examine.store import EmbeddingStore
 
-__all__ = ["PoolMatrix"]
+__all__ = ["PoolMatrix", "keys_fingerprint"]
+
+
+def keys_fingerprint(keys: Sequence[str]) -> str:
+    """The sha256 of image keys in order: which rows a pool holds (the kept matrix, the screening's last pool)."""
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
 class PoolMatrix:
@@ -31,15 +36,10 @@ class PoolMatrix:
         self._moments: tuple[np.ndarray, np.ndarray] | None = None
         self.space = SpaceCache()  # the queue's PCA rows of the kept matrix (examine.ranking.rank's space_cache)
 
-    @staticmethod
-    def _fingerprint(store: EmbeddingStore, keys: Sequence[str]) -> tuple[str, str]:
-        digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
-        return str(store.folder), digest
-
     def get(self, store: EmbeddingStore, keys: Sequence[str], *, fingerprint: str | None = None) -> np.ndarray:
         """The embeddings of ``keys`` in that order (read-only: shared by every re-rank of the same rows);
         ``fingerprint``: the caller's sha256 of the keys joined by newlines, when it keeps one."""
-        key = (str(store.folder), fingerprint) if fingerprint else self._fingerprint(store, keys)
+        key = (str(store.folder), fingerprint or keys_fingerprint(keys))
         with self._lock:
             if key == self._key and self._X is not None:
                 return self._X

@@ -7,11 +7,12 @@ changes none of it (the rows hold the live task records, so a label is seen thro
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
+from backend.pool_matrix import keys_fingerprint
 from backend.state import ProjectState
 from backend.task_info import TaskInfo, key_revision
 from examine.store import EmbeddingStore
@@ -48,9 +49,9 @@ def pool_rows(state: ProjectState, store: EmbeddingStore) -> PoolRows:
                     rows.append((t, i))
                 else:
                     lost += 1
-    keys = [i.key for _, i in rows]
+    keys = [cast(str, i.key) for _, i in rows]  # rows hold only tasks with a key
     tids = np.fromiter((t for t, _ in rows), np.int64, len(rows))
-    found = PoolRows(rows, tids, keys, hashlib.sha256("\n".join(keys).encode()).hexdigest(), lost, store, signature)  # type: ignore[arg-type]
+    found = PoolRows(rows, tids, keys, keys_fingerprint(keys), lost, store, signature)
     with state.lock:
         state.rows_kept = found
     return found

@@ -12,7 +12,6 @@ image is usable, so a labeled task is never flagged.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 from collections import Counter
@@ -73,17 +72,16 @@ class Screener:
         return self.backend.workspace.measure(((k, partial(load, *todo[k])) for k in missing), on_error=skipped)
 
     def deferred(
-        self, rows: list[tuple[int, TaskInfo]], X: np.ndarray, labeled: np.ndarray, *, fingerprint: str | None = None
+        self, rows: list[tuple[int, TaskInfo]], X: np.ndarray, labeled: np.ndarray, fingerprint: str
     ) -> list[int]:
         """The rows (task id, info) of ``X`` to serve last: the unlabeled flagged ones, in task order.
 
-        The pool is screened again only when its images changed or new checks were stored
-        (``state.screened``); an annotation unflags a task at once.
+        The pool is screened again only when its images changed (``fingerprint``: the rows' keys,
+        :attr:`backend.pool_rows.PoolRows.fingerprint`, against ``state.screened``); an annotation unflags a
+        task at once.
         """
-        keys = [cast(str, i.key) for _, i in rows] if fingerprint is None or self.state.screened != fingerprint else []
-        fingerprint = fingerprint or hashlib.sha256("\n".join(keys).encode()).hexdigest()
         if self.state.screened != fingerprint:
-            self.screen([t for t, _ in rows], keys, X, labeled)
+            self.screen([t for t, _ in rows], [cast(str, i.key) for _, i in rows], X, labeled)
             self.state.screened = fingerprint
         with self.state.lock:
             return [j for j, (_, i) in enumerate(rows) if i.flag and not i.labeled]

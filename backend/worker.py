@@ -487,7 +487,7 @@ class ProjectWorker:
                 log.error("project %s: %s", self.pid, exc)
         labeled = np.array([i.labeled for _, i in rows], dtype=bool)
         screener = Screener(self.backend, self.pid)
-        deferred = screener.deferred(rows, X, labeled, fingerprint=pool.fingerprint) if self.settings.screening else []
+        deferred = screener.deferred(rows, X, labeled, pool.fingerprint) if self.settings.screening else []
         probe = learn(
             self.state,
             X,
